@@ -1,0 +1,33 @@
+# Two commands do all set-up on a fresh clone: `make test` and `make demo`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install test demo lint bench clean
+
+$(STAMP): pyproject.toml envs/requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -r envs/requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $@
+
+install: $(STAMP)
+
+test: install
+	$(BIN)/python -m pytest
+
+demo: install
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake --cores all all --configfile config/smoke.yaml
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/snakefmt --check .
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake --lint
+
+bench: install
+	$(BIN)/python bench/train_speed.py
+
+clean:
+	rm -rf results/* figures/* .snakemake
+	touch results/.gitkeep figures/.gitkeep

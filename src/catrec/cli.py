@@ -1,0 +1,270 @@
+"""The ``catrec`` command line: one subcommand per pipeline stage. Snakemake rules call only these.
+
+Run ``catrec --help`` or ``catrec <command> --help``. Errors in input or config exit with status 2 and a
+single line naming the key, file or line; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from catrec.errors import CatrecError
+
+
+def _hparams(value: str) -> dict[str, Any]:
+    """``--hparams`` takes a JSON object, or @file.json."""
+    text = Path(value[1:]).read_text() if value.startswith("@") else value
+    try:
+        parsed = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"--hparams is not valid JSON: {exc}") from exc
+    if not isinstance(parsed, dict):
+        raise argparse.ArgumentTypeError("--hparams must be a JSON object")
+    return parsed
+
+
+def _named_path(value: str) -> tuple[str, Path]:
+    name, sep, path = value.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"expected NAME=PATH, got '{value}'")
+    return name, Path(path)
+
+
+def cmd_check_config(args: argparse.Namespace) -> None:
+    from catrec.config import load_config
+
+    load_config(args.config)
+    print(f"{args.config}: valid")
+
+
+def cmd_toy(args: argparse.Namespace) -> None:
+    from catrec.toy import write_toy_zip
+
+    write_toy_zip(
+        args.output,
+        member=args.member,
+        users=args.users,
+        items=args.items,
+        clusters=args.clusters,
+        mean_length=args.mean_length,
+        seed=args.seed,
+    )
+
+
+def cmd_download(args: argparse.Namespace) -> None:
+    from catrec.download import download
+
+    download(args.url, args.output, md5=args.md5, sha256=args.sha256, lock_file=args.lock_file)
+
+
+def cmd_extract(args: argparse.Namespace) -> None:
+    from catrec.download import extract_member
+
+    extract_member(args.archive, args.member, args.output)
+
+
+def cmd_preprocess(args: argparse.Namespace) -> None:
+    from catrec.data import preprocess
+
+    stats = preprocess(args.format, args.input, args.output_dir, min_count=args.min_count)
+    print(json.dumps(stats))
+
+
+def cmd_table1(args: argparse.Namespace) -> None:
+    from catrec.tables import write_table1
+
+    write_table1(dict(args.stats), args.paper, args.output_prefix)
+
+
+def cmd_pretrain(args: argparse.Namespace) -> None:
+    from catrec.train import pretrain
+
+    pretrain(
+        data_dir=args.data,
+        hparams=args.hparams,
+        dataset=args.dataset,
+        model_name=args.model,
+        checkpoint=args.checkpoint,
+        curve=args.curve,
+        metrics=args.metrics,
+        state_dir=args.state_dir,
+    )
+
+
+def cmd_cascade(args: argparse.Namespace) -> None:
+    from catrec.cascade import write_cascade
+
+    write_cascade(args.data, max_len=args.max_len, batch_size=args.batch_size, terms=args.terms, output=args.output)
+
+
+def cmd_finetune(args: argparse.Namespace) -> None:
+    from catrec.adversarial import finetune
+
+    finetune(
+        data_dir=args.data,
+        hparams=args.hparams,
+        dataset=args.dataset,
+        model_name=args.model,
+        method=args.method,
+        pretrained=args.pretrained,
+        cascade=args.cascade,
+        checkpoint=args.checkpoint,
+        curve=args.curve,
+        metrics=args.metrics,
+        state_dir=args.state_dir,
+    )
+
+
+def cmd_attack(args: argparse.Namespace) -> None:
+    from catrec.attack import run_attacks
+
+    run_attacks(
+        data_dir=args.data,
+        hparams=args.hparams,
+        dataset=args.dataset,
+        model_name=args.model,
+        method=args.method,
+        checkpoint=args.checkpoint,
+        output=args.output,
+    )
+
+
+def cmd_collect(args: argparse.Namespace) -> None:
+    from catrec.tables import collect
+
+    collect(args.kind, args.inputs, args.output)
+
+
+def cmd_table2(args: argparse.Namespace) -> None:
+    from catrec.tables import write_table2
+
+    write_table2(args.metrics, args.paper, args.output_prefix)
+
+
+def cmd_plot(args: argparse.Namespace) -> None:
+    from catrec.plots import plot_figure
+
+    plot_figure(args.figure, args.input, args.output, options=args.option)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="catrec",
+        description="Cascade-guided Adversarial Training for sequential recommendation: pipeline stages. "
+        "Snakemake calls these; each can also be run by hand.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, handler: Callable[[argparse.Namespace], None], help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    sub = add("check-config", cmd_check_config, "Validate a config file against the schema.")
+    sub.add_argument("config", type=Path)
+
+    sub = add("toy", cmd_toy, "Write the synthetic toy dataset as an ML-1M style ratings.dat inside a zip.")
+    sub.add_argument("--output", type=Path, required=True, help="zip file to write")
+    sub.add_argument("--member", default="toy/ratings.dat", help="name of ratings.dat inside the zip")
+    sub.add_argument("--users", type=int, required=True)
+    sub.add_argument("--items", type=int, required=True)
+    sub.add_argument("--clusters", type=int, default=8, help="item clusters users drift through")
+    sub.add_argument("--mean-length", type=int, default=25, help="mean interactions per user")
+    sub.add_argument("--seed", type=int, default=0)
+
+    sub = add("download", cmd_download, "Download a file (retries, resume, checksum, atomic rename).")
+    sub.add_argument("--url", action="append", required=True, help="source URL; repeat for mirrors, tried in order")
+    sub.add_argument("--output", type=Path, required=True)
+    sub.add_argument("--md5", help="expected md5 of the file")
+    sub.add_argument("--sha256", help="expected sha256 of the file")
+    sub.add_argument(
+        "--lock-file", type=Path, help="JSON file recording the observed sha256 when no checksum is known"
+    )
+
+    sub = add("extract", cmd_extract, "Extract one member of a zip archive (path traversal is refused).")
+    sub.add_argument("--archive", type=Path, required=True)
+    sub.add_argument("--member", required=True)
+    sub.add_argument("--output", type=Path, required=True)
+
+    sub = add("preprocess", cmd_preprocess, "Parse a raw file, order per user, k-core filter, remap ids.")
+    sub.add_argument("--format", required=True, choices=["ml-1m", "amazon-json", "amazon-csv", "sequences", "pairs"])
+    sub.add_argument("--input", type=Path, required=True)
+    sub.add_argument("--output-dir", type=Path, required=True)
+    sub.add_argument("--min-count", type=int, default=5, help="k of the iterative k-core filter (0 disables it)")
+
+    sub = add("table1", cmd_table1, "Render Table 1 (dataset statistics beside the paper's).")
+    sub.add_argument("--stats", type=_named_path, action="append", required=True, metavar="NAME=STATS_JSON")
+    sub.add_argument("--paper", type=Path, required=True, help="CSV of the paper's Table 1")
+    sub.add_argument("--output-prefix", type=Path, required=True, help="writes PREFIX.csv, .md and .tex")
+
+    def add_training_args(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--data", type=Path, required=True, help="preprocessed dataset directory")
+        sub.add_argument("--hparams", type=_hparams, required=True, help="JSON object (or @file.json)")
+        sub.add_argument("--dataset", required=True, help="dataset name recorded in the outputs")
+        sub.add_argument("--model", required=True, choices=["sasrec", "gru4rec"])
+
+    def add_run_outputs(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--checkpoint", type=Path, required=True, help="final model weights (.pt)")
+        sub.add_argument("--curve", type=Path, required=True, help="learning-curve CSV")
+        sub.add_argument("--metrics", type=Path, required=True, help="metrics JSON")
+        sub.add_argument("--state-dir", type=Path, required=True, help="resumable checkpoints live here")
+
+    sub = add("pretrain", cmd_pretrain, "Train a base model with the BCE loss of Eq. 3.5 (resumable).")
+    add_training_args(sub)
+    add_run_outputs(sub)
+
+    sub = add("cascade", cmd_cascade, "Compute the cascade matrix of Eq. 4.11 for the training inputs.")
+    sub.add_argument("--data", type=Path, required=True)
+    sub.add_argument("--max-len", type=int, required=True, help="T")
+    sub.add_argument("--batch-size", type=int, required=True, help="b, the training batch size")
+    sub.add_argument("--terms", choices=["both", "temporal", "cross"], default="both")
+    sub.add_argument("--output", type=Path, required=True)
+
+    sub = add("finetune", cmd_finetune, "Fine-tune a pretrained model with one method (Eq. 4.6-4.10).")
+    add_training_args(sub)
+    sub.add_argument("--method", required=True)
+    sub.add_argument("--pretrained", type=Path, required=True)
+    sub.add_argument("--cascade", type=Path, help="cascade matrix (.pt), needed by adv_cas*")
+    add_run_outputs(sub)
+
+    sub = add("attack", cmd_attack, "Item-replacement attacks (section 5.6) against one trained model.")
+    add_training_args(sub)
+    sub.add_argument("--method", required=True)
+    sub.add_argument("--checkpoint", type=Path, required=True)
+    sub.add_argument("--output", type=Path, required=True, help="tidy CSV of metrics under attack")
+
+    sub = add("collect", cmd_collect, "Gather per-run results into one tidy CSV.")
+    sub.add_argument("kind", choices=["metrics", "curves", "attacks"])
+    sub.add_argument("inputs", type=Path, nargs="+")
+    sub.add_argument("--output", type=Path, required=True)
+
+    sub = add("table2", cmd_table2, "Render Table 2 and the comparison with the paper's numbers.")
+    sub.add_argument("--metrics", type=Path, required=True, help="tidy metrics CSV (catrec collect metrics)")
+    sub.add_argument("--paper", type=Path, required=True, help="CSV of the paper's Table 2")
+    sub.add_argument("--output-prefix", type=Path, required=True, help="directory for table2*.csv/md/tex")
+
+    sub = add("plot", cmd_plot, "Render a figure from tidy CSV (never trains).")
+    sub.add_argument("figure", choices=["fig3", "fig4", "fig5", "fig6"])
+    sub.add_argument("--input", type=Path, required=True, help="tidy CSV")
+    sub.add_argument("--output", type=Path, required=True, help="PDF path; a PNG is written beside it")
+    sub.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="e.g. model=sasrec")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.handler(args)
+    except CatrecError as exc:
+        print(f"catrec {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,5 @@
+"""The one exception type the CLI turns into a clean one-line error (no traceback)."""
+
+
+class CatrecError(Exception):
+    """A user-facing error: bad input, bad config, failed download. The message names the key, file or line."""

@@ -1,0 +1,70 @@
+"""Sequential recommenders: the shared interface and the factory.
+
+Every model maps the sequence embeddings S_i of a user's (left-padded) history to one user representation
+w_i per position (Eq. 3.3) and scores an item j by w_i^T e_j with the shared item embedding E (Eq. 3.4).
+``encode`` takes S explicitly so that adversarial training and attacks can perturb S (Eq. 4.6).
+
+Batches may be trimmed to the last L <= T columns (all-padding columns dropped); models index positions
+from the right end (the last column is position T), so trimming and extra left padding never change outputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str  # sasrec | gru4rec
+    num_items: int  # n; item ids are 1..n, 0 is padding
+    max_len: int  # T
+    hidden_size: int = 100
+    dropout: float = 0.2
+    num_blocks: int = 2  # SASRec
+    num_heads: int = 1  # SASRec
+    layer_norm: str = "pre"  # SASRec: pre | original
+    num_layers: int = 1  # GRU4Rec
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class SequentialRecommender(nn.Module):
+    """Base class: item embedding E with padding row 0, scoring by inner product."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.item_emb = nn.Embedding(config.num_items + 1, config.hidden_size, padding_idx=0)
+
+    def encode(self, seq_emb: torch.Tensor, seqs: torch.Tensor) -> torch.Tensor:
+        """f(S; theta) of Eq. 3.3: (B, L, d) sequence embeddings -> (B, L, d) user representations.
+
+        ``seqs`` (B, L) are the item ids behind ``seq_emb``; they give the padding mask (id 0).
+        """
+        raise NotImplementedError
+
+    def forward(self, seqs: torch.Tensor) -> torch.Tensor:
+        return self.encode(self.item_emb(seqs), seqs)
+
+    def score(self, reps: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """r_ij = w_i^T e_j (Eq. 3.4) for aligned ``reps`` (..., d) and ``items`` (...)."""
+        return (reps * self.item_emb(items)).sum(-1)
+
+    def score_all(self, reps: torch.Tensor) -> torch.Tensor:
+        """Scores of every item id (padding column 0 included) for (B, d) representations -> (B, n + 1)."""
+        return reps @ self.item_emb.weight.T
+
+
+def build_model(config: ModelConfig) -> SequentialRecommender:
+    from catrec.models.gru4rec import GRU4Rec
+    from catrec.models.sasrec import SASRec
+
+    models: dict[str, type[SequentialRecommender]] = {"sasrec": SASRec, "gru4rec": GRU4Rec}
+    if config.name not in models:
+        raise ValueError(f"unknown model '{config.name}' (expected one of {sorted(models)})")
+    return models[config.name](config)

@@ -1,0 +1,42 @@
+"""GRU4Rec (Hidasi et al., 2016) as used for next-item prediction: item embedding -> dropout -> GRU.
+
+The GRU output at each position is the user representation w_i there. Left padding is removed before the
+GRU (sequences are packed), so the hidden state starts at zero at each user's first real item and outputs do
+not depend on the amount of padding; padding positions output zeros.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from catrec.models import ModelConfig, SequentialRecommender
+
+
+def _roll_rows(x: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
+    """Roll each row of (B, L, ...) ``x`` left by ``shifts[b]`` columns (circularly)."""
+    length = x.shape[1]
+    index = (torch.arange(length, device=x.device).unsqueeze(0) + shifts.unsqueeze(1)) % length
+    index = index.view(*index.shape, *([1] * (x.dim() - 2))).expand_as(x)
+    return x.gather(1, index)
+
+
+class GRU4Rec(SequentialRecommender):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config)
+        self.emb_dropout = nn.Dropout(config.dropout)
+        self.gru = nn.GRU(config.hidden_size, config.hidden_size, config.num_layers, batch_first=True)
+
+    def encode(self, seq_emb: torch.Tensor, seqs: torch.Tensor) -> torch.Tensor:
+        length = seqs.shape[1]
+        lengths = (seqs != 0).sum(1)
+        padding = length - lengths
+        x = self.emb_dropout(seq_emb)
+        left_aligned = _roll_rows(x, padding)
+        packed = pack_padded_sequence(
+            left_aligned, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False
+        )
+        output, _ = self.gru(packed)
+        output, _ = pad_packed_sequence(output, batch_first=True, total_length=length)
+        return _roll_rows(output, (length - padding) % length) * (seqs != 0).unsqueeze(-1)
