@@ -1,0 +1,50 @@
+"""Shared fixtures: the toy dataset in the preprocessed on-disk format, and the paths of the shared real data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from catrec.toy import generate_sequences
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DIR = REPO_ROOT.parent / "shared"
+BEAUTY_PATH = SHARED_DIR / "data" / "beauty" / "Beauty.txt"
+ML100K_PATH = SHARED_DIR / "data" / "ml-100k" / "ml-100k.inter"
+
+TOY_USERS, TOY_ITEMS = 300, 100
+
+
+def write_sequences_dir(directory: Path, sequences: list[list[int]]) -> Path:
+    """Write ``sequences`` in the layout ``catrec preprocess`` produces (sequences.txt + stats.json)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    lines = [" ".join(map(str, [user, *items])) for user, items in enumerate(sequences, start=1)]
+    (directory / "sequences.txt").write_text("\n".join(lines) + "\n")
+    items = max(max(s) for s in sequences)
+    interactions = sum(map(len, sequences))
+    stats = {
+        "users": len(sequences),
+        "items": items,
+        "interactions": interactions,
+        "density": interactions / (len(sequences) * items),
+    }
+    (directory / "stats.json").write_text(json.dumps(stats))
+    return directory
+
+
+@pytest.fixture(scope="session")
+def toy_sequences() -> list[list[int]]:
+    return generate_sequences(TOY_USERS, TOY_ITEMS, clusters=8, mean_length=20, seed=0)
+
+
+@pytest.fixture(scope="session")
+def toy_data_dir(tmp_path_factory: pytest.TempPathFactory, toy_sequences: list[list[int]]) -> Path:
+    return write_sequences_dir(tmp_path_factory.mktemp("toy") / "data", toy_sequences)
+
+
+def require_shared(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"shared data not found: {path}")
+    return path
