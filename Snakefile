@@ -1,0 +1,28 @@
+# catrec: Cascade-guided Adversarial Training (Tan et al.), end to end.
+#   snakemake --cores 8 all                                  the paper's experiment (config/config.yaml)
+#   snakemake --cores all all --configfile config/smoke.yaml the toy experiment (make demo)
+#   snakemake figures/fig6.pdf                               one figure, and only what it needs
+# A --configfile replaces config/config.yaml instead of being merged into it.
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+if not workflow.config_settings.configfiles:
+
+    configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/finetune.smk"
+include: "workflow/rules/attack.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        final_targets(),

@@ -1,0 +1,86 @@
+# Stage 1: raw data -> results/data/{dataset}/sequences.txt, and Table 1.
+
+
+rule download:
+    output:
+        "results/raw/{dataset}/{filename}",
+    log:
+        "logs/download/{dataset}/{filename}.log",
+    wildcard_constraints:
+        dataset=DOWNLOADED,
+    conda:
+        ENV
+    params:
+        args=download_args,
+    shell:
+        "catrec download {params.args} --output {output} > {log} 2>&1"
+
+
+rule generate_toy:
+    output:
+        "results/raw/{dataset}/{filename}",
+    log:
+        "logs/generate_toy/{dataset}/{filename}.log",
+    wildcard_constraints:
+        dataset=GENERATED,
+    conda:
+        ENV
+    params:
+        args=toy_args,
+    shell:
+        "catrec toy {params.args} --output {output} > {log} 2>&1"
+
+
+rule extract:
+    input:
+        lambda wildcards: raw_path(wildcards.dataset),
+    output:
+        "results/interim/{dataset}/{member}",
+    log:
+        "logs/extract/{dataset}/{member}.log",
+    conda:
+        ENV
+    params:
+        member=lambda wildcards: source(wildcards)["member"],
+    shell:
+        "catrec extract --archive {input} --member {params.member} --output {output} > {log} 2>&1"
+
+
+rule preprocess:
+    input:
+        preprocess_input,
+    output:
+        sequences="results/data/{dataset}/sequences.txt",
+        stats="results/data/{dataset}/stats.json",
+        user_map="results/data/{dataset}/user_map.tsv",
+        item_map="results/data/{dataset}/item_map.tsv",
+    log:
+        "logs/preprocess/{dataset}.log",
+    conda:
+        ENV
+    params:
+        format=lambda wildcards: config["datasets"][wildcards.dataset]["format"],
+        min_count=lambda wildcards: config["datasets"][wildcards.dataset].get(
+            "min_count", 5
+        ),
+        output_dir=lambda wildcards, output: Path(output.sequences).parent,
+    shell:
+        "catrec preprocess --format {params.format} --input {input} --output-dir {params.output_dir}"
+        " --min-count {params.min_count} > {log} 2>&1"
+
+
+rule table1:
+    input:
+        stats=expand("results/data/{dataset}/stats.json", dataset=DATASETS),
+        paper=PAPER_DIR / "table1.csv",
+    output:
+        multiext("results/tables/table1", ".csv", ".md", ".tex"),
+    log:
+        "logs/table1.log",
+    conda:
+        ENV
+    params:
+        stats=" ".join(f"--stats {d}=results/data/{d}/stats.json" for d in DATASETS),
+    shell:
+        "catrec table1 {params.stats} --paper {input.paper}"
+        " --output-prefix results/tables/table1 > {log} 2>&1"

@@ -1,0 +1,54 @@
+# Stage 5: tidy summaries, Table 2 and the figures. Plot rules read only tidy CSV, so restyling a figure never
+# retrains a model.
+
+
+rule collect:
+    input:
+        lambda wildcards: SUMMARIES[wildcards.summary][1],
+    output:
+        "results/summary/{summary}.csv",
+    log:
+        "logs/collect/{summary}.log",
+    wildcard_constraints:
+        summary="|".join(SUMMARIES),
+    conda:
+        ENV
+    params:
+        kind=lambda wildcards: SUMMARIES[wildcards.summary][0],
+    shell:
+        "catrec collect {params.kind} {input} --output {output} > {log} 2>&1"
+
+
+rule table2:
+    input:
+        metrics="results/summary/metrics.csv",
+        paper=PAPER_DIR / "table2.csv",
+    output:
+        multiext("results/tables/table2", ".csv", ".md", ".tex"),
+        multiext("results/tables/table2_vs_paper", ".csv", ".md"),
+    log:
+        "logs/table2.log",
+    conda:
+        ENV
+    shell:
+        "catrec table2 --metrics {input.metrics} --paper {input.paper} --output-prefix results/tables"
+        " > {log} 2>&1"
+
+
+rule plot:
+    input:
+        lambda wildcards: f"results/summary/{FIGURES[wildcards.figure][1]}.csv",
+    output:
+        pdf=report("figures/{figure}.pdf", category="Figures"),
+        png="figures/{figure}.png",
+    log:
+        "logs/plot/{figure}.log",
+    wildcard_constraints:
+        figure="|".join(FIGURES),
+    conda:
+        ENV
+    params:
+        kind=lambda wildcards: FIGURES[wildcards.figure][0],
+        options=plot_options,
+    shell:
+        "catrec plot {params.kind} --input {input} --output {output.pdf} {params.options} > {log} 2>&1"
