@@ -1,4 +1,4 @@
-"""Shared fixtures: the toy dataset in the preprocessed on-disk format, and the paths of the shared real data."""
+"""Shared fixtures: the toy dataset in the preprocessed on-disk format, and paths of the shared real data."""
 
 from __future__ import annotations
 

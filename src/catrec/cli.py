@@ -99,7 +99,9 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
 def cmd_cascade(args: argparse.Namespace) -> None:
     from catrec.cascade import write_cascade
 
-    write_cascade(args.data, max_len=args.max_len, batch_size=args.batch_size, terms=args.terms, output=args.output)
+    write_cascade(
+        args.data, max_len=args.max_len, batch_size=args.batch_size, terms=args.terms, output=args.output
+    )
 
 
 def cmd_finetune(args: argparse.Namespace) -> None:
@@ -160,7 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def add(name: str, handler: Callable[[argparse.Namespace], None], help_text: str) -> argparse.ArgumentParser:
+    def add(
+        name: str, handler: Callable[[argparse.Namespace], None], help_text: str
+    ) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=help_text)
         sub.set_defaults(handler=handler)
         return sub
@@ -178,7 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--seed", type=int, default=0)
 
     sub = add("download", cmd_download, "Download a file (retries, resume, checksum, atomic rename).")
-    sub.add_argument("--url", action="append", required=True, help="source URL; repeat for mirrors, tried in order")
+    sub.add_argument(
+        "--url", action="append", required=True, help="source URL; repeat for mirrors, tried in order"
+    )
     sub.add_argument("--output", type=Path, required=True)
     sub.add_argument("--md5", help="expected md5 of the file")
     sub.add_argument("--sha256", help="expected sha256 of the file")
@@ -192,10 +198,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--output", type=Path, required=True)
 
     sub = add("preprocess", cmd_preprocess, "Parse a raw file, order per user, k-core filter, remap ids.")
-    sub.add_argument("--format", required=True, choices=["ml-1m", "amazon-json", "amazon-csv", "sequences", "pairs"])
+    sub.add_argument(
+        "--format", required=True, choices=["ml-1m", "amazon-json", "amazon-csv", "sequences", "pairs"]
+    )
     sub.add_argument("--input", type=Path, required=True)
     sub.add_argument("--output-dir", type=Path, required=True)
-    sub.add_argument("--min-count", type=int, default=5, help="k of the iterative k-core filter (0 disables it)")
+    sub.add_argument(
+        "--min-count", type=int, default=5, help="k of the iterative k-core filter (0 disables it)"
+    )
 
     sub = add("table1", cmd_table1, "Render Table 1 (dataset statistics beside the paper's).")
     sub.add_argument("--stats", type=_named_path, action="append", required=True, metavar="NAME=STATS_JSON")

@@ -20,9 +20,7 @@ SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "co
 def _key_path(error: jsonschema.ValidationError) -> str:
     parts = [str(p) for p in error.absolute_path]
     # "required" and "additionalProperties" errors sit on the parent; name the missing/unknown key itself.
-    if error.validator == "required":
-        parts.append(error.message.split("'")[1])
-    elif error.validator == "additionalProperties" and "'" in error.message:
+    if error.validator == "required" or error.validator == "additionalProperties" and "'" in error.message:
         parts.append(error.message.split("'")[1])
     return ".".join(parts) or "<top level>"
 
@@ -36,7 +34,9 @@ def validate_config(config: dict[str, Any], schema_path: Path = SCHEMA_PATH) -> 
     """Validate ``config`` in place and return it; raise CatrecError naming the first bad key."""
     schema = load_schema(schema_path)
     validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), list(e.absolute_path)))
+    errors = sorted(
+        validator.iter_errors(config), key=lambda e: (len(e.absolute_path), list(e.absolute_path))
+    )
     if errors:
         error = max(errors, key=lambda e: len(e.absolute_path))
         raise CatrecError(f"invalid config key '{_key_path(error)}': {error.message}")
@@ -50,14 +50,15 @@ def _check_references(config: dict[str, Any]) -> None:
     for dataset in config["epsilon_sweep"]["datasets"]:
         if dataset not in datasets:
             raise CatrecError(f"invalid config key 'epsilon_sweep.datasets': unknown dataset '{dataset}'")
-    if config["figures"]["fig5"]["dataset"] not in datasets:
-        raise CatrecError(
-            f"invalid config key 'figures.fig5.dataset': unknown dataset '{config['figures']['fig5']['dataset']}'"
-        )
+    fig5_dataset = config["figures"]["fig5"]["dataset"]
+    if fig5_dataset not in datasets:
+        raise CatrecError(f"invalid config key 'figures.fig5.dataset': unknown dataset '{fig5_dataset}'")
     for figure in ("fig5", "fig6"):
         for method in config["figures"][figure]["methods"]:
             if method not in config["methods"]:
-                raise CatrecError(f"invalid config key 'figures.{figure}.methods': '{method}' is not in methods")
+                raise CatrecError(
+                    f"invalid config key 'figures.{figure}.methods': '{method}' is not in methods"
+                )
 
 
 def load_config(path: str | Path) -> dict[str, Any]:

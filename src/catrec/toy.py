@@ -5,8 +5,8 @@ stays in it (p=0.75), moves to the next cluster on the ring (p=0.2) or jumps any
 cluster the next item is the successor of the previous one (p=0.6) or drawn by a power-law popularity. So the
 next item depends strongly on the last few items: a sequential model beats a popularity ranking clearly.
 
-The result is written as an ML-1M ``ratings.dat`` (``user::item::rating::timestamp``) inside a zip, so it takes
-exactly the extract -> preprocess path of the real ML-1M download.
+The result is written as an ML-1M ``ratings.dat`` (``user::item::rating::timestamp``) inside a zip, so it
+takes exactly the extract -> preprocess path of the real ML-1M download.
 """
 
 from __future__ import annotations

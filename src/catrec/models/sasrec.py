@@ -53,7 +53,11 @@ class PointWiseFeedForward(nn.Module):
     def __init__(self, hidden: int, dropout: float) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            nn.Linear(hidden, hidden), nn.Dropout(dropout), nn.ReLU(), nn.Linear(hidden, hidden), nn.Dropout(dropout)
+            nn.Linear(hidden, hidden),
+            nn.Dropout(dropout),
+            nn.ReLU(),
+            nn.Linear(hidden, hidden),
+            nn.Dropout(dropout),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

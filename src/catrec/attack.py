@@ -1,0 +1,452 @@
+"""Item-replacement attacks of section 5.6: replace real items of each user's test input, rank again.
+
+The gradient attack is white-box: the loss is the positive term of the BCE of Eq. 3.5 on the ground-truth
+test item at the last position, -log sigma(w_T^T e_target); its gradient g with respect to the embedding e of
+each chosen item gives the stepped embedding e' = e + step_size * ||e|| * g / ||g||, and the chosen item is
+replaced by the real item nearest to e' (cosine or l2). The random baseline replaces the same positions by
+uniformly drawn items. Replacements are never padding, the target, or an item already in the user's history
+(the input window included, so never the original either), and the items put into one sequence are distinct.
+
+Metrics under attack use the full-ranking protocol of ``catrec.metrics.rank_users``, excluding the perturbed
+history (the replaced items swapped for their replacements). docs/reproduction-notes.md explains each choice.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from catrec.errors import CatrecError
+from catrec.metrics import rank_users
+from catrec.models import SequentialRecommender
+from catrec.train import SequenceData, TrainConfig, atomic_path, load_model, resolve_device
+
+POSITIONS = ("first", "middle", "last")
+DISTANCES = ("cosine", "l2")
+MULTI_MODES = ("joint", "greedy")
+ATTACKS = ("gradient", "random")
+# Users per attack batch: the (batch, num_items + 1) candidate matrices and the backward pass bound memory.
+BATCH_SIZE = 512
+COLUMNS = [
+    "dataset",
+    "model",
+    "method",
+    "attack",
+    "position",
+    "k",
+    "ndcg@10",
+    "hit@10",
+    "clean_ndcg@10",
+    "clean_hit@10",
+    "drop_ndcg@10",
+    "drop_hit@10",
+    "drop_ndcg@10_pct",
+    "drop_hit@10_pct",
+]
+
+# pick(rows, columns, banned) -> replacement item per row; ``rows``/``columns`` index the positions replaced
+# in this step (one per user) and ``banned`` (len(rows), num_items + 1) marks the inadmissible items.
+Picker = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    positions: tuple[str, ...]
+    max_k: int
+    distance: str
+    step_size: float
+    multi: str
+    random_seed: int
+
+    @classmethod
+    def from_hparams(cls, hparams: dict[str, Any]) -> AttackConfig:
+        missing = [
+            key
+            for key in ("positions", "max_k", "distance", "step_size", "multi", "random_seed")
+            if key not in hparams
+        ]
+        if missing:
+            raise CatrecError(f"--hparams: missing attack key(s) {', '.join(missing)}")
+        config = cls(
+            positions=tuple(hparams["positions"]),
+            max_k=int(hparams["max_k"]),
+            distance=str(hparams["distance"]),
+            step_size=float(hparams["step_size"]),
+            multi=str(hparams["multi"]),
+            random_seed=int(hparams["random_seed"]),
+        )
+        for key, value, allowed in (
+            ("distance", config.distance, DISTANCES),
+            ("multi", config.multi, MULTI_MODES),
+        ):
+            if value not in allowed:
+                raise CatrecError(f"--hparams: {key} must be one of {', '.join(allowed)}, got '{value}'")
+        unknown = [position for position in config.positions if position not in POSITIONS]
+        if unknown:
+            raise CatrecError(f"--hparams: positions must be among {', '.join(POSITIONS)}, got {unknown}")
+        if config.max_k < 0:
+            raise CatrecError(f"--hparams: max_k must be >= 0, got {config.max_k}")
+        if not config.step_size > 0:
+            raise CatrecError(f"--hparams: step_size must be > 0, got {config.step_size}")
+        return config
+
+    def settings(self) -> list[tuple[str, int]]:
+        """(position, k) pairs: each single position with k = 1, then the last K items for K = 0..max_k."""
+        return [(position, 1) for position in self.positions] + [("last_k", k) for k in range(self.max_k + 1)]
+
+
+def choose_positions(inputs: torch.Tensor, position: str, k: int = 1) -> torch.Tensor:
+    """Mask (m, L) of the items of ``inputs`` (m, L; 0 = padding) to replace.
+
+    ``first``/``middle``/``last`` pick one real item (k must be 1): the oldest, the one at index (n - 1) // 2
+    among the n real items (oldest = 0), or the most recent. ``last_k`` picks the k most recent real items
+    (all of them when the user has fewer). Padding is never chosen.
+    """
+    real = inputs != 0
+    # Index of each real item among the user's real items; counting rather than assuming left padding keeps
+    # the rule right for any padding layout.
+    index = real.long().cumsum(1) - 1
+    count = real.sum(1, keepdim=True)
+    if position == "last_k":
+        if k < 0:
+            raise ValueError(f"k must be >= 0, got {k}")
+        chosen = index >= count - k
+    elif position in POSITIONS:
+        if k != 1:
+            raise ValueError(f"position '{position}' replaces exactly one item, got k={k}")
+        chosen = {"first": index == 0, "middle": index == (count - 1) // 2, "last": index == count - 1}[
+            position
+        ]
+    else:
+        raise ValueError(f"unknown position '{position}' (expected one of {(*POSITIONS, 'last_k')})")
+    return real & chosen
+
+
+def banned_items(
+    inputs: torch.Tensor, targets: torch.Tensor, exclude: torch.Tensor, num_items: int
+) -> torch.Tensor:
+    """(m, num_items + 1) mask of inadmissible replacements: padding, the target, the history, the input."""
+    banned = torch.zeros(len(inputs), num_items + 1, dtype=torch.bool, device=inputs.device)
+    banned[:, 0] = True
+    banned.scatter_(1, exclude, True)
+    banned.scatter_(1, inputs, True)
+    banned.scatter_(1, targets.unsqueeze(1), True)
+    return banned
+
+
+def nearest_items(
+    queries: torch.Tensor, table: torch.Tensor, banned: torch.Tensor, distance: str
+) -> torch.Tensor:
+    """Id of the admissible row of ``table`` (num_items + 1, d) nearest to each of ``queries`` (m, d).
+
+    ``cosine`` maximises cos(q, e_j); ``l2`` minimises ||q - e_j||. Rows of ``banned`` (m, num_items + 1)
+    mark the ids that may not be returned.
+    """
+    if distance == "cosine":
+        closeness = F.normalize(queries, dim=-1) @ F.normalize(table, dim=-1).T
+    elif distance == "l2":
+        # -||q - e||^2 without the ||q||^2 term, which is the same for every candidate of a row.
+        closeness = 2 * queries @ table.T - (table * table).sum(-1)
+    else:
+        raise ValueError(f"unknown distance '{distance}' (expected one of {DISTANCES})")
+    return _best_admissible(closeness, banned)
+
+
+def _best_admissible(closeness: torch.Tensor, banned: torch.Tensor) -> torch.Tensor:
+    closeness = closeness.masked_fill(banned, -torch.inf)
+    best, index = closeness.max(1)
+    if bool((best == -torch.inf).any()):
+        raise CatrecError("a user's history covers every item: no admissible replacement is left")
+    return index
+
+
+def _ordered_columns(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Columns of the True entries of ``mask`` (m, L), most recent first: (m, K) columns, (m, K) validity."""
+    count = mask.sum(1)
+    width = int(count.max()) if len(mask) else 0
+    # 0 for the last chosen column of a row, 1 for the one before, ...
+    from_right = mask.flip(1).long().cumsum(1).flip(1) - 1
+    steps = torch.arange(width, device=mask.device)
+    matches = mask.unsqueeze(1) & (from_right.unsqueeze(1) == steps.view(1, -1, 1))
+    return matches.long().argmax(2), steps.unsqueeze(0) < count.unsqueeze(1)
+
+
+def _replace_in_order(seqs: torch.Tensor, mask: torch.Tensor, banned: torch.Tensor, pick: Picker) -> None:
+    """Replace the items of ``seqs`` at ``mask`` in place, one position per user and step, most recent first.
+
+    Each replacement is banned for the user's later steps, so the new items are distinct; when two positions
+    would take the same item, the more recent keeps it and the other takes its next choice.
+    """
+    columns, valid = _ordered_columns(mask)
+    for step in range(columns.shape[1]):
+        rows = valid[:, step].nonzero().squeeze(1)
+        step_columns = columns[rows, step]
+        new = pick(rows, step_columns, banned[rows])
+        seqs[rows, step_columns] = new
+        banned[rows, new] = True
+
+
+@contextmanager
+def _eval_mode(model: SequentialRecommender) -> Iterator[None]:
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def _batches(inputs: torch.Tensor, batch_size: int) -> Iterator[tuple[torch.Tensor, int]]:
+    """(users, width): users of similar length share a batch, trimmed to their longest real sequence."""
+    lengths = (inputs != 0).sum(1)
+    order = torch.argsort(lengths, stable=True)
+    for start in range(0, len(order), batch_size):
+        users = order[start : start + batch_size]
+        yield users, max(1, int(lengths[users].max()))
+
+
+def target_loss_gradient(
+    model: SequentialRecommender, seqs: torch.Tensor, targets: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sequence embeddings S (B, L, d) of ``seqs`` and the gradient of sum_i -log sigma(w_T^T e_target) on S.
+
+    Each user's loss depends on its own row only, so the summed loss gives every user its own gradient.
+    """
+    seq_emb = model.item_emb(seqs).detach().requires_grad_(True)
+    # cuDNN's RNN backward refuses eval mode; the native kernels compute the same gradient.
+    with torch.backends.cudnn.flags(enabled=False):
+        reps = model.encode(seq_emb, seqs)[:, -1]
+        loss = -F.logsigmoid(model.score(reps, targets)).sum()
+        (grad,) = torch.autograd.grad(loss, seq_emb)
+    return seq_emb.detach(), grad
+
+
+def stepped_embeddings(emb: torch.Tensor, grad: torch.Tensor, step_size: float) -> torch.Tensor:
+    """e' = e + step_size * ||e|| * g / ||g|| for rows of ``emb`` and ``grad`` (..., d)."""
+    direction = grad / grad.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(grad.dtype).tiny)
+    return emb + step_size * emb.norm(dim=-1, keepdim=True) * direction
+
+
+def gradient_replacements(
+    model: SequentialRecommender,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    exclude: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    step_size: float,
+    distance: str,
+    multi: str,
+    batch_size: int = BATCH_SIZE,
+) -> torch.Tensor:
+    """``inputs`` (m, L) with the items at ``mask`` replaced by the gradient attack; returned on the CPU.
+
+    ``multi``: ``joint`` replaces all positions of a user from one gradient of the clean sequence;
+    ``greedy`` replaces one position at a time (most recent first), recomputing the gradient on the sequence
+    as replaced so far.
+    """
+    if multi not in MULTI_MODES:
+        raise ValueError(f"unknown multi mode '{multi}' (expected one of {MULTI_MODES})")
+    device = next(model.parameters()).device
+    perturbed = inputs.clone()
+    with _eval_mode(model):
+        for users, width in _batches(inputs, batch_size):
+            seqs = inputs[users, -width:].to(device)
+            _gradient_batch(
+                model,
+                seqs,
+                targets[users].to(device),
+                exclude[users].to(device),
+                mask[users, -width:].to(device),
+                step_size=step_size,
+                distance=distance,
+                multi=multi,
+            )
+            perturbed[users, -width:] = seqs.cpu()
+    return perturbed
+
+
+def _gradient_batch(
+    model: SequentialRecommender,
+    seqs: torch.Tensor,
+    targets: torch.Tensor,
+    exclude: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    step_size: float,
+    distance: str,
+    multi: str,
+) -> None:
+    """The gradient attack on one batch, replacing the items of ``seqs`` in place."""
+    table = model.item_emb.weight.detach()
+    banned = banned_items(seqs, targets, exclude, table.shape[0] - 1)
+    clean_emb, clean_grad = target_loss_gradient(model, seqs, targets) if multi == "joint" else (None, None)
+
+    def pick(rows: torch.Tensor, columns: torch.Tensor, row_banned: torch.Tensor) -> torch.Tensor:
+        if clean_emb is not None and clean_grad is not None:
+            emb, grad = clean_emb[rows, columns], clean_grad[rows, columns]
+        else:
+            # Greedy: the gradient of the sequence as replaced so far; the position itself is still original.
+            seq_emb, seq_grad = target_loss_gradient(model, seqs[rows], targets[rows])
+            index = torch.arange(len(rows), device=seqs.device)
+            emb, grad = seq_emb[index, columns], seq_grad[index, columns]
+        return nearest_items(stepped_embeddings(emb, grad, step_size), table, row_banned, distance)
+
+    _replace_in_order(seqs, mask, banned, pick)
+
+
+def random_replacements(
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    exclude: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    num_items: int,
+    generator: torch.Generator,
+    batch_size: int = BATCH_SIZE,
+) -> torch.Tensor:
+    """``inputs`` (m, L) with the items at ``mask`` replaced by uniformly drawn admissible items (CPU)."""
+    perturbed = inputs.clone()
+
+    def pick(rows: torch.Tensor, columns: torch.Tensor, row_banned: torch.Tensor) -> torch.Tensor:
+        # The argmax of i.i.d. uniform noise over the admissible items is a uniform draw among them.
+        return _best_admissible(torch.rand(row_banned.shape, generator=generator), row_banned)
+
+    for users, width in _batches(inputs, batch_size):
+        seqs = inputs[users, -width:].clone()
+        banned = banned_items(seqs, targets[users], exclude[users], num_items)
+        _replace_in_order(seqs, mask[users, -width:], banned, pick)
+        perturbed[users, -width:] = seqs
+    return perturbed
+
+
+def perturbed_history(exclude: torch.Tensor, inputs: torch.Tensor, perturbed: torch.Tensor) -> torch.Tensor:
+    """``exclude`` (m, H) with one occurrence of each replaced item of ``inputs`` swapped for its replacement.
+
+    The input window is the tail of the history, so every replaced item occurs in its row; an item that also
+    occurs elsewhere in the history stays excluded through that other occurrence.
+    """
+    history = exclude.clone()
+    columns, valid = _ordered_columns(inputs != perturbed)
+    for step in range(columns.shape[1]):
+        rows = valid[:, step].nonzero().squeeze(1)
+        old = inputs[rows, columns[rows, step]]
+        matches = history[rows] == old.unsqueeze(1)
+        if not bool(matches.any(1).all()):
+            raise ValueError("exclude must contain every item of the input window")
+        history[rows, matches.long().argmax(1)] = perturbed[rows, columns[rows, step]]
+    return history
+
+
+def mean_metrics(
+    model: SequentialRecommender,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    exclude: torch.Tensor,
+    perturbed: torch.Tensor,
+) -> tuple[float, float]:
+    """Mean (NDCG@10, HT@10) over users, ranking after ``perturbed`` and excluding the perturbed history."""
+    ndcg, hit = rank_users(model, perturbed, targets, perturbed_history(exclude, inputs, perturbed), k=10)
+    return float(ndcg.mean()), float(hit.mean())
+
+
+def attack_rows(
+    model: SequentialRecommender,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    exclude: torch.Tensor,
+    config: AttackConfig,
+) -> list[dict[str, Any]]:
+    """One row per (attack, position, k) with the metrics under attack, the clean metrics and the drops."""
+    clean_ndcg, clean_hit = mean_metrics(model, inputs, targets, exclude, inputs)
+    settings = [(attack, position, k) for attack in ATTACKS for position, k in config.settings()]
+    rows = []
+    for attack, position, k in tqdm(settings, desc="attacks", unit="setting"):
+        mask = choose_positions(inputs, position, k)
+        if attack == "gradient":
+            perturbed = gradient_replacements(
+                model,
+                inputs,
+                targets,
+                exclude,
+                mask,
+                step_size=config.step_size,
+                distance=config.distance,
+                multi=config.multi,
+            )
+        else:
+            # A fresh generator per setting: each setting's draw is reproducible on its own.
+            generator = torch.Generator().manual_seed(config.random_seed)
+            perturbed = random_replacements(
+                inputs, targets, exclude, mask, num_items=model.config.num_items, generator=generator
+            )
+        ndcg, hit = mean_metrics(model, inputs, targets, exclude, perturbed)
+        rows.append(
+            {
+                "attack": attack,
+                "position": position,
+                "k": k,
+                "ndcg@10": ndcg,
+                "hit@10": hit,
+                "clean_ndcg@10": clean_ndcg,
+                "clean_hit@10": clean_hit,
+                "drop_ndcg@10": clean_ndcg - ndcg,
+                "drop_hit@10": clean_hit - hit,
+                "drop_ndcg@10_pct": _percent(clean_ndcg - ndcg, clean_ndcg),
+                "drop_hit@10_pct": _percent(clean_hit - hit, clean_hit),
+            }
+        )
+    return rows
+
+
+def _percent(drop: float, clean: float) -> float:
+    return 100.0 * drop / clean if clean else math.nan
+
+
+def write_attack_csv(rows: list[dict[str, Any]], output: str | Path) -> None:
+    """Write ``rows`` with exactly ``COLUMNS`` to ``output`` atomically (temporary file, then rename)."""
+    with atomic_path(output) as temp, open(temp, "w", newline="") as stream:
+        writer = csv.DictWriter(stream, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def run_attacks(
+    *,
+    data_dir: str | Path,
+    hparams: dict[str, Any],
+    dataset: str,
+    model_name: str,
+    method: str,
+    checkpoint: str | Path,
+    output: str | Path,
+) -> None:
+    """Attack the model in ``checkpoint`` on the test inputs of ``data_dir``; write the tidy attacks CSV."""
+    config = AttackConfig.from_hparams(hparams)
+    # device, threads and max_len mean the same as in training, defaults included.
+    train_config = TrainConfig.from_hparams(hparams)
+    device = resolve_device(train_config.device)
+    if device.type == "cpu":
+        torch.set_num_threads(train_config.threads)
+    model = load_model(checkpoint, device)
+    if model.config.name != model_name:
+        raise CatrecError(f"{checkpoint}: holds a {model.config.name} model, not {model_name}")
+    data = SequenceData.from_dir(data_dir, train_config.max_len)
+    if data.num_items != model.config.num_items:
+        raise CatrecError(
+            f"{checkpoint}: model has {model.config.num_items} items, {data_dir} has {data.num_items}"
+        )
+    rows = attack_rows(
+        model, data.eval_inputs("test"), data.eval_targets("test"), data.eval_exclude("test"), config
+    )
+    labels = {"dataset": dataset, "model": model_name, "method": method}
+    write_attack_csv([{**labels, **row} for row in rows], output)
