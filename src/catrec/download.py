@@ -215,10 +215,11 @@ def download(
     Raises CatrecError on a checksum mismatch or when no URL delivers the file; no file is left at ``output``
     (nor its ``.part``) after a failed download.
     """
+    if retries < 0:
+        raise ValueError(f"retries must be >= 0, got {retries}")
     output = Path(output)
     expected = {name: value.strip().lower() for name, value in (("md5", md5), ("sha256", sha256)) if value}
     lock = Path(lock_file) if lock_file is not None else None
-    locked = None
     if not expected and lock is not None:
         locked = _read_lock(lock).get(output.name)
         if locked:
@@ -257,7 +258,6 @@ def download(
                 problem = _checksum_problem(part, expected, output.name) if expected else None
                 if problem:
                     # A corrupt or different file on this mirror; another mirror may still have the right one.
-                    part.unlink()
                     failures.append(f"{url}: {problem}")
                     continue
                 if lock is not None and not expected:
