@@ -1,0 +1,297 @@
+"""Figures 3-6 of the paper, drawn from the tidy summary CSVs only (plotting never trains or evaluates).
+
+Figures are built on a bare ``matplotlib.figure.Figure`` rather than through ``pyplot``: no GUI backend and
+no global figure registry are involved (saving renders with Agg), so this works headless and in tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, NullFormatter
+
+from catrec.errors import CatrecError
+from catrec.tables import (
+    DATASET_ORDER,
+    METHOD_ORDER,
+    METRICS,
+    MODEL_ORDER,
+    label,
+    ordered,
+    read_table_csv,
+    require_columns,
+    write_atomically,
+)
+
+PNG_DPI = 150
+SINGLE_POSITIONS = ("first", "middle", "last")
+# One colour per method in every figure, so a method is recognised across figures.
+_PALETTE = sns.color_palette("colorblind", 10)
+_STYLE = {"axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 9}
+
+
+@dataclass(frozen=True)
+class _Figure:
+    draw: Callable[[pd.DataFrame, Mapping[str, str], str], Figure]
+    columns: tuple[str, ...]
+    options: frozenset[str]
+    required: frozenset[str] = frozenset()
+
+
+def _method_color(method: str) -> tuple[float, float, float]:
+    index = (
+        METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER) + sum(map(ord, method))
+    )
+    return _PALETTE[index % len(_PALETTE)]
+
+
+def _select(data: pd.DataFrame, options: Mapping[str, str], key: str, column: str, source: str) -> list[str]:
+    """The values of ``column`` to draw, in display order: the option's comma list, or all present ones.
+
+    Every value the option names must have rows, so a typo fails loudly instead of silently dropping a line.
+    """
+    if key not in options:
+        preferred = {"dataset": DATASET_ORDER, "model": MODEL_ORDER, "method": METHOD_ORDER}[column]
+        return ordered(data[column], preferred)
+    wanted = [value.strip() for value in options[key].split(",") if value.strip()]
+    missing = [value for value in wanted if value not in set(data[column])]
+    if not wanted or missing:
+        raise CatrecError(
+            f"{source}: option {key}={options[key]} selects nothing: no rows with {column} "
+            f"{', '.join(missing) or '(empty)'}"
+        )
+    return wanted
+
+
+def _nonempty(data: pd.DataFrame, source: str, what: str) -> pd.DataFrame:
+    if data.empty:
+        raise CatrecError(f"{source}: no rows with {what}")
+    return data
+
+
+def _single(values: list[str], key: str, source: str) -> str:
+    if len(values) != 1:
+        raise CatrecError(f"{source}: option {key}= must name exactly one value, got {','.join(values)}")
+    return values[0]
+
+
+def _new_figure(rows: int, columns: int, width: float, height: float) -> tuple[Figure, np.ndarray]:
+    with sns.axes_style("whitegrid", _STYLE):
+        figure = Figure(figsize=(width * columns + 1.8, height * rows), layout="constrained")
+        axes = figure.subplots(rows, columns, squeeze=False)
+    return figure, axes
+
+
+def _figure_legend(figure: Figure, axes: Iterable[Axes], title: str | None = None) -> None:
+    """One legend for all panels, outside on the right, with each label once."""
+    entries: dict[str, object] = {}
+    for ax in axes:
+        for handle, text in zip(*ax.get_legend_handles_labels(), strict=True):
+            entries.setdefault(text, handle)
+        if ax.get_legend() is not None:
+            ax.get_legend().remove()
+    figure.legend(entries.values(), entries.keys(), loc="outside right center", title=title)
+
+
+def _fig3(data: pd.DataFrame, options: Mapping[str, str], source: str) -> Figure:
+    """Validation NDCG@10 per epoch: the pretraining curve, then each method's fine-tuning curve."""
+    valid = _nonempty(data[data["split"] == "valid"], source, "'valid' in column 'split'")
+    datasets = _select(valid, options, "dataset", "dataset", source)
+    models = _select(valid, options, "model", "model", source)
+    finetuned = valid[valid["phase"] == "finetune"]
+    methods = _select(finetuned, options, "methods", "method", source) if not finetuned.empty else []
+    figure, axes = _new_figure(len(datasets), len(models), 4.6, 3.2)
+    for row, dataset in enumerate(datasets):
+        for column, model in enumerate(models):
+            ax = axes[row, column]
+            runs = valid[(valid["dataset"] == dataset) & (valid["model"] == model)]
+            if runs.empty:
+                ax.set_axis_off()
+                continue
+            # Finetune files may repeat the pretraining rows; the mean over identical values is the value.
+            pretrain = runs[runs["phase"] == "pretrain"].groupby("epoch")["ndcg@10"].mean()
+            if not pretrain.empty:
+                ax.plot(pretrain.index, pretrain.to_numpy(), color="black", label="pretraining")
+            for method in methods:
+                curve = runs[(runs["phase"] == "finetune") & (runs["method"] == method)]
+                curve = curve.groupby("epoch")["ndcg@10"].mean()
+                if curve.empty:
+                    continue
+                if not pretrain.empty:
+                    # Start each fine-tuning line at the pretrained model it starts from: no visual gap.
+                    curve = pd.concat([pretrain.iloc[-1:], curve])
+                ax.plot(curve.index, curve.to_numpy(), color=_method_color(method), label=method)
+            start = pretrain.index.max() if not pretrain.empty else runs["epoch"].min()
+            ax.axvline(start, color="grey", linestyle="--", linewidth=1, label="start of fine-tuning")
+            ax.set(title=f"{label(model)} on {label(dataset)}", xlabel="epoch", ylabel="validation NDCG@10")
+    _figure_legend(figure, axes.flat)
+    figure.suptitle("Figure 3: NDCG@10 vs. training epochs (pretraining, then fine-tuning)")
+    return figure
+
+
+def _fig4(data: pd.DataFrame, options: Mapping[str, str], source: str) -> Figure:
+    """Test accuracy of adv_cas against the perturbation magnitude epsilon."""
+    sweep = data[(data["split"] == "test") & (data["method"] == "adv_cas") & data["epsilon"].notna()]
+    sweep = _nonempty(sweep, source, "split 'test', method 'adv_cas' and an epsilon")
+    datasets = _select(sweep, options, "dataset", "dataset", source)
+    models = _select(sweep, options, "model", "model", source)
+    figure, axes = _new_figure(len(datasets), len(METRICS), 4.4, 3.2)
+    for row, dataset in enumerate(datasets):
+        for column, metric in enumerate(METRICS):
+            ax = axes[row, column]
+            for model in models:
+                runs = sweep[(sweep["dataset"] == dataset) & (sweep["model"] == model)]
+                # Several seeds per epsilon are averaged.
+                line = runs.groupby("epsilon")[metric].mean()
+                ax.plot(line.index, line.to_numpy(), marker="o", label=label(model))
+            ax.set_xscale("log")
+            # Label the swept values themselves: log-scale decades alone hide which epsilons were run.
+            ax.set_xticks(sorted(sweep["epsilon"].unique()))
+            # Plain "0.1 1 5 10 20", as the values were configured: "20.0" and "30.0" collide on a log axis.
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.set(
+                title=f"{label(metric)} on {label(dataset)}",
+                xlabel="ε (perturbation magnitude)",
+                ylabel=f"test {label(metric)}",
+            )
+    _figure_legend(figure, axes.flat, title="model")
+    figure.suptitle("Figure 4: influence of ε (adv_cas)")
+    return figure
+
+
+def _fig5(data: pd.DataFrame, options: Mapping[str, str], source: str) -> Figure:
+    """Drop of accuracy when the first, middle or last item is replaced by the gradient attack."""
+    attacked = data[(data["attack"] == "gradient") & data["position"].isin(SINGLE_POSITIONS)]
+    attacked = _nonempty(attacked, source, "attack 'gradient' at position first, middle or last")
+    dataset = _single(_select(attacked, options, "dataset", "dataset", source), "dataset", source)
+    attacked = attacked[attacked["dataset"] == dataset]
+    model = _single(_select(attacked, options, "model", "model", source), "model", source)
+    attacked = attacked[attacked["model"] == model]
+    methods = _select(attacked, options, "methods", "method", source)
+    figure, axes = _new_figure(1, 2, 4.6, 3.6)
+    positions = [position for position in SINGLE_POSITIONS if position in set(attacked["position"])]
+    for ax, metric, letter in zip(axes.flat, ("hit@10", "ndcg@10"), "ab", strict=True):
+        sns.barplot(
+            data=attacked[attacked["method"].isin(methods)],
+            x="position",
+            y=f"drop_{metric}_pct",
+            hue="method",
+            order=positions,
+            hue_order=methods,
+            palette={method: _method_color(method) for method in methods},
+            errorbar=None,
+            ax=ax,
+        )
+        for bars in ax.containers:
+            ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=1)
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set(
+            title=f"({letter}) {label(metric)}: {label(model)} on {label(dataset)}",
+            xlabel="replaced item",
+            ylabel="drop of accuracy (%)",
+        )
+    _figure_legend(figure, axes.flat, title="method")
+    figure.suptitle("Figure 5: drop of accuracy when one item is replaced (gradient attack; higher = worse)")
+    return figure
+
+
+def _fig6(data: pd.DataFrame, options: Mapping[str, str], source: str) -> Figure:
+    """HT@10 when the last K items are replaced; the random replacement is the dashed baseline."""
+    attacked = _nonempty(data[data["position"] == "last_k"], source, "position 'last_k'")
+    model = _single(_select(attacked, options, "model", "model", source), "model", source)
+    attacked = attacked[attacked["model"] == model]
+    datasets = _select(attacked, options, "dataset", "dataset", source)
+    methods = _select(attacked, options, "methods", "method", source)
+    figure, axes = _new_figure(1, len(datasets), 3.6, 3.4)
+    styles = {"gradient": {"linestyle": "-", "marker": "o"}, "random": {"linestyle": "--", "alpha": 0.55}}
+    style_labels = {"gradient": "gradient attack", "random": "random replacement"}
+    for ax, dataset in zip(axes.flat, datasets, strict=True):
+        runs = attacked[attacked["dataset"] == dataset]
+        for attack, style in styles.items():
+            for method in methods:
+                line = (
+                    runs[(runs["attack"] == attack) & (runs["method"] == method)]
+                    .groupby("k")["hit@10"]
+                    .mean()
+                )
+                ax.plot(line.index, line.to_numpy(), color=_method_color(method), **style)
+        ax.set_xticks(sorted(runs["k"].unique()))
+        ax.set(title=label(dataset), xlabel="K (replaced items at the end)", ylabel="HT@10")
+    # Colours name the methods, line styles the attack: two legend sections, built by hand.
+    handles = [Line2D([], [], color=_method_color(method), label=method) for method in methods]
+    handles += [
+        Line2D([], [], color="black", label=style_labels[attack], **style)
+        for attack, style in styles.items()
+        if attack in set(attacked["attack"])
+    ]
+    figure.legend(handles=handles, loc="outside right center", title="method / attack")
+    figure.suptitle(f"Figure 6: HT@10 when replacing the last K items ({label(model)})")
+    return figure
+
+
+_FIGURES = {
+    "fig3": _Figure(
+        _fig3,
+        ("dataset", "model", "method", "epoch", "phase", "split", "ndcg@10"),
+        frozenset({"dataset", "model", "methods"}),
+    ),
+    "fig4": _Figure(
+        _fig4, ("dataset", "model", "method", "epsilon", "split", *METRICS), frozenset({"dataset", "model"})
+    ),
+    "fig5": _Figure(
+        _fig5,
+        ("dataset", "model", "method", "attack", "position", "drop_ndcg@10_pct", "drop_hit@10_pct"),
+        frozenset({"dataset", "model", "methods"}),
+        required=frozenset({"dataset", "model"}),
+    ),
+    "fig6": _Figure(
+        _fig6,
+        ("dataset", "model", "method", "attack", "position", "k", "hit@10"),
+        frozenset({"dataset", "model", "methods"}),
+        required=frozenset({"model"}),
+    ),
+}
+
+
+def parse_options(options: Sequence[str]) -> dict[str, str]:
+    """``["model=sasrec", "methods=base,adv_cas"]`` -> ``{"model": "sasrec", "methods": "base,adv_cas"}``."""
+    parsed: dict[str, str] = {}
+    for option in options:
+        key, sep, value = option.partition("=")
+        if not sep or not key.strip():
+            raise CatrecError(f"option '{option}': expected KEY=VALUE")
+        parsed[key.strip()] = value.strip()
+    return parsed
+
+
+def build_figure(figure: str, data: pd.DataFrame, options: Mapping[str, str], source: str = "data") -> Figure:
+    """Draw ``figure`` (fig3..fig6) from a tidy frame; ``source`` names the data in error messages."""
+    if figure not in _FIGURES:
+        raise CatrecError(f"unknown figure '{figure}' (expected one of {', '.join(_FIGURES)})")
+    spec = _FIGURES[figure]
+    unknown = sorted(set(options) - spec.options)
+    if unknown:
+        raise CatrecError(
+            f"{figure}: unknown option {unknown[0]}= (accepted: {', '.join(sorted(spec.options))})"
+        )
+    absent = sorted(spec.required - set(options))
+    if absent:
+        raise CatrecError(f"{figure}: option {absent[0]}= is required")
+    require_columns(data, spec.columns, source)
+    return spec.draw(data, options, source)
+
+
+def plot_figure(figure: str, input_csv: Path, output_pdf: Path, options: Sequence[str]) -> None:
+    """Render ``figure`` from ``input_csv`` to ``output_pdf`` and a PNG of the same stem beside it."""
+    drawn = build_figure(figure, read_table_csv(input_csv), parse_options(options), source=str(input_csv))
+    for path, file_format in ((output_pdf, "pdf"), (output_pdf.with_suffix(".png"), "png")):
+        write_atomically(path, lambda temp, fmt=file_format: drawn.savefig(temp, format=fmt, dpi=PNG_DPI))

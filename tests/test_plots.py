@@ -1,0 +1,203 @@
+"""Figures 3-6 render from small synthetic tidy CSVs, with labelled axes and a legend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+
+from catrec.errors import CatrecError
+from catrec.plots import build_figure, plot_figure
+from catrec.tables import ATTACK_COLUMNS
+
+DATASETS = ("video", "beauty")
+MODELS = ("sasrec", "gru4rec")
+METHODS = ("base", "adv_global", "adv_cas")
+
+
+def synthetic_curves() -> pd.DataFrame:
+    """Pretraining for 50 epochs, then 20 fine-tuning epochs per method (evaluated every 5)."""
+    rows = []
+    for dataset in DATASETS:
+        for model in MODELS:
+            runs = [("pretrain", "pretrain", range(5, 51, 5))]
+            runs += [(method, "finetune", range(55, 71, 5)) for method in METHODS[1:]]
+            for gain, (method, phase, epochs) in enumerate(runs):
+                for epoch in epochs:
+                    ndcg = 0.05 * (1 - np.exp(-epoch / 15)) + (
+                        0.002 * gain * (epoch - 50) / 20 if epoch > 50 else 0
+                    )
+                    for split in ("valid", "test"):
+                        rows.append(
+                            {
+                                "dataset": dataset,
+                                "model": model,
+                                "method": method,
+                                "epoch": epoch,
+                                "phase": phase,
+                                "split": split,
+                                "ndcg@10": ndcg,
+                                "hit@10": 2 * ndcg,
+                                "loss": 1 / epoch,
+                                "seconds": epoch,
+                            }
+                        )
+    return pd.DataFrame(rows)
+
+
+def synthetic_epsilon() -> pd.DataFrame:
+    rows = []
+    for dataset in DATASETS:
+        for shift, model in enumerate(MODELS):
+            for epsilon in (0.1, 1, 5, 10, 20, 30, 50):
+                ndcg = 0.05 + 0.01 * np.exp(-((np.log(epsilon) - np.log(15)) ** 2) / 4) - 0.005 * shift
+                for split in ("valid", "test"):
+                    rows.append(
+                        {
+                            "dataset": dataset,
+                            "model": model,
+                            "method": "adv_cas",
+                            "epsilon": epsilon,
+                            "seed": 0,
+                            "split": split,
+                            "ndcg@10": ndcg,
+                            "hit@10": 2 * ndcg,
+                        }
+                    )
+    return pd.DataFrame(rows)
+
+
+def synthetic_attacks() -> pd.DataFrame:
+    rows = []
+    for dataset in DATASETS:
+        for model in MODELS:
+            for robustness, method in enumerate(METHODS, start=1):
+                clean = 0.08 + 0.01 * robustness
+                cases = [("first", 1, 0.01), ("middle", 1, 0.02), ("last", 1, 0.25 / robustness)]
+                cases += [("last_k", k, k * 0.12 / robustness) for k in range(6)]
+                for attack, weaker in (("gradient", 1.0), ("random", 0.4)):
+                    for position, k, fraction in cases:
+                        drop = fraction * weaker
+                        rows.append(
+                            {
+                                "dataset": dataset,
+                                "model": model,
+                                "method": method,
+                                "attack": attack,
+                                "position": position,
+                                "k": k,
+                                "ndcg@10": clean / 2 * (1 - drop),
+                                "hit@10": clean * (1 - drop),
+                                "clean_ndcg@10": clean / 2,
+                                "clean_hit@10": clean,
+                                "drop_ndcg@10": clean / 2 * drop,
+                                "drop_hit@10": clean * drop,
+                                "drop_ndcg@10_pct": 100 * drop * 1.05,
+                                "drop_hit@10_pct": 100 * drop,
+                            }
+                        )
+    return pd.DataFrame(rows, columns=ATTACK_COLUMNS)
+
+
+CASES = {
+    "fig3": (synthetic_curves, []),
+    "fig4": (synthetic_epsilon, []),
+    "fig5": (synthetic_attacks, ["dataset=video", "model=sasrec", "methods=base,adv_global,adv_cas"]),
+    "fig6": (synthetic_attacks, ["model=sasrec", "methods=base,adv_global,adv_cas"]),
+}
+
+
+def options_dict(options: list[str]) -> dict[str, str]:
+    return dict(option.split("=", 1) for option in options)
+
+
+@pytest.mark.parametrize("figure", sorted(CASES))
+def test_plot_figure_writes_pdf_and_png(tmp_path: Path, figure: str) -> None:
+    make, options = CASES[figure]
+    source = tmp_path / "summary.csv"
+    make().to_csv(source, index=False)
+    output = tmp_path / "figures" / f"{figure}.pdf"
+    plot_figure(figure, source, output, options)
+    png = output.with_suffix(".png")
+    assert output.read_bytes().startswith(b"%PDF")
+    assert png.read_bytes().startswith(b"\x89PNG")
+    assert png.stat().st_size > 20_000, "a PNG this small has nothing drawn"
+    assert sorted(path.name for path in output.parent.iterdir()) == [f"{figure}.pdf", f"{figure}.png"]
+
+
+@pytest.mark.parametrize("figure", sorted(CASES))
+def test_figure_axes_are_labelled_with_a_legend(figure: str) -> None:
+    make, options = CASES[figure]
+    drawn = build_figure(figure, make(), options_dict(options))
+    assert isinstance(drawn, Figure)
+    axes = [ax for ax in drawn.axes if ax.get_visible() and ax.axison]
+    assert axes
+    for ax in axes:
+        assert ax.get_xlabel() and ax.get_ylabel() and ax.get_title()
+        assert ax.lines or ax.patches, "empty panel"
+    legend_texts = {text.get_text() for legend in drawn.legends for text in legend.get_texts()}
+    assert {"adv_cas", "adv_global"} <= legend_texts or {"SASRec", "GRU4Rec"} <= legend_texts
+
+
+def test_fig3_continues_epochs_and_marks_finetuning() -> None:
+    drawn = build_figure("fig3", synthetic_curves(), {"dataset": "video", "model": "sasrec"})
+    (ax,) = drawn.axes
+    lines = {line.get_label(): line for line in ax.lines}
+    assert lines["pretraining"].get_xdata()[-1] == 50
+    # Fine-tuning starts from the last pretraining point and continues the epoch count.
+    assert list(lines["adv_cas"].get_xdata()) == [50, 55, 60, 65, 70]
+    assert list(lines["start of fine-tuning"].get_xdata()) == [50, 50]
+    assert lines["start of fine-tuning"].get_linestyle() == "--"
+
+
+def test_fig4_uses_a_log_epsilon_axis() -> None:
+    drawn = build_figure("fig4", synthetic_epsilon(), {})
+    assert len(drawn.axes) == len(DATASETS) * 2
+    assert all(ax.get_xscale() == "log" for ax in drawn.axes)
+    assert {ax.get_ylabel() for ax in drawn.axes} == {"test NDCG@10", "test HT@10"}
+
+
+def test_fig5_bars_are_the_drops() -> None:
+    drawn = build_figure(
+        "fig5", synthetic_attacks(), {"dataset": "video", "model": "sasrec", "methods": "base"}
+    )
+    hit_panel = drawn.axes[0]
+    heights = sorted(round(patch.get_height(), 6) for patch in hit_panel.patches if patch.get_height())
+    # Base (robustness 1): first 1%, middle 2%, last 25% of HT@10.
+    assert heights == [1.0, 2.0, 25.0]
+    assert hit_panel.get_ylabel() == "drop of accuracy (%)"
+
+
+def test_fig6_random_baseline_is_dashed_and_in_legend() -> None:
+    drawn = build_figure("fig6", synthetic_attacks(), {"model": "sasrec", "methods": "base,adv_cas"})
+    assert len(drawn.axes) == len(DATASETS)
+    styles = {line.get_linestyle() for line in drawn.axes[0].lines}
+    assert styles == {"-", "--"}
+    assert len(drawn.axes[0].lines) == 4
+    legend_texts = {text.get_text() for text in drawn.legends[0].get_texts()}
+    assert {"base", "adv_cas", "gradient attack", "random replacement"} <= legend_texts
+
+
+@pytest.mark.parametrize(
+    ("figure", "options", "message"),
+    [
+        ("fig7", {}, "unknown figure 'fig7'"),
+        ("fig5", {"dataset": "video"}, "option model= is required"),
+        ("fig5", {"dataset": "movies", "model": "sasrec"}, "option dataset=movies selects nothing"),
+        ("fig6", {"model": "sasrec", "methods": "base,adv_typo"}, "option methods=base,adv_typo.*adv_typo"),
+        ("fig6", {"model": "sasrec", "colour": "red"}, "unknown option colour="),
+    ],
+)
+def test_bad_figure_or_selection_names_the_option(figure: str, options: dict[str, str], message: str) -> None:
+    with pytest.raises(CatrecError, match=message):
+        build_figure(figure, synthetic_attacks(), options)
+
+
+def test_missing_column_names_file_and_column(tmp_path: Path) -> None:
+    source = tmp_path / "attacks.csv"
+    synthetic_attacks().drop(columns=["k"]).to_csv(source, index=False)
+    with pytest.raises(CatrecError, match=r"attacks\.csv.*'k'"):
+        plot_figure("fig6", source, tmp_path / "fig6.pdf", ["model=sasrec"])
