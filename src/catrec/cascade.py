@@ -80,9 +80,8 @@ def perturbation_factors(
     the real positions of these rows instead (``cascade_normalization: batch``).
     """
     inverse = torch.where(real_mask, cascade_rows.reciprocal(), torch.zeros_like(cascade_rows))
-    if mean_inverse is None:
-        mean_inverse = float(inverse[real_mask].mean())
-    return inverse / mean_inverse
+    # The batch mean stays a tensor: no device-to-host sync per training step.
+    return inverse / (inverse[real_mask].mean() if mean_inverse is None else mean_inverse)
 
 
 def write_cascade(
