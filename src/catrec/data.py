@@ -2,13 +2,48 @@
 
 The on-disk format every later stage reads is ``sequences.txt``: one line per user, ``user item item ...``,
 ids contiguous from 1 (0 is padding), items in chronological order.
+
+``preprocess`` turns one raw file into that format:
+
+1. A parser (one per ``--format``) yields ``(user, item, timestamp or None)`` records in file order; original
+   ids stay strings. Files ending in ``.gz`` are read through gzip.
+2. Records are grouped per user and sorted by timestamp. The sort is stable, so ties keep file order;
+   formats without timestamps (``sequences``, ``pairs``) keep file order as it is.
+3. Iterative k-core (as in S3-Rec / ICLRec): users and items with fewer than ``min_count`` interactions
+   (rows, repeats included) are dropped until nothing changes; ``min_count=0`` disables it. The k-core is
+   the unique largest subset where every user and item has ``min_count`` interactions, so the removal order
+   does not change the result.
+4. Ids are remapped to 1..n, users and items separately. If every surviving original id of a kind is a
+   non-negative decimal integer (and no two spell the same number, like ``7`` and ``007``), the new ids
+   follow ascending numeric order, so an already contiguous file such as ``Beauty.txt`` keeps its ids and
+   numeric ids keep their natural order. Otherwise (Amazon's ``reviewerID``/``asin`` strings) the new ids
+   follow the order of first appearance in the raw file, which is deterministic for a given file.
+
+Outputs (``sequences.txt``, ``stats.json``, ``user_map.tsv``, ``item_map.tsv``) are written to temporary
+files and renamed into place only after everything succeeded; bad input raises ``CatrecError`` naming the
+file and line before anything is written.
 """
 
 from __future__ import annotations
 
+import ast
+import gzip
+import json
+import math
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from operator import itemgetter
 from pathlib import Path
+from typing import Any, TextIO
 
 from catrec.errors import CatrecError
+
+Record = tuple[str, str, float | None]
+"""One interaction as parsed: (original user id, original item id, timestamp or None)."""
+
+AMAZON_JSON_KEYS = ("reviewerID", "asin", "unixReviewTime")
 
 
 def load_sequences(path: str | Path) -> list[list[int]]:
@@ -23,7 +58,9 @@ def load_sequences(path: str | Path) -> list[list[int]]:
             try:
                 user, *items = (int(field) for field in fields)
             except ValueError as exc:
-                raise CatrecError(f"{path}:{line_number}: expected integer ids, got '{line.strip()}'") from exc
+                raise CatrecError(
+                    f"{path}:{line_number}: expected integer ids, got '{line.strip()}'"
+                ) from exc
             if user in sequences:
                 raise CatrecError(f"{path}:{line_number}: user {user} appears twice")
             sequences[user] = items
@@ -38,3 +75,267 @@ def leave_one_out(sequence: list[int]) -> tuple[list[int], int, int]:
     if len(sequence) < 3:
         raise ValueError(f"leave-one-out needs at least 3 items, got {len(sequence)}")
     return sequence[:-2], sequence[-2], sequence[-1]
+
+
+# ---------------------------------------------------------------------------------------------- parsers
+
+
+def _error(path: Path, line_number: int, message: str) -> CatrecError:
+    return CatrecError(f"{path}:{line_number}: {message}")
+
+
+def _open_text(path: Path, encoding: str) -> TextIO:
+    if path.name.endswith(".gz"):
+        return gzip.open(path, "rt", encoding=encoding)
+    return open(path, encoding=encoding)
+
+
+def _numbered_lines(path: Path, encoding: str = "utf-8") -> Iterator[tuple[int, str]]:
+    """Yield ``(line number, line)`` for every non-blank line; read failures become ``CatrecError``."""
+    line_number = 0
+    try:
+        with _open_text(path, encoding) as handle:
+            for line_number, line in enumerate(handle, start=1):
+                if line.strip():
+                    yield line_number, line
+    # A truncated .gz or a stray byte surfaces while iterating: report the line reading stopped at.
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
+        raise _error(path, line_number + 1, f"cannot read: {exc}") from exc
+
+
+def _record(path: Path, line_number: int, user: str, item: str, timestamp: Any) -> Record:
+    """Validate the fields common to the timestamped formats."""
+    if not user or not item:
+        raise _error(path, line_number, "empty user or item id")
+    try:
+        time = float(timestamp)
+    except (TypeError, ValueError) as exc:
+        raise _error(path, line_number, f"timestamp is not a number: {timestamp!r}") from exc
+    # NaN would silently scramble the sort; infinities are no real times either.
+    if not math.isfinite(time):
+        raise _error(path, line_number, f"timestamp is not finite: {timestamp!r}")
+    return user, item, time
+
+
+def parse_ml1m(path: str | Path) -> Iterator[Record]:
+    """MovieLens-1M ``ratings.dat``: ``UserID::MovieID::Rating::Timestamp`` (latin-1); every rating counts."""
+    path = Path(path)
+    for line_number, line in _numbered_lines(path, encoding="latin-1"):
+        fields = line.strip().split("::")
+        if len(fields) != 4:
+            raise _error(
+                path, line_number, f"expected UserID::MovieID::Rating::Timestamp, got {line.strip()!r}"
+            )
+        user, item, rating, timestamp = fields
+        try:
+            float(rating)
+        except ValueError as exc:
+            raise _error(path, line_number, f"rating is not a number: {rating!r}") from exc
+        yield _record(path, line_number, user, item, timestamp)
+
+
+def parse_amazon_json(path: str | Path) -> Iterator[Record]:
+    """Amazon 2014 review files, one review per line with ``reviewerID``, ``asin``, ``unixReviewTime``.
+
+    Most lines are JSON; older dumps hold Python dict literals (single quotes), which ``ast.literal_eval``
+    reads without executing anything.
+    """
+    path = Path(path)
+    for line_number, line in _numbered_lines(path):
+        try:
+            review = json.loads(line)
+        except json.JSONDecodeError:
+            try:
+                review = ast.literal_eval(line.strip())
+            except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError) as exc:
+                raise _error(path, line_number, "neither JSON nor a Python literal") from exc
+        if not isinstance(review, dict):
+            raise _error(path, line_number, f"expected an object, got {type(review).__name__}")
+        for key in AMAZON_JSON_KEYS:
+            if key not in review:
+                raise _error(path, line_number, f"missing key '{key}'")
+        yield _record(
+            path, line_number, str(review["reviewerID"]), str(review["asin"]), review["unixReviewTime"]
+        )
+
+
+def parse_amazon_csv(path: str | Path) -> Iterator[Record]:
+    """Amazon ratings-only CSV ``user,item,rating,timestamp``; a header line ``user,...`` is skipped.
+
+    The original files are unquoted (ids never contain commas), so a plain split is exact and fast.
+    """
+    path = Path(path)
+    for index, (line_number, line) in enumerate(_numbered_lines(path)):
+        fields = [field.strip() for field in line.split(",")]
+        if index == 0 and fields[0] == "user":
+            continue
+        if len(fields) != 4:
+            raise _error(path, line_number, f"expected user,item,rating,timestamp, got {line.strip()!r}")
+        user, item, rating, timestamp = fields
+        try:
+            float(rating)
+        except ValueError as exc:
+            raise _error(path, line_number, f"rating is not a number: {rating!r}") from exc
+        yield _record(path, line_number, user, item, timestamp)
+
+
+def parse_sequences(path: str | Path) -> Iterator[Record]:
+    """``user item item ...`` per line, items already chronological; no timestamps."""
+    path = Path(path)
+    seen: set[str] = set()
+    for line_number, line in _numbered_lines(path):
+        user, *items = line.split()
+        if not items:
+            raise _error(path, line_number, f"user {user} has no items")
+        # A second line for the same user would make its order ambiguous.
+        if user in seen:
+            raise _error(path, line_number, f"user {user} appears twice")
+        seen.add(user)
+        for item in items:
+            yield user, item, None
+
+
+def parse_pairs(path: str | Path) -> Iterator[Record]:
+    """``user item`` per line, chronological per user; no timestamps."""
+    path = Path(path)
+    for line_number, line in _numbered_lines(path):
+        fields = line.split()
+        if len(fields) != 2:
+            raise _error(path, line_number, f"expected 'user item', got {line.strip()!r}")
+        yield fields[0], fields[1], None
+
+
+PARSERS: dict[str, Callable[[str | Path], Iterator[Record]]] = {
+    "ml-1m": parse_ml1m,
+    "amazon-json": parse_amazon_json,
+    "amazon-csv": parse_amazon_csv,
+    "sequences": parse_sequences,
+    "pairs": parse_pairs,
+}
+
+
+# ------------------------------------------------------------------------------------- transformations
+
+
+def group_by_user(records: Iterable[Record]) -> tuple[dict[str, list[str]], list[str]]:
+    """Per-user chronological item lists (users in order of first appearance), and items by first appearance.
+
+    Sorting is stable, so equal timestamps keep file order; records without timestamps keep file order.
+    """
+    events: dict[str, list[tuple[float | None, str]]] = {}
+    first_seen: dict[str, None] = {}  # an insertion-ordered set
+    for user, item, timestamp in records:
+        events.setdefault(user, []).append((timestamp, item))
+        first_seen.setdefault(item, None)
+    sequences: dict[str, list[str]] = {}
+    for user, user_events in events.items():
+        # A format has timestamps on every record or on none, so the first one tells.
+        if user_events[0][0] is not None:
+            user_events.sort(key=itemgetter(0))
+        sequences[user] = [item for _, item in user_events]
+    return sequences, list(first_seen)
+
+
+def kcore(sequences: dict[str, list[str]], min_count: int) -> dict[str, list[str]]:
+    """Iterative k-core: drop items, then users, with fewer than ``min_count`` interactions until stable.
+
+    Returns a new dict in the input's user order; item order inside each sequence is kept.
+    """
+    current = dict(sequences)
+    if min_count <= 0:
+        return current
+    while True:
+        counts = Counter(item for items in current.values() for item in items)
+        rare = {item for item, count in counts.items() if count < min_count}
+        kept: dict[str, list[str]] = {}
+        for user, items in current.items():
+            remaining = [item for item in items if item not in rare] if rare else items
+            if len(remaining) >= min_count:
+                kept[user] = remaining
+        if not rare and len(kept) == len(current):
+            return kept
+        current = kept
+
+
+def remap_ids(original_ids: Iterable[str]) -> dict[str, int]:
+    """Map unique original ids, given in order of first appearance, to 1..n (see the module docstring)."""
+    ids = list(original_ids)
+    numeric = all(original.isascii() and original.isdigit() for original in ids)
+    if numeric and len({int(original) for original in ids}) == len(ids):
+        ids.sort(key=int)
+    return {original: new for new, original in enumerate(ids, start=1)}
+
+
+# ----------------------------------------------------------------------------------------------- output
+
+
+def _write_atomically(output_dir: Path, files: dict[str, str]) -> None:
+    """Write every file to a temporary name first, then rename all; on failure remove the temporaries."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    temporaries: list[tuple[str, Path]] = []
+    try:
+        for name, text in files.items():
+            handle, temp_name = tempfile.mkstemp(dir=output_dir, prefix=f".{name}.", suffix=".part")
+            temporaries.append((name, Path(temp_name)))
+            with os.fdopen(handle, "w", encoding="utf-8") as out:
+                out.write(text)
+        for name, temp in temporaries:
+            os.replace(temp, output_dir / name)
+    except BaseException:
+        for _, temp in temporaries:
+            temp.unlink(missing_ok=True)
+        raise
+
+
+def _id_map_text(mapping: dict[str, int]) -> str:
+    rows = sorted(mapping.items(), key=itemgetter(1))
+    return "new_id\toriginal_id\n" + "".join(f"{new}\t{original}\n" for original, new in rows)
+
+
+def preprocess(
+    fmt: str, input_path: str | Path, output_dir: str | Path, min_count: int = 5
+) -> dict[str, Any]:
+    """Parse ``input_path`` in format ``fmt``, order per user, k-core filter, remap ids, write ``output_dir``.
+
+    Writes ``sequences.txt``, ``stats.json``, ``user_map.tsv`` and ``item_map.tsv``
+    (``new_id<TAB>original_id``) and returns the stats: ``{"users", "items", "interactions", "density"}``.
+    """
+    if fmt not in PARSERS:
+        raise CatrecError(f"unknown format '{fmt}' (expected one of {', '.join(PARSERS)})")
+    if min_count < 0:
+        raise CatrecError(f"--min-count must be >= 0, got {min_count}")
+    input_path, output_dir = Path(input_path), Path(output_dir)
+    if not input_path.is_file():
+        raise CatrecError(f"{input_path}: no such file")
+
+    sequences, item_order = group_by_user(PARSERS[fmt](input_path))
+    if not sequences:
+        raise CatrecError(f"{input_path}: no interactions found")
+    sequences = kcore(sequences, min_count)
+    if not sequences:
+        raise CatrecError(f"{input_path}: no interactions left after the {min_count}-core filter")
+
+    user_ids = remap_ids(sequences)
+    surviving = {item for items in sequences.values() for item in items}
+    item_ids = remap_ids(item for item in item_order if item in surviving)
+
+    lines = sorted(
+        (user_ids[user], " ".join(str(item_ids[item]) for item in items)) for user, items in sequences.items()
+    )
+    interactions = sum(len(items) for items in sequences.values())
+    stats = {
+        "users": len(user_ids),
+        "items": len(item_ids),
+        "interactions": interactions,
+        "density": interactions / (len(user_ids) * len(item_ids)),
+    }
+    _write_atomically(
+        output_dir,
+        {
+            "sequences.txt": "".join(f"{user} {items}\n" for user, items in lines),
+            "stats.json": json.dumps(stats, indent=2) + "\n",
+            "user_map.tsv": _id_map_text(user_ids),
+            "item_map.tsv": _id_map_text(item_ids),
+        },
+    )
+    return stats
