@@ -123,9 +123,8 @@ def choose_positions(inputs: torch.Tensor, position: str, k: int = 1) -> torch.T
     elif position in POSITIONS:
         if k != 1:
             raise ValueError(f"position '{position}' replaces exactly one item, got k={k}")
-        chosen = {"first": index == 0, "middle": index == (count - 1) // 2, "last": index == count - 1}[
-            position
-        ]
+        wanted = {"first": torch.zeros_like(count), "middle": (count - 1) // 2, "last": count - 1}[position]
+        chosen = index == wanted
     else:
         raise ValueError(f"unknown position '{position}' (expected one of {(*POSITIONS, 'last_k')})")
     return real & chosen
@@ -289,17 +288,18 @@ def _gradient_batch(
     """The gradient attack on one batch, replacing the items of ``seqs`` in place."""
     table = model.item_emb.weight.detach()
     banned = banned_items(seqs, targets, exclude, table.shape[0] - 1)
-    clean_emb, clean_grad = target_loss_gradient(model, seqs, targets) if multi == "joint" else (None, None)
+    clean = target_loss_gradient(model, seqs, targets) if multi == "joint" else None
 
     def pick(rows: torch.Tensor, columns: torch.Tensor, row_banned: torch.Tensor) -> torch.Tensor:
-        if clean_emb is not None and clean_grad is not None:
-            emb, grad = clean_emb[rows, columns], clean_grad[rows, columns]
-        else:
+        if clean is None:
             # Greedy: the gradient of the sequence as replaced so far; the position itself is still original.
-            seq_emb, seq_grad = target_loss_gradient(model, seqs[rows], targets[rows])
-            index = torch.arange(len(rows), device=seqs.device)
-            emb, grad = seq_emb[index, columns], seq_grad[index, columns]
-        return nearest_items(stepped_embeddings(emb, grad, step_size), table, row_banned, distance)
+            emb, grad = target_loss_gradient(model, seqs[rows], targets[rows])
+            grad_rows = torch.arange(len(rows), device=seqs.device)
+        else:
+            emb, grad = clean
+            grad_rows = rows
+        queries = stepped_embeddings(emb[grad_rows, columns], grad[grad_rows, columns], step_size)
+        return nearest_items(queries, table, row_banned, distance)
 
     _replace_in_order(seqs, mask, banned, pick)
 
@@ -322,7 +322,7 @@ def random_replacements(
         return _best_admissible(torch.rand(row_banned.shape, generator=generator), row_banned)
 
     for users, width in _batches(inputs, batch_size):
-        seqs = inputs[users, -width:].clone()
+        seqs = inputs[users, -width:]
         banned = banned_items(seqs, targets[users], exclude[users], num_items)
         _replace_in_order(seqs, mask[users, -width:], banned, pick)
         perturbed[users, -width:] = seqs
@@ -356,7 +356,8 @@ def mean_metrics(
 ) -> tuple[float, float]:
     """Mean (NDCG@10, HT@10) over users, ranking after ``perturbed`` and excluding the perturbed history."""
     ndcg, hit = rank_users(model, perturbed, targets, perturbed_history(exclude, inputs, perturbed), k=10)
-    return float(ndcg.mean()), float(hit.mean())
+    # Mean in float64, as ``catrec.train.evaluate``: the clean rows then equal the metrics JSON exactly.
+    return ndcg.double().mean().item(), hit.double().mean().item()
 
 
 def attack_rows(
