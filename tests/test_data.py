@@ -258,7 +258,7 @@ def test_failed_write_removes_temporary_files(tmp_path: Path, monkeypatch: pytes
     def refuse(source: str | Path, target: str | Path) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr("catrec.data.os.replace", refuse)
+    monkeypatch.setattr("catrec.io.os.replace", refuse)
     with pytest.raises(OSError, match="disk full"):
         preprocess("ml-1m", FIXTURES / "ratings.dat", tmp_path, min_count=0)
     assert list(tmp_path.iterdir()) == []

@@ -18,6 +18,7 @@ import torch
 
 from catrec.cascade import inverse_cascade_mean, perturbation_factors
 from catrec.errors import CatrecError
+from catrec.io import atomic_path
 from catrec.models import SequentialRecommender
 from catrec.train import (
     CURVE_COLUMNS,
@@ -26,7 +27,6 @@ from catrec.train import (
     LossFn,
     SequenceData,
     TrainConfig,
-    atomic_path,
     bce_from_scores,
     bce_loss,
     evaluate,

@@ -26,9 +26,10 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from catrec.errors import CatrecError
+from catrec.io import atomic_path
 from catrec.metrics import rank_users
 from catrec.models import SequentialRecommender
-from catrec.train import SequenceData, TrainConfig, atomic_path, load_model, resolve_device
+from catrec.train import SequenceData, TrainConfig, load_model, resolve_device
 
 POSITIONS = ("first", "middle", "last")
 DISTANCES = ("cosine", "l2")

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import torch
 
-from catrec.train import SequenceData, atomic_path
+from catrec.io import atomic_path
+from catrec.train import SequenceData
 
 CASCADE_TERMS = ("both", "temporal", "cross")
 

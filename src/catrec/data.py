@@ -30,15 +30,15 @@ import ast
 import gzip
 import json
 import math
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack
 from operator import itemgetter
 from pathlib import Path
 from typing import Any, TextIO
 
 from catrec.errors import CatrecError
+from catrec.io import atomic_path
 
 Record = tuple[str, str, float | None]
 """One interaction as parsed: (original user id, original item id, timestamp or None)."""
@@ -269,22 +269,12 @@ def remap_ids(original_ids: Iterable[str]) -> dict[str, int]:
 # ----------------------------------------------------------------------------------------------- output
 
 
-def _write_atomically(output_dir: Path, files: dict[str, str]) -> None:
-    """Write every file to a temporary name first, then rename all; on failure remove the temporaries."""
-    output_dir.mkdir(parents=True, exist_ok=True)
-    temporaries: list[tuple[str, Path]] = []
-    try:
+def _write_all(output_dir: Path, files: dict[str, str]) -> None:
+    """Write every file to a temporary name first and rename them only once all are written."""
+    with ExitStack() as renames:
         for name, text in files.items():
-            handle, temp_name = tempfile.mkstemp(dir=output_dir, prefix=f".{name}.", suffix=".part")
-            temporaries.append((name, Path(temp_name)))
-            with os.fdopen(handle, "w", encoding="utf-8") as out:
-                out.write(text)
-        for name, temp in temporaries:
-            os.replace(temp, output_dir / name)
-    except BaseException:
-        for _, temp in temporaries:
-            temp.unlink(missing_ok=True)
-        raise
+            temp = renames.enter_context(atomic_path(output_dir / name))
+            temp.write_text(text, encoding="utf-8")
 
 
 def _id_map_text(mapping: dict[str, int]) -> str:
@@ -329,7 +319,7 @@ def preprocess(
         "interactions": interactions,
         "density": interactions / (len(user_ids) * len(item_ids)),
     }
-    _write_atomically(
+    _write_all(
         output_dir,
         {
             "sequences.txt": "".join(f"{user} {items}\n" for user, items in lines),

@@ -16,18 +16,17 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 import time
 import zipfile
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
 
 import requests
 import urllib3
 from tqdm import tqdm
 
 from catrec.errors import CatrecError
+from catrec.io import atomic_path, write_text_atomically
 
 CHUNK_SIZE = 1 << 16
 # 408/429 are the server asking us to come back later; every other 4xx is final for that URL.
@@ -81,19 +80,7 @@ def _record_lock(lock_file: Path, name: str, sha256: str) -> None:
     entries[name] = sha256
     lock_file.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(entries, indent=2, sort_keys=True) + "\n"
-    _atomic_write(lock_file, lambda handle: handle.write(text.encode()))
-
-
-def _atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    """Write ``path`` through a temp file in the same directory and ``os.replace`` it into place."""
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    write_text_atomically(lock_file, text)
 
 
 def _parse_content_range(value: str | None) -> tuple[int, int | None]:
@@ -298,8 +285,8 @@ def extract_member(archive: str | Path, member: str, output: str | Path) -> Path
                 )
                 raise CatrecError(f"{archive}: no member '{member}'; members: {shown}{more}")
             output.parent.mkdir(parents=True, exist_ok=True)
-            with zipped.open(member) as source:
-                _atomic_write(output, lambda handle: shutil.copyfileobj(source, handle, CHUNK_SIZE))
+            with zipped.open(member) as source, atomic_path(output) as temp, open(temp, "wb") as handle:
+                shutil.copyfileobj(source, handle, CHUNK_SIZE)
     except (OSError, zipfile.BadZipFile) as exc:
         raise CatrecError(f"cannot extract '{member}' from {archive}: {exc}") from exc
     return output

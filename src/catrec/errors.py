@@ -2,4 +2,4 @@
 
 
 class CatrecError(Exception):
-    """A user-facing error: bad input, bad config, failed download. The message names the key, file or line."""
+    """A user-facing error: bad input, bad config, failed download. Names the key, file or line."""

@@ -19,6 +19,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from catrec.errors import CatrecError
+from catrec.io import atomic_path
 from catrec.tables import (
     DATASET_ORDER,
     METHOD_ORDER,
@@ -28,7 +29,6 @@ from catrec.tables import (
     ordered,
     read_table_csv,
     require_columns,
-    write_atomically,
 )
 
 PNG_DPI = 150
@@ -294,4 +294,5 @@ def plot_figure(figure: str, input_csv: Path, output_pdf: Path, options: Sequenc
     """Render ``figure`` from ``input_csv`` to ``output_pdf`` and a PNG of the same stem beside it."""
     drawn = build_figure(figure, read_table_csv(input_csv), parse_options(options), source=str(input_csv))
     for path, file_format in ((output_pdf, "pdf"), (output_pdf.with_suffix(".png"), "png")):
-        write_atomically(path, lambda temp, fmt=file_format: drawn.savefig(temp, format=fmt, dpi=PNG_DPI))
+        with atomic_path(path) as temp:
+            drawn.savefig(temp, format=file_format, dpi=PNG_DPI)

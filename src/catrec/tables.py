@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from catrec.errors import CatrecError
+from catrec.io import atomic_path, write_text_atomically
 
 # Display order follows the paper; anything else (e.g. the toy dataset) comes after, alphabetically.
 DATASET_ORDER = ("ml-1m", "beauty", "video", "clothing")
@@ -91,24 +91,9 @@ def sort_runs(frame: pd.DataFrame, then: Sequence[str] = ()) -> pd.DataFrame:
     return frame.sort_values([*RUN_KEYS, *then], key=key, kind="stable").reset_index(drop=True)
 
 
-def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    """Let ``write`` fill a temp file beside ``path``, then rename it into place.
-
-    A reader (or Snakemake after a crash) never sees a half-written file. The temp name is unique per process
-    rather than from ``mkstemp``, whose 0600 mode would make the results unreadable to others.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    try:
-        write(temp)
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-
-
 def write_csv(frame: pd.DataFrame, path: Path) -> None:
-    write_atomically(path, lambda temp: frame.to_csv(temp, index=False))
+    with atomic_path(path) as temp:
+        frame.to_csv(temp, index=False)
 
 
 def require_columns(frame: pd.DataFrame, columns: Iterable[str], source: Path | str) -> None:
@@ -248,7 +233,7 @@ def _write_table(
             write_csv(frame, path)
         else:
             text = renderers[suffix](table)
-            write_atomically(path, lambda temp, text=text: temp.write_text(text))
+            write_text_atomically(path, text)
 
 
 def _number(value: float, spec: str, suffix: str = "") -> str:

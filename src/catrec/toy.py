@@ -11,12 +11,12 @@ takes exactly the extract -> preprocess path of the real ML-1M download.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
+
+from catrec.io import atomic_path
 
 STAY, NEXT_CLUSTER = 0.75, 0.2
 SUCCESSOR = 0.6
@@ -69,7 +69,6 @@ def write_toy_zip(
 ) -> Path:
     """Write the toy sequences as an ML-1M style ratings.dat inside ``output`` (a zip), atomically."""
     output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
     sequences = generate_sequences(users, items, clusters, mean_length, seed)
     start = 956_703_932  # an ML-1M era Unix time; one day between a user's interactions
     lines = [
@@ -77,13 +76,6 @@ def write_toy_zip(
         for user, sequence in enumerate(sequences, start=1)
         for step, item in enumerate(sequence)
     ]
-    handle, temp_name = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".part")
-    os.close(handle)
-    try:
-        with zipfile.ZipFile(temp_name, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-            archive.writestr(member, "\n".join(lines) + "\n")
-        os.replace(temp_name, output)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    with atomic_path(output) as temp, zipfile.ZipFile(temp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(member, "\n".join(lines) + "\n")
     return output
