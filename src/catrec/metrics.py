@@ -19,9 +19,12 @@ def ndcg_hit_at_k(
     The caller has already set excluded items to -inf. Rank 0 is the top of the list.
     """
     target_scores = scores.gather(1, targets.unsqueeze(1))
-    # "Not strictly lower" counts higher and equal items (the target itself included, hence -1); it is also
-    # pessimistic for NaN: a NaN target ranks last and a NaN competitor ranks above the target.
-    rank = (~(scores < target_scores)).sum(1) - 1
+    # Only ranks below k matter, and the target has rank >= k exactly when the (k+1)-th best score is not
+    # below its own; so counting within the top k+1 scores gives min(rank, k), far cheaper than comparing all
+    # items. "Not strictly lower" counts higher and equal scores (the target's own, hence -1) and is
+    # pessimistic for NaN too: topk puts NaN first, so a NaN competitor ranks above and a NaN target misses.
+    top = scores.topk(min(k + 1, scores.shape[1]), dim=1).values
+    rank = (~(top < target_scores)).sum(1) - 1
     hit = (rank < k).to(scores.dtype)
     return hit / torch.log2(rank.to(scores.dtype) + 2.0), hit
 

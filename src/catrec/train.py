@@ -12,12 +12,9 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import random
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -29,6 +26,7 @@ from tqdm import tqdm
 
 from catrec.data import leave_one_out, load_sequences
 from catrec.errors import CatrecError
+from catrec.io import atomic_path
 from catrec.metrics import rank_users
 from catrec.models import ModelConfig, SequentialRecommender, build_model
 
@@ -52,21 +50,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-@contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; it replaces ``path`` only if the block completes."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    os.close(handle)
-    temp = Path(temp_name)
-    try:
-        yield temp
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
 
 
 def _pad(rows: Sequence[Sequence[int]], width: int, *, left: bool) -> torch.Tensor:
@@ -245,12 +228,14 @@ def iterate_batches(
 def bce_from_scores(pos_scores: torch.Tensor, neg_scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Eq. 3.5 with one negative, -(log sigma(r_pos) + log(1 - sigma(r_neg))), averaged over ``mask`` True.
 
-    log(1 - sigma(x)) = log sigma(-x); logsigmoid stays finite for large scores. ``where`` (not a product
-    with the mask) keeps whatever sits at padding, even inf or NaN, out of the loss and its gradient.
+    log(1 - sigma(x)) = log sigma(-x); logsigmoid stays finite for large scores. Scores at padding are
+    replaced (not multiplied by 0) before the loss, so even inf or NaN there reach neither loss nor gradient.
     """
-    losses = -(F.logsigmoid(pos_scores) + F.logsigmoid(-neg_scores))
-    losses = torch.where(mask, losses, torch.zeros((), dtype=losses.dtype, device=losses.device))
-    return losses.sum() / mask.sum().clamp(min=1)
+    zero = torch.zeros((), dtype=pos_scores.dtype, device=pos_scores.device)
+    losses = -(
+        F.logsigmoid(torch.where(mask, pos_scores, zero)) + F.logsigmoid(-torch.where(mask, neg_scores, zero))
+    )
+    return (losses * mask).sum() / mask.sum().clamp(min=1)
 
 
 def bce_loss(model: SequentialRecommender, batch: Batch) -> torch.Tensor:
@@ -295,6 +280,26 @@ def model_config_from_hparams(hparams: Mapping[str, Any], num_items: int) -> Mod
     )
 
 
+def make_optimizer(model: SequentialRecommender, config: TrainConfig) -> torch.optim.Optimizer:
+    """Adam with the L2 penalty as weight decay (section 5.3).
+
+    The fused kernel updates all parameters in one pass; on CPU it makes the step ~4x cheaper, which matters
+    because the dense item-embedding update dominates a step on short sequences.
+    """
+    return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.l2, fused=True)
+
+
+def train_step(
+    model: SequentialRecommender, batch: Batch, loss_fn: LossFn, optimizer: torch.optim.Optimizer
+) -> float:
+    """One optimizer step on ``batch`` (already on the model's device); returns the batch loss."""
+    optimizer.zero_grad(set_to_none=True)
+    loss = loss_fn(model, batch)
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
 def evaluate(
     model: SequentialRecommender, data: SequenceData, split: str, batch_size: int = 1024
 ) -> dict[str, float]:
@@ -302,7 +307,7 @@ def evaluate(
     ndcg, hit = rank_users(
         model, data.eval_inputs(split), data.eval_targets(split), data.eval_exclude(split), batch_size
     )
-    return {"ndcg@10": ndcg.mean().item(), "hit@10": hit.mean().item()}
+    return {"ndcg@10": ndcg.double().mean().item(), "hit@10": hit.double().mean().item()}
 
 
 @dataclass
@@ -375,7 +380,7 @@ def fit(
         raise ValueError(f"unknown model_selection '{model_selection}' (expected 'last' or 'best_valid')")
     device = resolve_device(config.device)
     model.to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.l2)
+    optimizer = make_optimizer(model, config)
     sampler = torch.Generator().manual_seed(_sampler_seed(config.seed))
     torch.manual_seed(config.seed)
     fingerprint = _fingerprint(config, model, phase, epoch_offset, model_selection)
@@ -423,11 +428,7 @@ def fit(
             dynamic_ncols=True,
         )
         for step, batch in enumerate(bar, start=1):
-            optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model, batch.to(device))
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.item()
+            loss_sum += train_step(model, batch.to(device), loss_fn, optimizer)
             bar.set_postfix(loss=f"{loss_sum / step:.4f}", valid_ndcg=f"{last_ndcg:.4f}", refresh=False)
         progress.seconds += time.perf_counter() - started
         progress.epoch = epoch
@@ -439,7 +440,8 @@ def fit(
         # Zero epochs requested: report the model as given.
         evaluate_epoch(0, math.nan)
     _write_curve(curve_path, progress.rows)
-    if model_selection == "best_valid" and progress.best_weights is not None:
+    if model_selection == "best_valid":
+        assert progress.best_weights is not None  # set by the first evaluation, and every run evaluates
         model.load_state_dict(progress.best_weights)
         selected = progress.best_epoch
     else:

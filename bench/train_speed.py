@@ -1,0 +1,146 @@
+"""Training and evaluation speed of SASRec and GRU4Rec: length-bucketed batches vs. the padded baseline.
+
+Not a test. For each dataset and model it times one training epoch (batch 128, hidden 100) with
+``bucket_by_length=True`` (users of similar length share a batch trimmed to its longest sequence) and with the
+straightforward baseline ``bucket_by_length=False`` (random batches, all padded to T), and the full-ranking
+evaluation of every user (validation split). Datasets: the real Beauty set (T=50) from the shared data folder
+and a synthetic set shaped like ML-1M (6,040 users, 3,416 items, about 165 items per user, T=200).
+
+    .venv/bin/python bench/train_speed.py [--epochs 1] [--device auto] [--datasets beauty ml1m-shaped]
+        [--threads N] [--quick]
+
+``--quick`` times at most QUICK_BATCHES baseline batches and extrapolates to a whole epoch (baseline batches
+all have the same shape, so each costs about the same).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from catrec.data import load_sequences
+from catrec.models import build_model
+from catrec.train import (
+    SequenceData,
+    TrainConfig,
+    bce_loss,
+    evaluate,
+    iterate_batches,
+    make_optimizer,
+    model_config_from_hparams,
+    num_batches,
+    resolve_device,
+    train_step,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BEAUTY_PATH = REPO_ROOT.parent / "shared" / "data" / "beauty" / "Beauty.txt"
+BATCH_SIZE, HIDDEN = 128, 100
+QUICK_BATCHES, WARMUP_BATCHES = 20, 2
+MODELS = ("sasrec", "gru4rec")
+
+
+def beauty() -> SequenceData:
+    sequences = load_sequences(BEAUTY_PATH)
+    return SequenceData.from_sequences(sequences, max(map(max, sequences)), max_len=50)
+
+
+def ml1m_shaped(users: int = 6040, items: int = 3416, seed: int = 0) -> SequenceData:
+    """Random sequences with ML-1M's size and a long-tailed length distribution (min 20, mean about 165)."""
+    rng = np.random.default_rng(seed)
+    lengths = np.minimum(20 + rng.exponential(145, users).astype(int), items - 1)
+    sequences = [(rng.permutation(items)[:length] + 1).tolist() for length in lengths]
+    return SequenceData.from_sequences(sequences, items, max_len=200)
+
+
+DATASETS: dict[str, Callable[[], SequenceData]] = {"beauty": beauty, "ml1m-shaped": ml1m_shaped}
+
+
+def epoch_seconds(
+    data: SequenceData,
+    model_name: str,
+    bucket: bool,
+    device: torch.device,
+    epochs: int,
+    max_batches: int | None,
+) -> tuple[float, bool]:
+    """Mean seconds per training epoch, and whether it was extrapolated from ``max_batches`` batches."""
+    config = TrainConfig(max_len=data.max_len, batch_size=BATCH_SIZE, bucket_by_length=bucket)
+    torch.manual_seed(0)
+    hparams = {"model": model_name, "max_len": data.max_len, "hidden_size": HIDDEN}
+    model = build_model(model_config_from_hparams(hparams, data.num_items)).to(device).train()
+    optimizer = make_optimizer(model, config)
+    generator = torch.Generator().manual_seed(0)
+    for batch in itertools.islice(iterate_batches(data, BATCH_SIZE, generator, bucket), WARMUP_BATCHES):
+        train_step(model, batch.to(device), bce_loss, optimizer)
+    total = num_batches(data, BATCH_SIZE)
+    timed = total if max_batches is None else min(total, max_batches)
+    seconds = 0.0
+    for _ in range(epochs):
+        started = time.perf_counter()
+        for batch in itertools.islice(iterate_batches(data, BATCH_SIZE, generator, bucket), timed):
+            train_step(model, batch.to(device), bce_loss, optimizer)  # .item() inside waits for the device
+        seconds += time.perf_counter() - started
+    return seconds / epochs * total / timed, timed < total
+
+
+def eval_seconds(data: SequenceData, model_name: str, device: torch.device) -> float:
+    """Seconds to rank all items for every user (validation split), after one warm-up batch."""
+    hparams = {"model": model_name, "max_len": data.max_len, "hidden_size": HIDDEN}
+    model = build_model(model_config_from_hparams(hparams, data.num_items)).to(device)
+    evaluate(model, SequenceData.from_sequences([[1, 2, 3]], data.num_items, data.max_len), "valid")
+    started = time.perf_counter()
+    evaluate(model, data, "valid")
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--epochs", type=int, default=1, help="timed epochs per setting (mean reported)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    parser.add_argument("--datasets", nargs="+", choices=sorted(DATASETS), default=list(DATASETS))
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument(
+        "--quick", action="store_true", help=f"time at most {QUICK_BATCHES} baseline batches, extrapolated"
+    )
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"device {device}, {torch.get_num_threads()} CPU threads, torch {torch.__version__}")
+    header = "| dataset | model | baseline s/epoch | bucketed s/epoch | speed-up | eval s (all users) |"
+    rows = [header, "|---|---|---:|---:|---:|---:|"]
+    for name in args.datasets:
+        data = DATASETS[name]()
+        lengths = (data.train_inputs() != 0).sum(1).float()
+        print(
+            f"{name}: {data.num_users} users, {data.num_items} items, T={data.max_len}, "
+            f"mean training input length {lengths.mean():.1f}"
+        )
+        for model_name in MODELS:
+            baseline, extrapolated = epoch_seconds(
+                data, model_name, False, device, args.epochs, QUICK_BATCHES if args.quick else None
+            )
+            bucketed, _ = epoch_seconds(data, model_name, True, device, args.epochs, None)
+            evaluation = eval_seconds(data, model_name, device)
+            mark = "*" if extrapolated else ""
+            rows.append(
+                f"| {name} | {model_name} | {baseline:.2f}{mark} | {bucketed:.2f} | "
+                f"{baseline / bucketed:.1f}x | {evaluation:.2f} |"
+            )
+            print(rows[-1], flush=True)
+    print("\n".join(["", *rows]))
+    if args.quick:
+        print(f"* extrapolated from {QUICK_BATCHES} batches (--quick)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,402 @@
+"""Training data, batches, negatives, the BCE loss, and the training loop (learning, determinism, resume)."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import math
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from catrec.errors import CatrecError
+from catrec.metrics import ndcg_hit_at_k
+from catrec.models import SequentialRecommender, build_model
+from catrec.train import (
+    CHECKPOINT_NAME,
+    Batch,
+    FitResult,
+    LossFn,
+    SequenceData,
+    TrainConfig,
+    bce_from_scores,
+    bce_loss,
+    evaluate,
+    fit,
+    iterate_batches,
+    load_model,
+    model_config_from_hparams,
+    num_batches,
+    save_model,
+    seed_everything,
+    write_metrics_json,
+)
+
+TOY_LEN = 20
+TOY_HPARAMS = {
+    "seed": 3,
+    "device": "cpu",
+    "threads": 1,
+    "max_len": TOY_LEN,
+    "hidden_size": 32,
+    "dropout": 0.2,
+    "num_blocks": 2,
+    "num_heads": 1,
+    "layer_norm": "pre",
+    "num_layers": 1,
+    "batch_size": 32,
+    "lr": 0.01,
+    "l2": 1e-5,
+    "epochs": 12,
+    "eval_every": 4,
+    "checkpoint_every": 4,
+    "bucket_by_length": True,
+    "epsilon": 10,  # a fine-tuning key: ignored here
+}
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Other jobs share the CPU cores: more threads than free cores slows these small models down a lot."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def toy_data(toy_data_dir: Path) -> SequenceData:
+    return SequenceData.from_dir(toy_data_dir, TOY_LEN)
+
+
+def hand_data(max_len: int = 3) -> SequenceData:
+    return SequenceData.from_sequences(
+        [[1, 2, 3, 4, 5, 6], [7, 8, 9], [3, 1, 3, 2]], num_items=9, max_len=max_len
+    )
+
+
+def test_leave_one_out_tensors_on_a_hand_built_case() -> None:
+    data = hand_data()
+    assert (data.num_users, data.num_items, data.max_len) == (3, 9, 3)
+    # Training parts: [1, 2, 3, 4], [7], [3, 1]; inputs drop the last training item, keep the last T.
+    assert data.train_inputs().tolist() == [[1, 2, 3], [0, 0, 0], [0, 0, 3]]
+    assert data.train_targets().tolist() == [[2, 3, 4], [0, 0, 0], [0, 0, 1]]
+    assert data.eval_inputs("valid").tolist() == [[2, 3, 4], [0, 0, 7], [0, 3, 1]]
+    assert data.eval_targets("valid").tolist() == [5, 8, 3]
+    assert data.eval_inputs("test").tolist() == [[3, 4, 5], [0, 7, 8], [3, 1, 3]]
+    assert data.eval_targets("test").tolist() == [6, 9, 2]
+    # Exclusions hold the whole history, not only the last T items.
+    assert data.eval_exclude("valid").tolist() == [[1, 2, 3, 4], [7, 0, 0, 0], [3, 1, 0, 0]]
+    assert data.eval_exclude("test").tolist() == [[1, 2, 3, 4, 5], [7, 8, 0, 0, 0], [3, 1, 3, 0, 0]]
+    assert data.history().tolist() == [[1, 2, 3, 4, 5, 6], [7, 8, 9, 0, 0, 0], [1, 2, 3, 0, 0, 0]]
+
+
+def test_sequence_data_rejects_bad_input() -> None:
+    with pytest.raises(CatrecError, match="user 1"):
+        SequenceData.from_sequences([[1, 2, 3], [1, 2]], num_items=5, max_len=4)
+    with pytest.raises(CatrecError, match="1..3"):
+        SequenceData.from_sequences([[1, 2, 4]], num_items=3, max_len=4)
+    with pytest.raises(CatrecError, match="every item"):
+        SequenceData.from_sequences([[1, 2, 3]], num_items=3, max_len=4)
+
+
+def test_from_dir_matches_from_sequences(toy_data: SequenceData, toy_sequences: list[list[int]]) -> None:
+    direct = SequenceData.from_sequences(toy_sequences, max(map(max, toy_sequences)), TOY_LEN)
+    assert toy_data.num_users == len(toy_sequences) and toy_data.num_items == direct.num_items
+    assert torch.equal(toy_data.train_inputs(), direct.train_inputs())
+    assert torch.equal(toy_data.eval_exclude("test"), direct.eval_exclude("test"))
+
+
+def test_negatives_are_never_interacted_and_cover_the_rest(toy_data: SequenceData) -> None:
+    users = torch.arange(toy_data.num_users)
+    negatives = toy_data.sample_negatives(users, 3000, torch.Generator().manual_seed(0))
+    assert negatives.shape == (toy_data.num_users, 3000)
+    assert negatives.min() >= 1 and negatives.max() <= toy_data.num_items
+    history = toy_data.history()
+    for user in range(0, toy_data.num_users, 7):
+        seen = set(history[user].tolist()) - {0}
+        drawn = set(negatives[user].tolist())
+        assert not drawn & seen
+        # 3000 uniform draws from <= 100 free items miss one with probability < 100 * e^-30.
+        assert drawn == set(range(1, toy_data.num_items + 1)) - seen
+
+
+def test_negatives_with_a_single_free_item() -> None:
+    data = SequenceData.from_sequences([[5, 1, 4, 2], [3, 2, 1]], num_items=5, max_len=3)
+    negatives = data.sample_negatives(torch.tensor([0, 1, 0]), 50, torch.Generator().manual_seed(1))
+    assert (negatives[[0, 2]] == 3).all()
+    assert set(negatives[1].tolist()) == {4, 5}
+
+
+@pytest.mark.parametrize("bucket", [True, False])
+def test_batches_cover_every_user_once_with_aligned_columns(toy_data: SequenceData, bucket: bool) -> None:
+    generator = torch.Generator().manual_seed(0)
+    batches = list(iterate_batches(toy_data, 32, generator, bucket_by_length=bucket))
+    users = torch.cat([batch.users for batch in batches])
+    assert sorted(users.tolist()) == list(range(toy_data.num_users))
+    lengths = (toy_data.train_inputs() != 0).sum(1)
+    history = toy_data.history()
+    for batch in batches:
+        width = batch.seqs.shape[1]
+        assert width == (int(lengths[batch.users].max()) if bucket else TOY_LEN)
+        assert torch.equal(batch.seqs, toy_data.train_inputs()[batch.users, -width:])
+        assert torch.equal(batch.pos, toy_data.train_targets()[batch.users, -width:])
+        assert torch.equal(batch.neg == 0, batch.pos == 0)
+        seen = (batch.neg.unsqueeze(-1) == history[batch.users].unsqueeze(1)).any(-1)
+        assert not (seen & (batch.neg != 0)).any()
+    if bucket:  # users sorted by length before chunking: the batches' length ranges do not overlap
+        ranges = sorted((int(lengths[b.users].min()), int(lengths[b.users].max())) for b in batches)
+        assert all(high <= next_low for (_, high), (next_low, _) in itertools.pairwise(ranges))
+    # A new epoch draws a new order.
+    again = torch.cat([batch.users for batch in iterate_batches(toy_data, 32, generator, bucket)])
+    assert not torch.equal(users, again)
+
+
+def test_bce_matches_eq_3_5_and_ignores_padding() -> None:
+    pos = torch.tensor([[9.0, 2.0, 0.5], [-1.0, 3.0, 1.0]])
+    neg = torch.tensor([[-9.0, -1.0, 0.0], [4.0, 2.0, -3.0]])
+    mask = torch.tensor([[False, True, True], [False, False, True]])
+    expected = -(
+        math.log(torch.sigmoid(torch.tensor(2.0)))
+        + math.log(1 - torch.sigmoid(torch.tensor(-1.0)))
+        + math.log(torch.sigmoid(torch.tensor(0.5)))
+        + math.log(1 - torch.sigmoid(torch.tensor(0.0)))
+        + math.log(torch.sigmoid(torch.tensor(1.0)))
+        + math.log(1 - torch.sigmoid(torch.tensor(-3.0)))
+    )
+    assert bce_from_scores(pos, neg, mask).item() == pytest.approx(expected / 3)
+    # Anything at padding, even inf or NaN, stays out of the loss and its gradient.
+    wild_pos = pos.masked_fill(~mask, math.nan).requires_grad_()
+    wild_neg = neg.masked_fill(~mask, math.inf)
+    loss = bce_from_scores(wild_pos, wild_neg, mask)
+    loss.backward()
+    assert loss.item() == pytest.approx(expected / 3)
+    assert torch.isfinite(wild_pos.grad).all() and (wild_pos.grad[~mask] == 0).all()
+    # Extreme real scores stay finite; an all-padding batch gives 0, not NaN.
+    assert math.isfinite(bce_from_scores(torch.tensor([-200.0]), torch.tensor([200.0]), torch.tensor([True])))
+    assert bce_from_scores(pos, neg, torch.zeros_like(mask)).item() == 0.0
+
+
+def test_bce_loss_ignores_negatives_at_padding(toy_data: SequenceData) -> None:
+    torch.manual_seed(0)
+    model = build_model(
+        model_config_from_hparams({**TOY_HPARAMS, "model": "sasrec"}, toy_data.num_items)
+    ).eval()
+    batch = next(iterate_batches(toy_data, 64, torch.Generator().manual_seed(0), bucket_by_length=False))
+    padding = batch.pos == 0
+    assert padding.any()
+    other = Batch(batch.users, batch.seqs, batch.pos, batch.neg.masked_fill(padding, 1))
+    assert bce_loss(model, other).item() == bce_loss(model, batch).item()
+    changed_real = Batch(batch.users, batch.seqs, batch.pos, batch.neg.masked_fill(~padding, 1))
+    assert bce_loss(model, changed_real).item() != bce_loss(model, batch).item()
+
+
+def test_configs_from_hparams() -> None:
+    config = TrainConfig.from_hparams(TOY_HPARAMS)
+    assert (config.batch_size, config.lr, config.epochs, config.bucket_by_length) == (32, 0.01, 12, True)
+    model_config = model_config_from_hparams({**TOY_HPARAMS, "model": "gru4rec"}, num_items=77)
+    assert (model_config.name, model_config.num_items, model_config.max_len) == ("gru4rec", 77, TOY_LEN)
+    assert model_config.hidden_size == 32
+    with pytest.raises(CatrecError, match="model"):
+        model_config_from_hparams({"max_len": 5}, num_items=3)
+
+
+def popularity_ndcg(data: SequenceData, split: str = "valid") -> float:
+    """NDCG@10 of ranking by training popularity, with the same exclusions as the models."""
+    counts = torch.bincount(data.eval_exclude("valid").flatten(), minlength=data.num_items + 1).float()
+    scores = counts.repeat(data.num_users, 1)
+    targets = data.eval_targets(split)
+    target_scores = scores.gather(1, targets.unsqueeze(1))
+    scores[:, 0] = -math.inf
+    scores.scatter_(1, data.eval_exclude(split), -math.inf)
+    scores.scatter_(1, targets.unsqueeze(1), target_scores)
+    return ndcg_hit_at_k(scores, targets)[0].mean().item()
+
+
+def train_toy(
+    data: SequenceData, tmp_path: Path, model_name: str, loss_fn: LossFn = bce_loss, **overrides: object
+) -> tuple[SequentialRecommender, FitResult]:
+    hparams = {**TOY_HPARAMS, "model": model_name, **overrides}
+    seed_everything(hparams["seed"])
+    model = build_model(model_config_from_hparams(hparams, data.num_items))
+    result = fit(
+        model,
+        data,
+        loss_fn,
+        TrainConfig.from_hparams(hparams),
+        phase="pretrain",
+        curve_path=tmp_path / "curve.csv",
+        state_dir=tmp_path / "state",
+        model_selection=str(hparams.get("model_selection", "last")),
+    )
+    return model, result
+
+
+def read_curve(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.mark.parametrize("model_name", ["sasrec", "gru4rec"])
+def test_training_beats_popularity(toy_data: SequenceData, tmp_path: Path, model_name: str) -> None:
+    _, result = train_toy(toy_data, tmp_path, model_name)
+    popularity = popularity_ndcg(toy_data)
+    assert result.valid["ndcg@10"] > max(2 * popularity, popularity + 0.05)
+    assert result.selected_epoch == 12
+    rows = read_curve(tmp_path / "curve.csv")
+    assert [(int(row["epoch"]), row["split"]) for row in rows] == [
+        (epoch, split) for epoch in (4, 8, 12) for split in ("valid", "test")
+    ]
+    losses = [float(row["loss"]) for row in rows[::2]]
+    assert losses[-1] < losses[0]
+    assert float(rows[-1]["ndcg@10"]) == pytest.approx(result.test["ndcg@10"])
+
+
+def test_same_seed_same_result(toy_data: SequenceData, tmp_path: Path) -> None:
+    _, first = train_toy(toy_data, tmp_path / "a", "sasrec", epochs=3, eval_every=3)
+    _, second = train_toy(toy_data, tmp_path / "b", "sasrec", epochs=3, eval_every=3)
+    _, other_seed = train_toy(toy_data, tmp_path / "c", "sasrec", epochs=3, eval_every=3, seed=4)
+    assert (first.valid, first.test) == (second.valid, second.test)
+    assert first.valid != other_seed.valid
+
+
+def test_best_valid_selection_restores_the_best_weights(toy_data: SequenceData, tmp_path: Path) -> None:
+    # Three epochs of learning, then three of gradient ascent: the best weights are surely not the last.
+    steps = itertools.count()
+    learning_steps = 3 * num_batches(toy_data, TOY_HPARAMS["batch_size"])
+
+    def learn_then_unlearn(model: SequentialRecommender, batch: Batch) -> torch.Tensor:
+        loss = bce_loss(model, batch)
+        return loss if next(steps) < learning_steps else -loss
+
+    model, result = train_toy(
+        toy_data,
+        tmp_path,
+        "gru4rec",
+        epochs=6,
+        eval_every=1,
+        model_selection="best_valid",
+        loss_fn=learn_then_unlearn,
+    )
+    valid_rows = [row for row in read_curve(tmp_path / "curve.csv") if row["split"] == "valid"]
+    best = max(valid_rows, key=lambda row: float(row["ndcg@10"]))
+    assert result.selected_epoch == int(best["epoch"]) <= 3
+    assert result.valid["ndcg@10"] == pytest.approx(float(best["ndcg@10"]))
+    assert float(valid_rows[-1]["ndcg@10"]) < result.valid["ndcg@10"]
+    # The model in hand has the selected weights, not the last ones.
+    assert evaluate(model, toy_data, "valid") == pytest.approx(result.valid)
+
+
+def test_zero_epochs_report_the_given_model(toy_data: SequenceData, tmp_path: Path) -> None:
+    _, result = train_toy(toy_data, tmp_path, "gru4rec", epochs=0)
+    assert result.selected_epoch == 0 and result.epochs_trained == 0
+    rows = read_curve(tmp_path / "curve.csv")
+    assert len(rows) == 2 and math.isnan(float(rows[0]["loss"]))
+
+
+def test_save_load_model_and_metrics_json(toy_data: SequenceData, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = build_model(model_config_from_hparams({**TOY_HPARAMS, "model": "sasrec"}, toy_data.num_items))
+    save_model(tmp_path / "m" / "model.pt", model)
+    loaded = load_model(tmp_path / "m" / "model.pt", "cpu")
+    assert loaded.config == model.config and not loaded.training
+    assert evaluate(loaded, toy_data, "test") == evaluate(model, toy_data, "test")
+    valid, test = {"ndcg@10": 0.5, "hit@10": 0.7}, {"ndcg@10": 0.25, "hit@10": 0.5}
+    identity = {"dataset": "toy", "model": "sasrec", "method": "pretrain", "seed": 3}
+    write_metrics_json(
+        tmp_path / "metrics.json", **identity, valid={**valid, "extra": 1.0}, test=test, selected_epoch=7
+    )
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    assert written == {**identity, "valid": valid, "test": test, "selected_epoch": 7}
+    assert [path.name for path in tmp_path.iterdir() if path.name.startswith(".")] == []
+
+
+def pretrain_command(data_dir: Path, out: Path, hparams: dict[str, object]) -> list[str]:
+    outputs = {
+        "checkpoint": "model.pt",
+        "curve": "curve.csv",
+        "metrics": "metrics.json",
+        "state-dir": "state",
+    }
+    command = [sys.executable, "-m", "catrec.cli", "pretrain", "--data", str(data_dir), "--dataset", "toy"]
+    command += ["--model", "sasrec", "--hparams", json.dumps(hparams)]
+    for option, name in outputs.items():
+        command += [f"--{option}", str(out / name)]
+    return command
+
+
+def checkpoint_epoch(state_dir: Path) -> int:
+    path = state_dir / CHECKPOINT_NAME
+    if not path.exists():
+        return 0
+    return torch.load(path, map_location="cpu", weights_only=True)["progress"]["epoch"]
+
+
+def test_killed_pretraining_resumes_to_the_same_result(toy_data_dir: Path, tmp_path: Path) -> None:
+    # Small batches make epochs long enough (~0.2 s) to kill the run between checkpoints.
+    hparams = {**TOY_HPARAMS, "hidden_size": 16, "batch_size": 8, "epochs": 14, "checkpoint_every": 1}
+    hparams.update(eval_every=5)
+    reference = subprocess.Popen(
+        pretrain_command(toy_data_dir, tmp_path / "reference", hparams),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    killed = tmp_path / "killed"
+    victim = subprocess.Popen(
+        pretrain_command(toy_data_dir, killed, hparams), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 60
+    while checkpoint_epoch(killed / "state") < 2 and victim.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    interrupted_at = checkpoint_epoch(killed / "state")
+    assert 2 <= interrupted_at < hparams["epochs"], "the run finished before it could be killed"
+    assert not (killed / "metrics.json").exists()
+
+    resumed = subprocess.run(
+        pretrain_command(toy_data_dir, killed, hparams), capture_output=True, text=True, timeout=120
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming from {killed / 'state' / CHECKPOINT_NAME} at epoch {interrupted_at}" in resumed.stdout
+    assert reference.wait(timeout=120) == 0
+    reference_metrics = json.loads((tmp_path / "reference" / "metrics.json").read_text())
+    assert json.loads((killed / "metrics.json").read_text()) == reference_metrics
+    assert reference_metrics["method"] == "pretrain" and reference_metrics["seed"] == 3
+
+    def without_seconds(path: Path) -> list[dict[str, str]]:
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in read_curve(path)]
+
+    assert without_seconds(killed / "curve.csv") == without_seconds(tmp_path / "reference" / "curve.csv")
+    weights = torch.load(killed / "model.pt", weights_only=True)["state_dict"]
+    reference_weights = torch.load(tmp_path / "reference" / "model.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(weights[name], reference_weights[name]) for name in weights)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("model_name", ["sasrec", "gru4rec"])
+def test_cuda_matches_cpu_and_trains(
+    toy_data: SequenceData, tmp_path: Path, model_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # cuDNN's GRU may use TF32 (differences ~1e-3); compare the implementations at full float32 precision.
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    torch.manual_seed(0)
+    model = build_model(model_config_from_hparams({**TOY_HPARAMS, "model": model_name}, toy_data.num_items))
+    seqs = toy_data.eval_inputs("test")[:64]
+    cpu_out = model.eval()(seqs)
+    cuda_out = model.to("cuda")(seqs.to("cuda")).cpu()
+    torch.testing.assert_close(cuda_out, cpu_out, rtol=1e-4, atol=1e-4)
+    cpu_metrics = evaluate(model.to("cpu"), toy_data, "valid")
+    cuda_metrics = evaluate(model.to("cuda"), toy_data, "valid")
+    assert cuda_metrics == pytest.approx(cpu_metrics, abs=1e-3)
+
+    _, result = train_toy(toy_data, tmp_path, model_name, device="cuda", epochs=4, eval_every=2)
+    assert result.valid["ndcg@10"] > popularity_ndcg(toy_data)
