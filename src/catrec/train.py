@@ -426,6 +426,7 @@ def fit(
             desc=f"{phase} epoch {epoch_offset + epoch}/{epoch_offset + config.epochs}",
             leave=False,
             dynamic_ncols=True,
+            disable=None,  # no bar when stderr is a log file, only the per-evaluation lines
         )
         for step, batch in enumerate(bar, start=1):
             loss_sum += train_step(model, batch.to(device), loss_fn, optimizer)

@@ -40,6 +40,11 @@ class SequentialRecommender(nn.Module):
         super().__init__()
         self.config = config
         self.item_emb = nn.Embedding(config.num_items + 1, config.hidden_size, padding_idx=0)
+        # Xavier-normal as in the reference SASRec/GRU4Rec code; nn.Embedding's N(0, 1) makes the initial
+        # scores w^T e so large that the first epochs are spent shrinking the table.
+        with torch.no_grad():
+            nn.init.xavier_normal_(self.item_emb.weight)
+            self.item_emb.weight[0].zero_()
 
     def encode(self, seq_emb: torch.Tensor, seqs: torch.Tensor) -> torch.Tensor:
         """f(S; theta) of Eq. 3.3: (B, L, d) sequence embeddings -> (B, L, d) user representations.

@@ -90,6 +90,7 @@ class SASRec(SequentialRecommender):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
         self.pos_emb = nn.Embedding(config.max_len, config.hidden_size)
+        nn.init.xavier_normal_(self.pos_emb.weight)
         self.emb_dropout = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(SASRecBlock(config) for _ in range(config.num_blocks))
         self.last_norm = nn.LayerNorm(config.hidden_size, eps=1e-8)
