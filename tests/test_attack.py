@@ -12,7 +12,6 @@ import torch
 import torch.nn.functional as F
 
 from catrec.attack import (
-    COLUMNS,
     AttackConfig,
     attack_rows,
     choose_positions,
@@ -27,6 +26,7 @@ from catrec.attack import (
 )
 from catrec.errors import CatrecError
 from catrec.models import ModelConfig, SequentialRecommender, build_model
+from catrec.schemas import ATTACK_COLUMNS
 from catrec.train import SequenceData, TrainConfig, bce_loss, evaluate, fit, save_model
 
 MAX_LEN = 20
@@ -325,7 +325,7 @@ def test_run_attacks_writes_documented_csv(
     with open(output, newline="") as stream:
         reader = csv.DictReader(stream)
         rows = list(reader)
-    assert reader.fieldnames == COLUMNS
+    assert reader.fieldnames == ATTACK_COLUMNS
     assert sorted(output.parent.iterdir()) == [output]  # no temporary file left behind
     settings = [(row["attack"], row["position"], int(row["k"])) for row in rows]
     expected = [("first", 1), ("middle", 1), ("last", 1), ("last_k", 0), ("last_k", 1), ("last_k", 2)]

@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 
 from catrec.errors import CatrecError
 from catrec.plots import build_figure, plot_figure
-from catrec.tables import ATTACK_COLUMNS
+from catrec.schemas import ATTACK_COLUMNS
 
 DATASETS = ("video", "beauty")
 MODELS = ("sasrec", "gru4rec")

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from catrec.errors import CatrecError
-from catrec.tables import ATTACK_COLUMNS, CURVE_COLUMNS, collect, write_table1, write_table2
+from catrec.schemas import ATTACK_COLUMNS, CURVE_COLUMNS
+from catrec.tables import collect, write_table1, write_table2
 
 PAPER_DIR = Path(__file__).resolve().parents[1] / "config" / "paper"
 

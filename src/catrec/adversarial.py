@@ -20,8 +20,8 @@ from catrec.cascade import inverse_cascade_mean, perturbation_factors
 from catrec.errors import CatrecError
 from catrec.io import atomic_path
 from catrec.models import SequentialRecommender
+from catrec.schemas import CURVE_COLUMNS, METHODS
 from catrec.train import (
-    CURVE_COLUMNS,
     SPLITS,
     Batch,
     LossFn,
@@ -38,16 +38,6 @@ from catrec.train import (
     write_metrics_json,
 )
 
-METHODS = (
-    "base",
-    "continued",
-    "adv_linear",
-    "adv_seq",
-    "adv_global",
-    "adv_cas",
-    "adv_cas_temporal",
-    "adv_cas_cross",
-)
 # Which cascade file (``catrec cascade --terms``) each cascade-guided method needs.
 CASCADE_TERMS_OF = {"adv_cas": "both", "adv_cas_temporal": "temporal", "adv_cas_cross": "cross"}
 # Guards the division of an all-zero gradient (padding positions, a flat loss): 0 / tiny = 0, never NaN.

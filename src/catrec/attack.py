@@ -29,6 +29,7 @@ from catrec.errors import CatrecError
 from catrec.io import atomic_path
 from catrec.metrics import rank_users
 from catrec.models import SequentialRecommender
+from catrec.schemas import ATTACK_COLUMNS
 from catrec.train import SequenceData, TrainConfig, load_model, resolve_device
 
 POSITIONS = ("first", "middle", "last")
@@ -37,22 +38,6 @@ MULTI_MODES = ("joint", "greedy")
 ATTACKS = ("gradient", "random")
 # Users per attack batch: the (batch, num_items + 1) candidate matrices and the backward pass bound memory.
 BATCH_SIZE = 512
-COLUMNS = [
-    "dataset",
-    "model",
-    "method",
-    "attack",
-    "position",
-    "k",
-    "ndcg@10",
-    "hit@10",
-    "clean_ndcg@10",
-    "clean_hit@10",
-    "drop_ndcg@10",
-    "drop_hit@10",
-    "drop_ndcg@10_pct",
-    "drop_hit@10_pct",
-]
 
 # pick(rows, columns, banned) -> replacement item per row; ``rows``/``columns`` index the positions replaced
 # in this step (one per user) and ``banned`` (len(rows), num_items + 1) marks the inadmissible items.
@@ -415,9 +400,9 @@ def _percent(drop: float, clean: float) -> float:
 
 
 def write_attack_csv(rows: list[dict[str, Any]], output: str | Path) -> None:
-    """Write ``rows`` with exactly ``COLUMNS`` to ``output`` atomically (temporary file, then rename)."""
+    """Write ``rows`` with exactly ``ATTACK_COLUMNS`` to ``output`` atomically."""
     with atomic_path(output) as temp, open(temp, "w", newline="") as stream:
-        writer = csv.DictWriter(stream, fieldnames=COLUMNS)
+        writer = csv.DictWriter(stream, fieldnames=ATTACK_COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
 

@@ -117,6 +117,15 @@ def _record(path: Path, line_number: int, user: str, item: str, timestamp: Any) 
     return user, item, time
 
 
+def _rated_record(path: Path, line_number: int, user: str, item: str, rating: str, timestamp: str) -> Record:
+    """A record from a rating line; the rating is not used (every rating is an interaction) but must parse."""
+    try:
+        float(rating)
+    except ValueError as exc:
+        raise _error(path, line_number, f"rating is not a number: {rating!r}") from exc
+    return _record(path, line_number, user, item, timestamp)
+
+
 def parse_ml1m(path: str | Path) -> Iterator[Record]:
     """MovieLens-1M ``ratings.dat``: ``UserID::MovieID::Rating::Timestamp`` (latin-1); every rating counts."""
     path = Path(path)
@@ -127,11 +136,7 @@ def parse_ml1m(path: str | Path) -> Iterator[Record]:
                 path, line_number, f"expected UserID::MovieID::Rating::Timestamp, got {line.strip()!r}"
             )
         user, item, rating, timestamp = fields
-        try:
-            float(rating)
-        except ValueError as exc:
-            raise _error(path, line_number, f"rating is not a number: {rating!r}") from exc
-        yield _record(path, line_number, user, item, timestamp)
+        yield _rated_record(path, line_number, user, item, rating, timestamp)
 
 
 def parse_amazon_json(path: str | Path) -> Iterator[Record]:
@@ -172,11 +177,7 @@ def parse_amazon_csv(path: str | Path) -> Iterator[Record]:
         if len(fields) != 4:
             raise _error(path, line_number, f"expected user,item,rating,timestamp, got {line.strip()!r}")
         user, item, rating, timestamp = fields
-        try:
-            float(rating)
-        except ValueError as exc:
-            raise _error(path, line_number, f"rating is not a number: {rating!r}") from exc
-        yield _record(path, line_number, user, item, timestamp)
+        yield _rated_record(path, line_number, user, item, rating, timestamp)
 
 
 def parse_sequences(path: str | Path) -> Iterator[Record]:

@@ -20,10 +20,9 @@ from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from catrec.errors import CatrecError
 from catrec.io import atomic_path
+from catrec.schemas import METHODS, METRICS
 from catrec.tables import (
     DATASET_ORDER,
-    METHOD_ORDER,
-    METRICS,
     MODEL_ORDER,
     label,
     ordered,
@@ -47,9 +46,7 @@ class _Figure:
 
 
 def _method_color(method: str) -> tuple[float, float, float]:
-    index = (
-        METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER) + sum(map(ord, method))
-    )
+    index = METHODS.index(method) if method in METHODS else len(METHODS) + sum(map(ord, method))
     return _PALETTE[index % len(_PALETTE)]
 
 
@@ -59,7 +56,7 @@ def _select(data: pd.DataFrame, options: Mapping[str, str], key: str, column: st
     Every value the option names must have rows, so a typo fails loudly instead of silently dropping a line.
     """
     if key not in options:
-        preferred = {"dataset": DATASET_ORDER, "model": MODEL_ORDER, "method": METHOD_ORDER}[column]
+        preferred = {"dataset": DATASET_ORDER, "model": MODEL_ORDER, "method": METHODS}[column]
         return ordered(data[column], preferred)
     wanted = [value.strip() for value in options[key].split(",") if value.strip()]
     missing = [value for value in wanted if value not in set(data[column])]

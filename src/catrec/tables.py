@@ -17,22 +17,13 @@ import pandas as pd
 
 from catrec.errors import CatrecError
 from catrec.io import atomic_path, write_text_atomically
+from catrec.schemas import ATTACK_COLUMNS, CURVE_COLUMNS, METHODS, METRICS, METRICS_COLUMNS, RUN_KEYS
 
 # Display order follows the paper; anything else (e.g. the toy dataset) comes after, alphabetically.
 DATASET_ORDER = ("ml-1m", "beauty", "video", "clothing")
 MODEL_ORDER = ("sasrec", "gru4rec")
-METHOD_ORDER = (
-    "base",
-    "continued",
-    "adv_linear",
-    "adv_seq",
-    "adv_global",
-    "adv_cas",
-    "adv_cas_temporal",
-    "adv_cas_cross",
-)
 # Curve files are named after the run, and `pretrain` is a run but not a method of Table 2.
-RUN_ORDER = ("pretrain", *METHOD_ORDER)
+RUN_ORDER = ("pretrain", *METHODS)
 LABELS = {
     "ml-1m": "ML-1M",
     "beauty": "Beauty",
@@ -44,25 +35,8 @@ LABELS = {
     "ndcg@10": "NDCG@10",
     "hit@10": "HT@10",
 }
-METRICS = ("ndcg@10", "hit@10")
 MISSING = "—"
 
-RUN_KEYS = ["dataset", "model", "method"]
-METRICS_COLUMNS = [*RUN_KEYS, "epsilon", "seed", "split", *METRICS]
-CURVE_COLUMNS = ["epoch", "phase", "split", *METRICS, "loss", "seconds"]
-ATTACK_COLUMNS = [
-    *RUN_KEYS,
-    "attack",
-    "position",
-    "k",
-    *METRICS,
-    "clean_ndcg@10",
-    "clean_hit@10",
-    "drop_ndcg@10",
-    "drop_hit@10",
-    "drop_ndcg@10_pct",
-    "drop_hit@10_pct",
-]
 STATS_KEYS = ("users", "items", "interactions", "density")
 
 
@@ -417,7 +391,7 @@ def _table2_layout(frame: pd.DataFrame) -> Table:
         best = block.groupby("dataset")[list(METRICS)].max()
         if rows:
             breaks.add(len(rows))
-        for i, method in enumerate(ordered(block["method"], METHOD_ORDER)):
+        for i, method in enumerate(ordered(block["method"], METHODS)):
             row = [Cell(label(model) if i == 0 else ""), Cell(method)]
             for dataset in datasets:
                 key = (dataset, model, method)

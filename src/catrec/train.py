@@ -29,9 +29,9 @@ from catrec.errors import CatrecError
 from catrec.io import atomic_path
 from catrec.metrics import rank_users
 from catrec.models import ModelConfig, SequentialRecommender, build_model
+from catrec.schemas import CURVE_COLUMNS
 
 SPLITS = ("valid", "test")
-CURVE_COLUMNS = ("epoch", "phase", "split", "ndcg@10", "hit@10", "loss", "seconds")
 CHECKPOINT_NAME = "checkpoint.pt"
 
 
