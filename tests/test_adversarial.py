@@ -116,7 +116,7 @@ def test_padding_is_never_perturbed(
     assert (terms.perturbation[real].norm(dim=-1) > 0).all()
 
 
-@pytest.mark.parametrize("scope", ["sequence", "position"])
+@pytest.mark.parametrize("scope", ["batch", "sequence", "position"])
 def test_level1_step_has_norm_epsilon_before_the_cascade_factors(
     scope: str, data: SequenceData, cascade: torch.Tensor
 ) -> None:
@@ -127,7 +127,11 @@ def test_level1_step_has_norm_epsilon_before_the_cascade_factors(
     real = batch.seqs != 0
     factors = CascadeFactors(cascade, "dataset")(batch)
     step = torch.where(real.unsqueeze(-1), terms.perturbation / factors.clamp_min(1e-9).unsqueeze(-1), 0.0)
-    norms = step.flatten(1).norm(dim=1) if scope == "sequence" else step.norm(dim=-1)[real]
+    norms = {
+        "batch": step.norm().reshape(1),
+        "sequence": step.flatten(1).norm(dim=1),
+        "position": step.norm(dim=-1)[real],
+    }[scope]
     torch.testing.assert_close(norms, torch.full_like(norms, 2.5))
 
 

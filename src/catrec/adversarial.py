@@ -53,7 +53,7 @@ class AdversarialConfig:
     epsilon: float = 10.0
     lambda1: float = 1.0
     lambda2: float = 1.0
-    grad_norm_scope: str = "sequence"  # sequence | position
+    grad_norm_scope: str = "batch"  # batch | sequence | position
     init_noise: float = 1e-3
     cascade_normalization: str = "dataset"  # dataset | batch
     fgsm_gradient: str = "perturbation"  # perturbation | input
@@ -63,7 +63,7 @@ class AdversarialConfig:
         names = {field.name for field in fields(cls)}
         config = cls(**{key: value for key, value in hparams.items() if key in names})
         choices = {
-            "grad_norm_scope": ("sequence", "position"),
+            "grad_norm_scope": ("batch", "sequence", "position"),
             "cascade_normalization": ("dataset", "batch"),
             "fgsm_gradient": ("perturbation", "input"),
         }
@@ -116,10 +116,13 @@ class _SameDropout:
 def fgsm_step(gradient: torch.Tensor, real: torch.Tensor, epsilon: float, scope: str) -> torch.Tensor:
     """epsilon * g / ||g||_2 (Eq. 4.7, 4.9) for (B, L, d) ``g``, zero where ``real`` (B, L) is False.
 
-    ``scope`` 'sequence': one norm over all real positions x d of each row; 'position': one per d-vector.
+    ``scope`` 'batch': one norm over the whole batch tensor; 'sequence': one over all real positions x d of
+    each row; 'position': one per d-vector.
     """
     gradient = torch.where(real.unsqueeze(-1), gradient, torch.zeros_like(gradient))
-    if scope == "sequence":
+    if scope == "batch":
+        norm = gradient.norm()
+    elif scope == "sequence":
         norm = gradient.flatten(1).norm(dim=1).view(-1, 1, 1)
     else:
         norm = gradient.norm(dim=-1, keepdim=True)
@@ -215,11 +218,12 @@ class AdversarialLoss:
             terms.adv1 = representation_gap(encode(seq_emb + terms.perturbation), reps, real)
 
         if self.linear:
-            # h of Eq. 4.9: gradients of the BCE at zero perturbation w.r.t. w, e_pos and e_neg, each vector
-            # normalised on its own.
+            # h of Eq. 4.9: gradients of the BCE at zero perturbation w.r.t. w, e_pos and e_neg, each of the
+            # three normalised on its own within the configured scope.
             leaves = [tensor.detach().requires_grad_() for tensor in (reps, pos_emb, neg_emb)]
             gradients = torch.autograd.grad(_bce(*leaves, mask), leaves)
-            deltas = [fgsm_step(gradient, mask, config.epsilon, "position") for gradient in gradients]
+            scope = config.grad_norm_scope
+            deltas = [fgsm_step(gradient, mask, config.epsilon, scope) for gradient in gradients]
             terms.adv2 = _bce(reps + deltas[0], pos_emb + deltas[1], neg_emb + deltas[2], mask)
         return terms
 
