@@ -260,6 +260,20 @@ def test_finetune_trains_each_method_one_epoch(
     ]
 
 
+def test_resume_refuses_a_checkpoint_of_other_adversarial_settings(
+    toy_data_dir: Path, run_inputs: Path, tmp_path: Path
+) -> None:
+    # A state directory left by an epsilon-1 run must not be continued as an epsilon-2 run.
+    run_finetune("adv_global", "sasrec", toy_data_dir, run_inputs, tmp_path)
+    with pytest.raises(CatrecError, match="epsilon"):
+        finetune(
+            data_dir=toy_data_dir, hparams=make_hparams(model="sasrec", epsilon=2.0, epochs=2), dataset="toy",
+            model_name="sasrec", method="adv_global", pretrained=run_inputs / "sasrec.pt", cascade=None,
+            checkpoint=tmp_path / "model.pt", curve=tmp_path / "curve.csv", metrics=tmp_path / "metrics.json",
+            state_dir=tmp_path / "state",
+        )  # fmt: skip
+
+
 def test_finetune_base_reports_the_pretrained_model(
     toy_data_dir: Path, run_inputs: Path, tmp_path: Path
 ) -> None:

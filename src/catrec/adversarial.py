@@ -10,7 +10,7 @@ of the ``adversarial:`` config section, explained in docs/reproduction-notes.md.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -331,6 +331,7 @@ def finetune(
         state_dir=state_dir,
         epoch_offset=epoch_offset,
         model_selection=hparams.get("model_selection", "best_valid"),
+        loss_settings={"method": method, **asdict(AdversarialConfig.from_hparams(hparams))},
     )
     save_model(checkpoint, model)
     epsilon = loss_fn.config.epsilon if isinstance(loss_fn, AdversarialLoss) else None

@@ -339,7 +339,12 @@ def _sampler_seed(seed: int) -> int:
 
 
 def _fingerprint(
-    config: TrainConfig, model: SequentialRecommender, phase: str, epoch_offset: int, model_selection: str
+    config: TrainConfig,
+    model: SequentialRecommender,
+    phase: str,
+    epoch_offset: int,
+    model_selection: str,
+    loss_settings: Mapping[str, Any],
 ) -> dict[str, Any]:
     """What must match for a checkpoint to be resumed (epochs may grow; evaluation settings may change)."""
     training = {
@@ -348,7 +353,7 @@ def _fingerprint(
         if key not in ("device", "threads", "epochs", "eval_every", "checkpoint_every")
     }
     run = {"phase": phase, "epoch_offset": epoch_offset, "model_selection": model_selection}
-    return {**training, **model.config.to_dict(), **run}
+    return {**training, **model.config.to_dict(), **run, **loss_settings}
 
 
 def _write_curve(path: str | Path, rows: list[dict[str, Any]]) -> None:
@@ -369,8 +374,11 @@ def fit(
     state_dir: str | Path,
     epoch_offset: int = 0,
     model_selection: str = "last",
+    loss_settings: Mapping[str, Any] | None = None,
 ) -> FitResult:
     """Train ``config.epochs`` epochs with Adam, resuming from ``state_dir`` when it holds a checkpoint.
+
+    ``loss_settings`` (e.g. the method and its epsilon) must match too for a checkpoint to be resumed.
 
     Valid and test are evaluated every ``eval_every`` epochs and after the last one; the curve CSV is
     rewritten from memory after each evaluation. ``model_selection`` 'best_valid' ends with the weights of
@@ -383,7 +391,7 @@ def fit(
     optimizer = make_optimizer(model, config)
     sampler = torch.Generator().manual_seed(_sampler_seed(config.seed))
     torch.manual_seed(config.seed)
-    fingerprint = _fingerprint(config, model, phase, epoch_offset, model_selection)
+    fingerprint = _fingerprint(config, model, phase, epoch_offset, model_selection, loss_settings or {})
     checkpoint = Path(state_dir) / CHECKPOINT_NAME
     progress = _Progress()
     if checkpoint.exists():
