@@ -150,13 +150,19 @@ def epsilon_value(value):
 
 
 def epsilon_files():
+    """Metrics of adv_cas for each swept epsilon; the configured epsilon reuses the adv_cas run itself."""
     sweep = config["epsilon_sweep"]
-    return expand(
-        "results/sweeps/epsilon/{dataset}/{model}/eps{eps}.json",
-        dataset=sweep["datasets"],
-        model=sweep["models"],
-        eps=[epsilon_value(value) for value in sweep["values"]],
-    )
+    reuse = "adv_cas" in METHODS
+    return [
+        (
+            f"results/metrics/{dataset}/{model}/adv_cas.json"
+            if reuse and float(eps) == float(config["adversarial"]["epsilon"])
+            else f"results/sweeps/epsilon/{dataset}/{model}/eps{epsilon_value(eps)}.json"
+        )
+        for dataset in sweep["datasets"]
+        for model in sweep["models"]
+        for eps in sweep["values"]
+    ]
 
 
 def attack_files(datasets=DATASETS, models=MODELS, methods=METHODS):
