@@ -357,7 +357,7 @@ def attack_rows(
     clean_ndcg, clean_hit = mean_metrics(model, inputs, targets, exclude, inputs)
     settings = [(attack, position, k) for attack in ATTACKS for position, k in config.settings()]
     rows = []
-    for attack, position, k in tqdm(settings, desc="attacks", unit="setting"):
+    for attack, position, k in tqdm(settings, desc="attacks", unit="setting", disable=None):
         mask = choose_positions(inputs, position, k)
         if attack == "gradient":
             perturbed = gradient_replacements(
