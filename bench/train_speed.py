@@ -24,24 +24,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from catrec.data import load_sequences
-from catrec.models import build_model
-from catrec.train import (
-    SequenceData,
-    TrainConfig,
-    bce_loss,
-    evaluate,
-    iterate_batches,
-    make_optimizer,
-    model_config_from_hparams,
-    num_batches,
-    resolve_device,
-    train_step,
-)
+from catrec.config import load_config, stage_hparams
+from catrec.data.batches import iterate_batches, num_batches
+from catrec.data.raw import load_sequences
+from catrec.data.sequences import SequenceData
+from catrec.losses import bce_loss
+from catrec.models import ModelConfig, build_model
+from catrec.runtime import resolve_device
+from catrec.trainer import TrainConfig, evaluate, make_optimizer, train_step
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BEAUTY_PATH = REPO_ROOT.parent / "shared" / "data" / "beauty" / "Beauty.txt"
-BATCH_SIZE, HIDDEN = 128, 100
+PAPER_CONFIG = REPO_ROOT / "config" / "config.yaml"
+BATCH_SIZE = 128
 QUICK_BATCHES, WARMUP_BATCHES = 20, 2
 MODELS = ("sasrec", "gru4rec")
 
@@ -62,6 +57,13 @@ def ml1m_shaped(users: int = 6040, items: int = 3416, seed: int = 0) -> Sequence
 DATASETS: dict[str, Callable[[], SequenceData]] = {"beauty": beauty, "ml1m-shaped": ml1m_shaped}
 
 
+def paper_hparams(model_name: str, max_len: int, *, bucket_by_length: bool) -> dict[str, object]:
+    """The pretraining settings of config/config.yaml (hidden 100, batch 128, ...) at this T and batching."""
+    values = stage_hparams(load_config(PAPER_CONFIG), "pretrain", dataset="beauty", model=model_name, seed=0)
+    assert values["batch_size"] == BATCH_SIZE
+    return {**values, "max_len": max_len, "bucket_by_length": bucket_by_length}
+
+
 def epoch_seconds(
     data: SequenceData,
     model_name: str,
@@ -71,10 +73,10 @@ def epoch_seconds(
     max_batches: int | None,
 ) -> tuple[float, bool]:
     """Mean seconds per training epoch, and whether it was extrapolated from ``max_batches`` batches."""
-    config = TrainConfig(max_len=data.max_len, batch_size=BATCH_SIZE, bucket_by_length=bucket)
+    hparams = paper_hparams(model_name, data.max_len, bucket_by_length=bucket)
+    config = TrainConfig.from_hparams(hparams)
     torch.manual_seed(0)
-    hparams = {"model": model_name, "max_len": data.max_len, "hidden_size": HIDDEN}
-    model = build_model(model_config_from_hparams(hparams, data.num_items)).to(device).train()
+    model = build_model(ModelConfig.from_hparams(hparams, data.num_items)).to(device).train()
     optimizer = make_optimizer(model, config)
     generator = torch.Generator().manual_seed(0)
     for batch in itertools.islice(iterate_batches(data, BATCH_SIZE, generator, bucket), WARMUP_BATCHES):
@@ -92,8 +94,8 @@ def epoch_seconds(
 
 def eval_seconds(data: SequenceData, model_name: str, device: torch.device) -> float:
     """Seconds to rank all items for every user (validation split), after one warm-up batch."""
-    hparams = {"model": model_name, "max_len": data.max_len, "hidden_size": HIDDEN}
-    model = build_model(model_config_from_hparams(hparams, data.num_items)).to(device)
+    hparams = paper_hparams(model_name, data.max_len, bucket_by_length=True)
+    model = build_model(ModelConfig.from_hparams(hparams, data.num_items)).to(device)
     evaluate(model, SequenceData.from_sequences([[1, 2, 3]], data.num_items, data.max_len), "valid")
     started = time.perf_counter()
     evaluate(model, data, "valid")

@@ -11,46 +11,47 @@ import pytest
 import torch
 
 from catrec.adversarial import (
-    CASCADE_TERMS_OF,
+    AdversarialConfig,
     AdversarialLoss,
     CascadeFactors,
     fgsm_step,
-    finetune,
     make_loss,
     representation_gap,
 )
-from catrec.cascade import cascade_matrix, write_cascade
+from catrec.cascade import cascade_matrix
+from catrec.config import stage_keys
+from catrec.data.batches import Batch, iterate_batches
+from catrec.data.sequences import SequenceData
 from catrec.errors import CatrecError
-from catrec.models import ModelConfig, SequentialRecommender, build_model
-from catrec.train import (
-    CURVE_COLUMNS,
-    Batch,
-    SequenceData,
-    bce_loss,
-    iterate_batches,
-    load_model,
-    save_model,
-)
+from catrec.losses import bce_loss
+from catrec.models import ModelConfig, SequentialRecommender, build_model, load_model, save_model
+from catrec.stages.cascade import write_cascade
+from catrec.stages.finetune import finetune
+from catrec.vocabulary import ADVERSARIAL_KEYS_OF, CASCADE_TERMS_OF, CURVE_COLUMNS
 
 MAX_LEN, HIDDEN, BATCH_SIZE = 16, 16, 64
 TRAINED_METHODS = ("continued", "adv_linear", "adv_seq", "adv_global", *CASCADE_TERMS_OF)
-METRICS_KEYS = {"dataset", "model", "method", "seed", "valid", "test", "epsilon", "selected_epoch"}
+METRICS_KEYS = {"dataset", "model", "method", "seed", "valid", "test", "epsilon", "selected_epoch", "run_id"}
 
 
-def make_hparams(**overrides: Any) -> dict[str, Any]:
+def make_hparams(method: str = "adv_cas", **overrides: Any) -> dict[str, Any]:
+    """Exactly the ``--hparams`` keys ``catrec finetune`` reads for ``method``, as the pipeline passes."""
     hparams = {
-        "seed": 0, "device": "cpu", "threads": 1, "max_len": MAX_LEN, "hidden_size": HIDDEN, "dropout": 0.2,
-        "num_blocks": 1, "num_heads": 1, "batch_size": BATCH_SIZE, "lr": 0.01, "l2": 0.0, "epochs": 1,
+        "seed": 0, "max_len": MAX_LEN, "batch_size": BATCH_SIZE, "lr": 0.01, "l2": 0.0, "epochs": 1,
         "eval_every": 1, "checkpoint_every": 1, "bucket_by_length": True, "epoch_offset": 20,
         "epsilon": 1.0, "lambda1": 1.0, "lambda2": 1.0, "grad_norm_scope": "sequence", "init_noise": 1e-3,
-        "cascade_normalization": "dataset", "model_selection": "best_valid",
+        "cascade_normalization": "dataset", "fgsm_gradient": "perturbation", "model_selection": "best_valid",
     }  # fmt: skip
-    return {**hparams, **overrides}
+    hparams.update(overrides)
+    return {key: hparams[key] for key in stage_keys("finetune", model="sasrec", method=method)}
 
 
 def new_model(name: str, num_items: int, seed: int = 0) -> SequentialRecommender:
     torch.manual_seed(seed)
-    config = ModelConfig(name, num_items, MAX_LEN, hidden_size=HIDDEN, dropout=0.2, num_blocks=1)
+    config = ModelConfig(
+        name, num_items, MAX_LEN, hidden_size=HIDDEN, dropout=0.2, num_blocks=1, num_heads=1,
+        layer_norm="pre", num_layers=1,
+    )  # fmt: skip
     return build_model(config)
 
 
@@ -74,7 +75,8 @@ def cascade(data: SequenceData) -> torch.Tensor:
 def adversarial_loss(
     method: str, data: SequenceData, cascade: torch.Tensor, **overrides: Any
 ) -> AdversarialLoss:
-    loss = make_loss(method, make_hparams(**overrides), cascade if method in CASCADE_TERMS_OF else None, data)
+    cascade_or_none = cascade if method in CASCADE_TERMS_OF else None
+    loss = make_loss(method, make_hparams(method, **overrides), cascade_or_none, data)
     assert isinstance(loss, AdversarialLoss)
     return loss
 
@@ -212,12 +214,14 @@ def test_batch_factors_follow_the_trimmed_columns_and_have_mean_one(
         torch.testing.assert_close(factors[real].mean(), torch.tensor(1.0))
 
 
-def run_finetune(method: str, model_name: str, toy_data_dir: Path, inputs: Path, out: Path) -> dict:
+def run_finetune(
+    method: str, model_name: str, toy_data_dir: Path, inputs: Path, out: Path, **overrides: Any
+) -> dict:
     """Fine-tune one epoch from the checkpoint in ``inputs``, with the cascade file the rule would pass."""
     terms = CASCADE_TERMS_OF.get(method)
     finetune(
         data_dir=toy_data_dir,
-        hparams=make_hparams(model=model_name),
+        hparams=make_hparams(method, **overrides),
         dataset="toy",
         model_name=model_name,
         method=method,
@@ -227,6 +231,7 @@ def run_finetune(method: str, model_name: str, toy_data_dir: Path, inputs: Path,
         curve=out / "curve.csv",
         metrics=out / "metrics.json",
         state_dir=out / "state",
+        device="cpu",
     )
     return json.loads((out / "metrics.json").read_text())
 
@@ -260,18 +265,53 @@ def test_finetune_trains_each_method_one_epoch(
     ]
 
 
-def test_resume_refuses_a_checkpoint_of_other_adversarial_settings(
+def state_dirs(out: Path) -> set[str]:
+    return {path.name for path in (out / "state").iterdir()}
+
+
+def test_finetune_state_belongs_to_one_run_identity(
     toy_data_dir: Path, run_inputs: Path, tmp_path: Path
 ) -> None:
-    # A state directory left by an epsilon-1 run must not be continued as an epsilon-2 run.
-    run_finetune("adv_global", "sasrec", toy_data_dir, run_inputs, tmp_path)
-    with pytest.raises(CatrecError, match="epsilon"):
+    # A state directory left by an epsilon-1 run must not be continued as an epsilon-2 run: each identity
+    # (settings and input contents) has its own directory, so the epsilon-2 run starts afresh beside it.
+    first = run_finetune("adv_global", "sasrec", toy_data_dir, run_inputs, tmp_path)
+    assert state_dirs(tmp_path) == {first["run_id"]}
+    assert (tmp_path / "state" / first["run_id"] / "checkpoint.pt").exists()
+    other = run_finetune("adv_global", "sasrec", toy_data_dir, run_inputs, tmp_path, epsilon=2.0)
+    assert other["run_id"] != first["run_id"]
+    assert state_dirs(tmp_path) == {first["run_id"], other["run_id"]}
+    # Same settings again (however often saved): the finished run's own state is found and reused.
+    again = run_finetune("adv_global", "sasrec", toy_data_dir, run_inputs, tmp_path, checkpoint_every=2)
+    assert again == first
+    assert state_dirs(tmp_path) == {first["run_id"], other["run_id"]}
+
+
+def test_finetune_refuses_hparams_the_method_does_not_read(
+    toy_data_dir: Path, run_inputs: Path, tmp_path: Path
+) -> None:
+    # continued reads no adversarial key: an epsilon would only make its identity (and paths) differ.
+    with pytest.raises(CatrecError, match="'epsilon': not read by finetune of continued"):
         finetune(
-            data_dir=toy_data_dir, hparams=make_hparams(model="sasrec", epsilon=2.0, epochs=2), dataset="toy",
-            model_name="sasrec", method="adv_global", pretrained=run_inputs / "sasrec.pt", cascade=None,
+            data_dir=toy_data_dir, hparams={**make_hparams("continued"), "epsilon": 1.0}, dataset="toy",
+            model_name="sasrec", method="continued", pretrained=run_inputs / "sasrec.pt", cascade=None,
             checkpoint=tmp_path / "model.pt", curve=tmp_path / "curve.csv", metrics=tmp_path / "metrics.json",
-            state_dir=tmp_path / "state",
+            state_dir=tmp_path / "state", device="cpu",
         )  # fmt: skip
+    with pytest.raises(CatrecError, match="'lambda1': required by finetune of adv_global"):
+        finetune(
+            data_dir=toy_data_dir, hparams=make_hparams("adv_linear"), dataset="toy", model_name="sasrec",
+            method="adv_global", pretrained=run_inputs / "sasrec.pt", cascade=None,
+            checkpoint=tmp_path / "model.pt", curve=tmp_path / "curve.csv", metrics=tmp_path / "metrics.json",
+            state_dir=tmp_path / "state", device="cpu",
+        )  # fmt: skip
+    assert not (tmp_path / "model.pt").exists() and not (tmp_path / "state").exists()
+
+
+@pytest.mark.parametrize("method", list(ADVERSARIAL_KEYS_OF))
+def test_adversarial_config_reads_only_the_keys_of_its_method(method: str) -> None:
+    config = AdversarialConfig.from_hparams(method, make_hparams(method))
+    read = {key for key, value in vars(config).items() if value is not None}
+    assert read == set(ADVERSARIAL_KEYS_OF[method])
 
 
 def test_finetune_base_reports_the_pretrained_model(
@@ -282,6 +322,7 @@ def test_finetune_base_reports_the_pretrained_model(
     assert (tmp_path / "curve.csv").read_text() == ",".join(CURVE_COLUMNS) + "\n"
     assert set(metrics) == METRICS_KEYS
     assert (metrics["method"], metrics["epsilon"], metrics["selected_epoch"]) == ("base", None, 20)
+    assert metrics["run_id"] is None and not (tmp_path / "state").exists()
     assert 0 <= metrics["test"]["ndcg@10"] <= metrics["test"]["hit@10"] <= 1
 
 
@@ -289,16 +330,16 @@ def test_cascade_methods_need_the_matching_cascade(
     toy_data_dir: Path, data: SequenceData, run_inputs: Path, tmp_path: Path
 ) -> None:
     with pytest.raises(CatrecError, match="adv_cas_cross"):
-        make_loss("adv_cas_cross", make_hparams(), None, data)
+        make_loss("adv_cas_cross", make_hparams("adv_cas_cross"), None, data)
     with pytest.raises(CatrecError, match="max_len"):
         make_loss("adv_cas", make_hparams(), cascade_matrix(data.train_inputs()[:, 1:], BATCH_SIZE), data)
     # The temporal-only file handed to adv_cas is refused before any training.
     with pytest.raises(CatrecError, match="terms='temporal'"):
         finetune(
-            data_dir=toy_data_dir, hparams=make_hparams(model="sasrec"), dataset="toy", model_name="sasrec",
+            data_dir=toy_data_dir, hparams=make_hparams("adv_cas"), dataset="toy", model_name="sasrec",
             method="adv_cas", pretrained=run_inputs / "sasrec.pt", cascade=run_inputs / "temporal.pt",
             checkpoint=tmp_path / "model.pt", curve=tmp_path / "curve.csv", metrics=tmp_path / "metrics.json",
-            state_dir=tmp_path / "state",
+            state_dir=tmp_path / "state", device="cpu",
         )  # fmt: skip
     assert not (tmp_path / "model.pt").exists()
 

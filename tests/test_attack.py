@@ -20,35 +20,53 @@ from catrec.attack import (
     nearest_items,
     perturbed_history,
     random_replacements,
-    run_attacks,
     stepped_embeddings,
     target_loss_gradient,
 )
+from catrec.config import read_hparams
+from catrec.data.sequences import SequenceData
 from catrec.errors import CatrecError
-from catrec.models import ModelConfig, SequentialRecommender, build_model
-from catrec.schemas import ATTACK_COLUMNS
-from catrec.train import SequenceData, TrainConfig, bce_loss, evaluate, fit, save_model
+from catrec.losses import bce_loss
+from catrec.models import ModelConfig, SequentialRecommender, build_model, save_model
+from catrec.stages.attack import run_attacks
+from catrec.trainer import TrainConfig, evaluate, fit
+from catrec.vocabulary import ATTACK_COLUMNS
 
 MAX_LEN = 20
 TOY_HPARAMS = {
-    "model": "sasrec",
-    "max_len": MAX_LEN,
-    "hidden_size": 16,
-    "dropout": 0.1,
-    "num_blocks": 1,
-    "num_heads": 1,
     "seed": 0,
-    "device": "cpu",
     "epochs": 5,
     "eval_every": 100,
+    "checkpoint_every": 10,
     "batch_size": 64,
     "lr": 0.005,
+    "l2": 1e-5,
+    "bucket_by_length": True,
+}
+ATTACK_HPARAMS = {
+    "max_len": MAX_LEN,
+    "positions": ["first", "middle", "last"],
+    "max_k": 2,
+    "distance": "cosine",
+    "step_size": 1.0,
+    "multi": "joint",
+    "random_seed": 7,
 }
 
 
 def tiny_model(name: str, num_items: int, hidden: int = 8, seed: int = 0) -> SequentialRecommender:
     torch.manual_seed(seed)
-    config = ModelConfig(name=name, num_items=num_items, max_len=MAX_LEN, hidden_size=hidden, num_blocks=1)
+    config = ModelConfig(
+        name=name,
+        num_items=num_items,
+        max_len=MAX_LEN,
+        hidden_size=hidden,
+        dropout=0.2,
+        num_blocks=1,
+        num_heads=1,
+        layer_norm="pre",
+        num_layers=1,
+    )
     return build_model(config).eval()
 
 
@@ -61,7 +79,14 @@ def trained(
     data = SequenceData.from_dir(toy_data_dir, MAX_LEN)
     torch.manual_seed(0)
     config = ModelConfig(
-        name="sasrec", num_items=data.num_items, max_len=MAX_LEN, hidden_size=16, dropout=0.1, num_blocks=1
+        name="sasrec",
+        num_items=data.num_items,
+        max_len=MAX_LEN,
+        hidden_size=16,
+        dropout=0.1,
+        num_blocks=1,
+        num_heads=1,
+        layer_norm="pre",
     )
     model = build_model(config)
     fit(
@@ -72,6 +97,7 @@ def trained(
         phase="pretrain",
         curve_path=work / "c.csv",
         state_dir=work / "s",
+        device=torch.device("cpu"),
     )
     save_model(work / "model.pt", model)
     return model.eval(), work / "model.pt"
@@ -303,24 +329,16 @@ def test_run_attacks_writes_documented_csv(
 ) -> None:
     model, checkpoint = trained
     output = tmp_path / "attacks" / "base.csv"
-    hparams = {
-        **TOY_HPARAMS,
-        "threads": torch.get_num_threads(),
-        "positions": ["first", "middle", "last"],
-        "max_k": 2,
-        "distance": "cosine",
-        "step_size": 1.0,
-        "multi": "joint",
-        "random_seed": 7,
-    }
     run_attacks(
         data_dir=toy_data_dir,
-        hparams=hparams,
+        hparams=ATTACK_HPARAMS,
         dataset="toy",
         model_name="sasrec",
         method="base",
         checkpoint=checkpoint,
         output=output,
+        device="cpu",
+        threads=torch.get_num_threads(),
     )
     with open(output, newline="") as stream:
         reader = csv.DictReader(stream)
@@ -349,18 +367,35 @@ def test_run_attacks_writes_documented_csv(
     assert by_setting[("gradient", "last", "1")] < by_setting[("gradient", "first", "1")]
 
 
-def test_attack_config_rejects_bad_hparams() -> None:
-    good = {
-        "positions": ["last"],
-        "max_k": 1,
-        "distance": "l2",
-        "step_size": 1.0,
-        "multi": "joint",
-        "random_seed": 0,
-    }
-    assert AttackConfig.from_hparams(good).settings() == [("last", 1), ("last_k", 0), ("last_k", 1)]
+def test_attack_hparams_are_validated() -> None:
+    good = {**ATTACK_HPARAMS, "positions": ["last"], "max_k": 1, "distance": "l2"}
+    config = AttackConfig.from_hparams(read_hparams(good, "attack", model="sasrec"))
+    assert config.settings() == [("last", 1), ("last_k", 0), ("last_k", 1)]
     for key, value in [("distance", "dot"), ("multi", "both"), ("positions", ["end"]), ("step_size", 0.0)]:
         with pytest.raises(CatrecError, match=key):
-            AttackConfig.from_hparams({**good, key: value})
-    with pytest.raises(CatrecError, match="random_seed"):
-        AttackConfig.from_hparams({key: value for key, value in good.items() if key != "random_seed"})
+            read_hparams({**good, key: value}, "attack", model="sasrec")
+    with pytest.raises(CatrecError, match="'random_seed': required by attack of sasrec"):
+        read_hparams(
+            {key: value for key, value in good.items() if key != "random_seed"}, "attack", model="sasrec"
+        )
+    with pytest.raises(CatrecError, match="'seed': not read by attack of sasrec"):
+        read_hparams({**good, "seed": 0}, "attack", model="sasrec")
+
+
+def test_run_attacks_refuses_bad_hparams_before_writing(
+    trained: tuple[SequentialRecommender, Path], toy_data_dir: Path, tmp_path: Path
+) -> None:
+    _, checkpoint = trained
+    output = tmp_path / "attacks.csv"
+    with pytest.raises(CatrecError, match="distance"):
+        run_attacks(
+            data_dir=toy_data_dir,
+            hparams={**ATTACK_HPARAMS, "distance": "dot"},
+            dataset="toy",
+            model_name="sasrec",
+            method="base",
+            checkpoint=checkpoint,
+            output=output,
+            device="cpu",
+        )
+    assert not output.exists()

@@ -11,8 +11,9 @@ from catrec.cascade import (
     cascade_matrix,
     inverse_cascade_mean,
     perturbation_factors,
-    write_cascade,
 )
+from catrec.data.sequences import SequenceData
+from catrec.stages.cascade import write_cascade
 
 
 def random_inputs(users: int, length: int, items: int, seed: int) -> torch.Tensor:
@@ -100,8 +101,6 @@ def test_factors_are_inverse_to_cascade() -> None:
 
 
 def test_write_cascade_saves_the_training_inputs_cascade(toy_data_dir: Path, tmp_path: Path) -> None:
-    from catrec.train import SequenceData
-
     output = tmp_path / "cascade" / "both.pt"
     write_cascade(toy_data_dir, max_len=12, batch_size=16, terms="both", output=output)
     saved = torch.load(output)

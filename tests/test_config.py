@@ -10,8 +10,9 @@ import pytest
 from conftest import REPO_ROOT
 
 from catrec.cli import main
-from catrec.config import load_config, validate_config
+from catrec.config import STAGES, load_config, read_hparams, stage_hparams, stage_keys, validate_config
 from catrec.errors import CatrecError
+from catrec.vocabulary import ADVERSARIAL_KEYS_OF, METHODS, MODEL_KEYS_OF
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +33,7 @@ def test_shipped_configs_are_valid() -> None:
     assert paper["train"]["pretrain_epochs"] == 500 and paper["train"]["finetune_epochs"] == 100
     assert paper["adversarial"]["epsilon"] == 10
     assert set(smoke["datasets"]) == {"toy"}
+    assert smoke["seeds"] == [42] and "seed" not in smoke
 
 
 def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
@@ -84,3 +86,80 @@ def test_check_config_command(tmp_path, capsys) -> None:
     assert main(["check-config", str(REPO_ROOT / "config" / "smoke.yaml")]) == 0
     assert main(["check-config", str(bad)]) == 2
     assert "train.pretrain_epochs" in capsys.readouterr().err
+
+
+# --- per-stage --hparams ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def smoke_config() -> dict[str, Any]:
+    return load_config(REPO_ROOT / "config" / "smoke.yaml")
+
+
+def every_stage() -> list[tuple[str, str, str | None]]:
+    runs: list[tuple[str, str, str | None]] = []
+    for model in MODEL_KEYS_OF:
+        runs += [("pretrain", model, None), ("attack", model, None)]
+        runs += [("finetune", model, method) for method in METHODS]
+    return runs
+
+
+@pytest.mark.parametrize(("stage", "model", "method"), every_stage())
+def test_stage_hparams_hold_exactly_the_keys_each_stage_reads(
+    smoke_config: dict[str, Any], stage: str, model: str, method: str | None
+) -> None:
+    hparams = stage_hparams(smoke_config, stage, dataset="toy", model=model, seed=7, method=method)
+    assert tuple(hparams) == stage_keys(stage, model=model, method=method)
+    assert read_hparams(hparams, stage, model=model, method=method) == hparams
+    # Where a run happens is not part of what it computes.
+    assert "device" not in hparams and "threads" not in hparams
+    if stage == "pretrain":
+        assert hparams["epochs"] == smoke_config["train"]["pretrain_epochs"] and hparams["seed"] == 7
+        # The other model's architecture keys are not read, so they cannot change this model's runs.
+        other = next(name for name in MODEL_KEYS_OF if name != model)
+        assert not set(MODEL_KEYS_OF[other]) & set(hparams)
+    if stage == "finetune" and method != "base":
+        adversarial = set(smoke_config["adversarial"]) - {"model_selection"}
+        assert adversarial & set(hparams) == set(ADVERSARIAL_KEYS_OF[method])
+        assert hparams["epochs"] == smoke_config["train"]["finetune_epochs"]
+
+
+def test_stage_hparams_epsilon_overrides_the_config(smoke_config: dict[str, Any]) -> None:
+    hparams = stage_hparams(
+        smoke_config, "finetune", dataset="toy", model="sasrec", seed=1, method="adv_cas", epsilon=20
+    )
+    assert hparams["epsilon"] == 20.0
+    continued = stage_hparams(
+        smoke_config, "finetune", dataset="toy", model="sasrec", seed=1, method="continued", epsilon=20
+    )
+    assert "epsilon" not in continued
+
+
+def test_read_hparams_requires_exactly_the_stage_keys(smoke_config: dict[str, Any]) -> None:
+    good = stage_hparams(smoke_config, "finetune", dataset="toy", model="sasrec", seed=0, method="adv_seq")
+    with pytest.raises(CatrecError, match="invalid --hparams key 'lambda1': not read by finetune of adv_seq"):
+        read_hparams({**good, "lambda1": 1.0}, "finetune", model="sasrec", method="adv_seq")
+    with pytest.raises(CatrecError, match="invalid --hparams key 'epsilon': required by finetune of adv_seq"):
+        read_hparams(
+            {k: v for k, v in good.items() if k != "epsilon"}, "finetune", model="sasrec", method="adv_seq"
+        )
+    # device and threads are command-line options now, not settings of the run.
+    with pytest.raises(CatrecError, match="'device'"):
+        read_hparams({**good, "device": "cpu"}, "finetune", model="sasrec", method="adv_seq")
+    # Values obey the config's rules.
+    with pytest.raises(CatrecError, match="'epsilon'"):
+        read_hparams({**good, "epsilon": -1.0}, "finetune", model="sasrec", method="adv_seq")
+    with pytest.raises(CatrecError, match="'epsilon'"):
+        read_hparams({**good, "epsilon": float("nan")}, "finetune", model="sasrec", method="adv_seq")
+    pretrain = stage_hparams(smoke_config, "pretrain", dataset="toy", model="sasrec", seed=0)
+    with pytest.raises(CatrecError, match="'model'.*disagrees with --model gru4rec"):
+        read_hparams(
+            {**{k: v for k, v in pretrain.items() if k not in MODEL_KEYS_OF["sasrec"]}, "num_layers": 1},
+            "pretrain",
+            model="gru4rec",
+        )
+    with pytest.raises(CatrecError, match="unknown method 'adv_foo'"):
+        stage_keys("finetune", model="sasrec", method="adv_foo")
+    with pytest.raises(CatrecError, match="unknown stage"):
+        stage_keys("cascade", model="sasrec")
+    assert set(STAGES) == {"pretrain", "finetune", "attack"}

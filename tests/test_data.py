@@ -12,7 +12,7 @@ import pytest
 from conftest import BEAUTY_PATH, ML100K_PATH, require_shared
 
 from catrec.cli import main
-from catrec.data import (
+from catrec.data.raw import (
     kcore,
     leave_one_out,
     load_sequences,

@@ -58,7 +58,7 @@ class LastItemModel(SequentialRecommender):
 
     def __init__(self, embedding: list[float]) -> None:
         super().__init__(
-            ModelConfig(name="last_item", num_items=len(embedding) - 1, max_len=4, hidden_size=1)
+            ModelConfig(name="last_item", num_items=len(embedding) - 1, max_len=4, hidden_size=1, dropout=0.0)
         )
         with torch.no_grad():
             self.item_emb.weight.copy_(torch.tensor(embedding).unsqueeze(1))

@@ -10,17 +10,35 @@ from catrec.models import ModelConfig, SequentialRecommender, build_model
 NUM_ITEMS, MAX_LEN, HIDDEN = 40, 12, 16
 
 VARIANTS = {
-    "sasrec-pre": {"name": "sasrec", "layer_norm": "pre", "num_heads": 2},
-    "sasrec-original": {"name": "sasrec", "layer_norm": "original", "num_heads": 2},
-    "gru4rec": {"name": "gru4rec"},
+    "sasrec-pre": {"name": "sasrec", "num_blocks": 2, "layer_norm": "pre", "num_heads": 2},
+    "sasrec-original": {"name": "sasrec", "num_blocks": 2, "layer_norm": "original", "num_heads": 2},
+    "gru4rec": {"name": "gru4rec", "num_layers": 1},
 }
 
 
 @pytest.fixture(params=list(VARIANTS), scope="module")
 def model(request: pytest.FixtureRequest) -> SequentialRecommender:
     torch.manual_seed(0)
-    config = ModelConfig(num_items=NUM_ITEMS, max_len=MAX_LEN, hidden_size=HIDDEN, **VARIANTS[request.param])
+    config = ModelConfig(
+        num_items=NUM_ITEMS, max_len=MAX_LEN, hidden_size=HIDDEN, dropout=0.2, **VARIANTS[request.param]
+    )
     return build_model(config).eval()
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_build_model_needs_the_keys_of_the_chosen_model(variant: str) -> None:
+    settings = VARIANTS[variant]
+    common = {"num_items": NUM_ITEMS, "max_len": MAX_LEN, "hidden_size": HIDDEN, "dropout": 0.0}
+    # The other model's keys stay unset: only the chosen model's own keys are needed.
+    model = build_model(ModelConfig(**common, **settings))
+    other = {"num_blocks", "num_heads", "layer_norm", "num_layers"} - set(settings)
+    assert all(getattr(model.config, key) is None for key in other)
+    for key in set(settings) - {"name"}:
+        missing = {name: value for name, value in settings.items() if name != key}
+        with pytest.raises(ValueError, match=key):
+            build_model(ModelConfig(**common, **missing))
+    with pytest.raises(ValueError, match="unknown model"):
+        build_model(ModelConfig(**{**common, **settings, "name": "bert4rec"}))
 
 
 def left_padded(lengths: list[int], width: int, seed: int = 0) -> torch.Tensor:

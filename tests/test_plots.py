@@ -10,8 +10,8 @@ import pytest
 from matplotlib.figure import Figure
 
 from catrec.errors import CatrecError
-from catrec.plots import build_figure, plot_figure
-from catrec.schemas import ATTACK_COLUMNS
+from catrec.report.plots import build_figure, plot_figure
+from catrec.vocabulary import ATTACK_SUMMARY_COLUMNS, CURVE_SUMMARY_COLUMNS, EPSILON_METHODS
 
 DATASETS = ("video", "beauty")
 MODELS = ("sasrec", "gru4rec")
@@ -36,6 +36,8 @@ def synthetic_curves() -> pd.DataFrame:
                                 "dataset": dataset,
                                 "model": model,
                                 "method": method,
+                                "epsilon": 10.0 if method in EPSILON_METHODS else None,
+                                "seed": 0,
                                 "epoch": epoch,
                                 "phase": phase,
                                 "split": split,
@@ -45,7 +47,7 @@ def synthetic_curves() -> pd.DataFrame:
                                 "seconds": epoch,
                             }
                         )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=CURVE_SUMMARY_COLUMNS)
 
 
 def synthetic_epsilon() -> pd.DataFrame:
@@ -86,6 +88,8 @@ def synthetic_attacks() -> pd.DataFrame:
                                 "dataset": dataset,
                                 "model": model,
                                 "method": method,
+                                "epsilon": 10.0 if method in EPSILON_METHODS else None,
+                                "seed": 0,
                                 "attack": attack,
                                 "position": position,
                                 "k": k,
@@ -99,7 +103,7 @@ def synthetic_attacks() -> pd.DataFrame:
                                 "drop_hit@10_pct": 100 * drop,
                             }
                         )
-    return pd.DataFrame(rows, columns=ATTACK_COLUMNS)
+    return pd.DataFrame(rows, columns=ATTACK_SUMMARY_COLUMNS)
 
 
 CASES = {

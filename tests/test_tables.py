@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from catrec.errors import CatrecError
-from catrec.schemas import ATTACK_COLUMNS, CURVE_COLUMNS
-from catrec.tables import collect, write_table1, write_table2
+from catrec.report.collect import collect
+from catrec.report.tables import write_table1, write_table2
+from catrec.vocabulary import ATTACK_COLUMNS, ATTACK_SUMMARY_COLUMNS, CURVE_COLUMNS, CURVE_SUMMARY_COLUMNS
 
 PAPER_DIR = Path(__file__).resolve().parents[1] / "config" / "paper"
 
@@ -169,19 +171,33 @@ def curve_rows(epochs: range, phase: str) -> list[dict]:
 
 
 def test_collect_curves_takes_identity_from_path(tmp_path: Path) -> None:
-    finetune = write_frame(
-        tmp_path / "curves" / "ml-1m" / "gru4rec" / "adv_cas.csv", curve_rows(range(11, 13), "finetune")
-    )
-    pretrain = write_frame(
-        tmp_path / "curves" / "ml-1m" / "gru4rec" / "pretrain.csv", curve_rows(range(1, 3), "pretrain")
-    )
+    runs = tmp_path / "curves" / "ml-1m" / "gru4rec"
+    finetune = write_frame(runs / "seed3" / "adv_cas" / "eps0.1.csv", curve_rows(range(11, 13), "finetune"))
+    continued = write_frame(runs / "seed3" / "continued.csv", curve_rows(range(11, 12), "finetune"))
+    pretrain = write_frame(runs / "seed3" / "pretrain.csv", curve_rows(range(1, 3), "pretrain"))
+    other_seed = write_frame(runs / "seed1" / "pretrain.csv", curve_rows(range(1, 2), "pretrain"))
     output = tmp_path / "curves.csv"
-    collect("curves", [finetune, pretrain], output)
+    collect("curves", [finetune, continued, pretrain, other_seed], output)
     frame = pd.read_csv(output)
-    assert list(frame.columns) == ["dataset", "model", "method", *CURVE_COLUMNS]
+    assert list(frame.columns) == CURVE_SUMMARY_COLUMNS
+    assert list(frame.columns) == ["dataset", "model", "method", "epsilon", "seed", *CURVE_COLUMNS]
     assert set(frame["dataset"]) == {"ml-1m"} and set(frame["model"]) == {"gru4rec"}
-    assert list(frame["method"]) == ["pretrain"] * 4 + ["adv_cas"] * 4
-    assert list(frame["epoch"]) == [1, 1, 2, 2, 11, 11, 12, 12]
+    assert list(zip(frame["method"], frame["seed"], frame["epoch"], strict=True)) == [
+        ("pretrain", 1, 1),
+        ("pretrain", 1, 1),
+        ("pretrain", 3, 1),
+        ("pretrain", 3, 1),
+        ("pretrain", 3, 2),
+        ("pretrain", 3, 2),
+        ("continued", 3, 11),
+        ("continued", 3, 11),
+        ("adv_cas", 3, 11),
+        ("adv_cas", 3, 11),
+        ("adv_cas", 3, 12),
+        ("adv_cas", 3, 12),
+    ]
+    assert frame.loc[frame["method"] == "adv_cas", "epsilon"].eq(0.1).all()
+    assert frame.loc[frame["method"] != "adv_cas", "epsilon"].isna().all()
 
 
 def test_collect_curves_names_missing_column(tmp_path: Path) -> None:
@@ -189,8 +205,15 @@ def test_collect_curves_names_missing_column(tmp_path: Path) -> None:
         {key: value for key, value in row.items() if key != "loss"}
         for row in curve_rows(range(1, 2), "pretrain")
     ]
-    path = write_frame(tmp_path / "toy" / "sasrec" / "pretrain.csv", rows)
+    path = write_frame(tmp_path / "toy" / "sasrec" / "seed0" / "pretrain.csv", rows)
     with pytest.raises(CatrecError, match=r"pretrain\.csv.*'loss'"):
+        collect("curves", [path], tmp_path / "out.csv")
+
+
+def test_collect_refuses_a_path_without_the_run_identity(tmp_path: Path) -> None:
+    # The old layout (no seed level) does not say which seed the rows belong to.
+    path = write_frame(tmp_path / "toy" / "sasrec" / "pretrain.csv", curve_rows(range(1, 2), "pretrain"))
+    with pytest.raises(CatrecError, match=r"pretrain\.csv: not a run path"):
         collect("curves", [path], tmp_path / "out.csv")
 
 
@@ -211,19 +234,23 @@ def attack_rows(method: str, positions: list[str]) -> list[dict]:
 
 
 def test_collect_attacks_concatenates_sorted(tmp_path: Path) -> None:
+    runs = tmp_path / "attacks" / "video" / "sasrec"
     inputs = [
-        write_frame(tmp_path / "adv_cas.csv", attack_rows("adv_cas", ["last", "first"])),
-        write_frame(tmp_path / "base.csv", attack_rows("base", ["middle"])),
+        write_frame(runs / "seed1" / "adv_cas" / "eps10.csv", attack_rows("adv_cas", ["last", "first"])),
+        write_frame(runs / "seed0" / "adv_cas" / "eps10.csv", attack_rows("adv_cas", ["middle"])),
+        write_frame(runs / "seed0" / "base.csv", attack_rows("base", ["middle"])),
     ]
     output = tmp_path / "attacks.csv"
     collect("attacks", inputs, output)
     frame = pd.read_csv(output)
-    assert list(frame.columns) == ATTACK_COLUMNS
-    assert list(zip(frame["method"], frame["position"], strict=True)) == [
-        ("base", "middle"),
-        ("adv_cas", "first"),
-        ("adv_cas", "last"),
+    assert list(frame.columns) == ATTACK_SUMMARY_COLUMNS
+    assert list(zip(frame["method"], frame["seed"], frame["position"], strict=True)) == [
+        ("base", 0, "middle"),
+        ("adv_cas", 0, "middle"),
+        ("adv_cas", 1, "first"),
+        ("adv_cas", 1, "last"),
     ]
+    assert math.isnan(frame.loc[0, "epsilon"]) and (frame.loc[1:, "epsilon"] == 10.0).all()
 
 
 def test_collect_unknown_kind(tmp_path: Path) -> None:
@@ -280,6 +307,44 @@ def test_table2_csv_vs_base_and_seed_mean(table2_dir: Path) -> None:
     assert row.loc[("beauty", "continued"), "ndcg@10"] == pytest.approx(0.02)
     assert row.loc[("beauty", "continued"), "seeds"] == 2
     assert row.loc[("beauty", "base"), "ndcg@10_vs_base_pct"] == 0
+    # Sample standard deviation over seeds; undefined (blank) for a single seed.
+    assert row.loc[("beauty", "continued"), "ndcg@10_std"] == pytest.approx(0.02 / math.sqrt(2))
+    assert row.loc[("beauty", "continued"), "hit@10_std"] == pytest.approx(0.0)
+    assert row.loc[[("beauty", "base"), ("beauty", "adv_cas"), ("toy", "base")], "ndcg@10_std"].isna().all()
+    assert list(table.columns) == [
+        "dataset",
+        "model",
+        "method",
+        "ndcg@10",
+        "ndcg@10_std",
+        "ndcg@10_vs_base_pct",
+        "hit@10",
+        "hit@10_std",
+        "hit@10_vs_base_pct",
+        "seeds",
+    ]
+
+
+def test_table2_cells_show_the_spread_of_several_seeds(table2_dir: Path) -> None:
+    markdown = (table2_dir / "table2.md").read_text()
+    rows = {line.split(" | ")[1]: line for line in markdown.splitlines() if line.startswith("| ")}
+    # continued has two seeds: mean ± sample std; the single-seed runs show the mean alone.
+    assert "| 0.0200 ± 0.0141 | 0.00% | 0.0400 ± 0.0000 | -20.00% |" in rows["continued"]
+    for method in ("base", "adv_linear", "adv_cas"):
+        assert "±" not in rows[method]
+    latex = (table2_dir / "table2.tex").read_text()
+    assert "continued & 0.0200 $\\pm$ 0.0141 & 0.00\\% & 0.0400 $\\pm$ 0.0000" in latex
+
+
+def test_table2_with_one_seed_shows_no_spread(tmp_path: Path) -> None:
+    rows = [
+        *metric_rows("beauty", "sasrec", "base", 0.0200, 0.0500),
+        *metric_rows("beauty", "sasrec", "continued", 0.0100, 0.0400),
+    ]
+    write_table2(write_frame(tmp_path / "metrics.csv", rows), PAPER_DIR / "table2.csv", tmp_path / "out")
+    markdown = (tmp_path / "out" / "table2.md").read_text()
+    assert "| 0.0100 | -50.00% | 0.0400 | -20.00% |" in markdown
+    assert "±" not in markdown.replace("mean ± std", "")
 
 
 def test_table2_markdown_and_latex_bold_the_best(table2_dir: Path) -> None:

@@ -16,34 +16,20 @@ from pathlib import Path
 import pytest
 import torch
 
+from catrec.config import stage_keys
+from catrec.data.batches import Batch, iterate_batches, num_batches
+from catrec.data.sequences import SequenceData
 from catrec.errors import CatrecError
+from catrec.losses import LossFn, bce_from_scores, bce_loss
 from catrec.metrics import ndcg_hit_at_k
-from catrec.models import SequentialRecommender, build_model
-from catrec.train import (
-    CHECKPOINT_NAME,
-    Batch,
-    FitResult,
-    LossFn,
-    SequenceData,
-    TrainConfig,
-    bce_from_scores,
-    bce_loss,
-    evaluate,
-    fit,
-    iterate_batches,
-    load_model,
-    model_config_from_hparams,
-    num_batches,
-    save_model,
-    seed_everything,
-    write_metrics_json,
-)
+from catrec.models import ModelConfig, SequentialRecommender, build_model, load_model, save_model
+from catrec.runtime import seed_everything
+from catrec.stages.common import write_metrics_json
+from catrec.trainer import CHECKPOINT_NAME, FitResult, TrainConfig, evaluate, fit
 
 TOY_LEN = 20
 TOY_HPARAMS = {
     "seed": 3,
-    "device": "cpu",
-    "threads": 1,
     "max_len": TOY_LEN,
     "hidden_size": 32,
     "dropout": 0.2,
@@ -60,6 +46,12 @@ TOY_HPARAMS = {
     "bucket_by_length": True,
     "epsilon": 10,  # a fine-tuning key: ignored here
 }
+
+
+def pretrain_hparams(model_name: str, **overrides: object) -> dict[str, object]:
+    """Exactly the keys ``catrec pretrain`` reads for ``model_name``, as the pipeline passes them."""
+    values = {**TOY_HPARAMS, "model": model_name, **overrides}
+    return {key: values[key] for key in stage_keys("pretrain", model=model_name)}
 
 
 @pytest.fixture(autouse=True)
@@ -186,9 +178,7 @@ def test_bce_matches_eq_3_5_and_ignores_padding() -> None:
 
 def test_bce_loss_ignores_negatives_at_padding(toy_data: SequenceData) -> None:
     torch.manual_seed(0)
-    model = build_model(
-        model_config_from_hparams({**TOY_HPARAMS, "model": "sasrec"}, toy_data.num_items)
-    ).eval()
+    model = build_model(ModelConfig.from_hparams(pretrain_hparams("sasrec"), toy_data.num_items)).eval()
     batch = next(iterate_batches(toy_data, 64, torch.Generator().manual_seed(0), bucket_by_length=False))
     padding = batch.pos == 0
     assert padding.any()
@@ -201,11 +191,17 @@ def test_bce_loss_ignores_negatives_at_padding(toy_data: SequenceData) -> None:
 def test_configs_from_hparams() -> None:
     config = TrainConfig.from_hparams(TOY_HPARAMS)
     assert (config.batch_size, config.lr, config.epochs, config.bucket_by_length) == (32, 0.01, 12, True)
-    model_config = model_config_from_hparams({**TOY_HPARAMS, "model": "gru4rec"}, num_items=77)
+    assert config.seed == 3 and config.checkpoint_every == 4
+    # Every schedule key must be given: there are no defaults to fall back on.
+    with pytest.raises(CatrecError, match="'lr'"):
+        TrainConfig.from_hparams({key: value for key, value in TOY_HPARAMS.items() if key != "lr"})
+    model_config = ModelConfig.from_hparams(pretrain_hparams("gru4rec"), num_items=77)
     assert (model_config.name, model_config.num_items, model_config.max_len) == ("gru4rec", 77, TOY_LEN)
-    assert model_config.hidden_size == 32
-    with pytest.raises(CatrecError, match="model"):
-        model_config_from_hparams({"max_len": 5}, num_items=3)
+    assert (model_config.hidden_size, model_config.num_layers) == (32, 1)
+    # Only the chosen model's own keys are read; the other model's stay unset.
+    assert model_config.num_blocks is None and model_config.num_heads is None
+    sasrec = ModelConfig.from_hparams(pretrain_hparams("sasrec"), num_items=77)
+    assert (sasrec.num_blocks, sasrec.num_heads, sasrec.layer_norm, sasrec.num_layers) == (2, 1, "pre", None)
 
 
 def popularity_ndcg(data: SequenceData, split: str = "valid") -> float:
@@ -223,9 +219,10 @@ def popularity_ndcg(data: SequenceData, split: str = "valid") -> float:
 def train_toy(
     data: SequenceData, tmp_path: Path, model_name: str, loss_fn: LossFn = bce_loss, **overrides: object
 ) -> tuple[SequentialRecommender, FitResult]:
+    device = torch.device(str(overrides.pop("device", "cpu")))
     hparams = {**TOY_HPARAMS, "model": model_name, **overrides}
     seed_everything(hparams["seed"])
-    model = build_model(model_config_from_hparams(hparams, data.num_items))
+    model = build_model(ModelConfig.from_hparams(hparams, data.num_items))
     result = fit(
         model,
         data,
@@ -234,6 +231,7 @@ def train_toy(
         phase="pretrain",
         curve_path=tmp_path / "curve.csv",
         state_dir=tmp_path / "state",
+        device=device,
         model_selection=str(hparams.get("model_selection", "last")),
     )
     return model, result
@@ -303,7 +301,7 @@ def test_zero_epochs_report_the_given_model(toy_data: SequenceData, tmp_path: Pa
 
 def test_save_load_model_and_metrics_json(toy_data: SequenceData, tmp_path: Path) -> None:
     torch.manual_seed(0)
-    model = build_model(model_config_from_hparams({**TOY_HPARAMS, "model": "sasrec"}, toy_data.num_items))
+    model = build_model(ModelConfig.from_hparams(pretrain_hparams("sasrec"), toy_data.num_items))
     save_model(tmp_path / "m" / "model.pt", model)
     loaded = load_model(tmp_path / "m" / "model.pt", "cpu")
     assert loaded.config == model.config and not loaded.training
@@ -326,23 +324,31 @@ def pretrain_command(data_dir: Path, out: Path, hparams: dict[str, object]) -> l
         "state-dir": "state",
     }
     command = [sys.executable, "-m", "catrec.cli", "pretrain", "--data", str(data_dir), "--dataset", "toy"]
-    command += ["--model", "sasrec", "--hparams", json.dumps(hparams)]
+    command += ["--model", "sasrec", "--hparams", json.dumps(hparams), "--device", "cpu", "--threads", "1"]
     for option, name in outputs.items():
         command += [f"--{option}", str(out / name)]
     return command
 
 
-def checkpoint_epoch(state_dir: Path) -> int:
-    path = state_dir / CHECKPOINT_NAME
-    if not path.exists():
+def checkpoint_path(state_root: Path) -> Path | None:
+    """The checkpoint of the one run identity under ``state_root`` (None before the first one is saved)."""
+    paths = list(state_root.glob(f"*/{CHECKPOINT_NAME}"))
+    assert len(paths) <= 1, f"more than one run identity under {state_root}: {paths}"
+    return paths[0] if paths else None
+
+
+def checkpoint_epoch(state_root: Path) -> int:
+    path = checkpoint_path(state_root)
+    if path is None:
         return 0
     return torch.load(path, map_location="cpu", weights_only=True)["progress"]["epoch"]
 
 
 def test_killed_pretraining_resumes_to_the_same_result(toy_data_dir: Path, tmp_path: Path) -> None:
     # Small batches make epochs long enough (~0.2 s) to kill the run between checkpoints.
-    hparams = {**TOY_HPARAMS, "hidden_size": 16, "batch_size": 8, "epochs": 14, "checkpoint_every": 1}
-    hparams.update(eval_every=5)
+    hparams = pretrain_hparams(
+        "sasrec", hidden_size=16, batch_size=8, epochs=14, checkpoint_every=1, eval_every=5
+    )
     reference = subprocess.Popen(
         pretrain_command(toy_data_dir, tmp_path / "reference", hparams),
         stdout=subprocess.DEVNULL,
@@ -360,16 +366,21 @@ def test_killed_pretraining_resumes_to_the_same_result(toy_data_dir: Path, tmp_p
     interrupted_at = checkpoint_epoch(killed / "state")
     assert 2 <= interrupted_at < hparams["epochs"], "the run finished before it could be killed"
     assert not (killed / "metrics.json").exists()
+    checkpoint = checkpoint_path(killed / "state")
+    assert checkpoint is not None
 
     resumed = subprocess.run(
         pretrain_command(toy_data_dir, killed, hparams), capture_output=True, text=True, timeout=120
     )
     assert resumed.returncode == 0, resumed.stderr
-    assert f"resuming from {killed / 'state' / CHECKPOINT_NAME} at epoch {interrupted_at}" in resumed.stdout
+    assert f"resuming from {checkpoint} at epoch {interrupted_at}" in resumed.stdout
+    assert checkpoint_path(killed / "state") == checkpoint, "the resumed run used another state directory"
     assert reference.wait(timeout=120) == 0
     reference_metrics = json.loads((tmp_path / "reference" / "metrics.json").read_text())
     assert json.loads((killed / "metrics.json").read_text()) == reference_metrics
     assert reference_metrics["method"] == "pretrain" and reference_metrics["seed"] == 3
+    # The run's identity names its state directory, the same for both runs (same settings and data).
+    assert reference_metrics["run_id"] == checkpoint.parent.name
 
     def without_seconds(path: Path) -> list[dict[str, str]]:
         return [{k: v for k, v in row.items() if k != "seconds"} for row in read_curve(path)]
@@ -378,6 +389,36 @@ def test_killed_pretraining_resumes_to_the_same_result(toy_data_dir: Path, tmp_p
     weights = torch.load(killed / "model.pt", weights_only=True)["state_dict"]
     reference_weights = torch.load(tmp_path / "reference" / "model.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(weights[name], reference_weights[name]) for name in weights)
+
+
+def test_pretrain_refuses_hparams_it_does_not_read(
+    toy_data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from catrec.cli import main
+
+    outputs = ["--checkpoint", str(tmp_path / "m.pt"), "--curve", str(tmp_path / "c.csv")]
+    outputs += ["--metrics", str(tmp_path / "m.json"), "--state-dir", str(tmp_path / "state")]
+    base = [
+        "pretrain",
+        "--data",
+        str(toy_data_dir),
+        "--dataset",
+        "toy",
+        "--model",
+        "sasrec",
+        "--device",
+        "cpu",
+    ]
+    extra = {**pretrain_hparams("sasrec"), "epsilon": 1.0}
+    assert main([*base, "--hparams", json.dumps(extra), *outputs]) == 2
+    assert "invalid --hparams key 'epsilon': not read by pretrain of sasrec" in capsys.readouterr().err
+    missing = {key: value for key, value in pretrain_hparams("sasrec").items() if key != "num_heads"}
+    assert main([*base, "--hparams", json.dumps(missing), *outputs]) == 2
+    assert "invalid --hparams key 'num_heads': required by pretrain of sasrec" in capsys.readouterr().err
+    good = json.dumps(pretrain_hparams("sasrec"))
+    assert main([*base, "--hparams", good, "--threads", "0", *outputs]) == 2
+    assert "--threads must be at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "m.pt").exists() and not (tmp_path / "state").exists()
 
 
 @pytest.mark.gpu
@@ -389,7 +430,7 @@ def test_cuda_matches_cpu_and_trains(
     # cuDNN's GRU may use TF32 (differences ~1e-3); compare the implementations at full float32 precision.
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     torch.manual_seed(0)
-    model = build_model(model_config_from_hparams({**TOY_HPARAMS, "model": model_name}, toy_data.num_items))
+    model = build_model(ModelConfig.from_hparams(pretrain_hparams(model_name), toy_data.num_items))
     seqs = toy_data.eval_inputs("test")[:64]
     cpu_out = model.eval()(seqs)
     cuda_out = model.to("cuda")(seqs.to("cuda")).cpu()

@@ -7,22 +7,27 @@ extract -> preprocess is exercised through Snakemake exactly as for ML-1M. It fi
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import http.server
+import json
 import os
 import re
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 from conftest import REPO_ROOT
 
 from catrec.toy import write_toy_zip
+from catrec.vocabulary import CLEAN_METHODS
 
 BIN_DIR = Path(sys.executable).parent
 
@@ -55,6 +60,45 @@ def test_paper_config_plans(tmp_path: Path) -> None:
     result = snakemake(tmp_path, "-n", "--cores", "1", "all")
     jobs = planned_jobs(result.stdout + result.stderr)
     assert jobs["download"] == 4 and jobs["pretrain"] == 8 and jobs["table1"] == 1
+
+
+def planned_runs(output: str) -> list[tuple[str, dict[str, str]]]:
+    """(rule, wildcards) of every job a dry run plans."""
+    jobs = re.findall(r"^rule (\w+):\n(?:    .*\n)*?    wildcards: (.*)$", output, flags=re.M)
+    return [(rule, dict(item.split("=", 1) for item in wildcards.split(", "))) for rule, wildcards in jobs]
+
+
+def write_config(directory: Path, name: str, config: dict[str, object]) -> Path:
+    path = directory / name
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def smoke_config() -> dict[str, object]:
+    return yaml.safe_load((REPO_ROOT / "config/smoke.yaml").read_text())
+
+
+def test_seeds_plan_a_pretraining_per_model_and_seed(tmp_path: Path) -> None:
+    config = smoke_config()
+    config["seeds"] = [1, 2]
+    path = write_config(tmp_path, "seeds.yaml", config)
+    result = snakemake(tmp_path, "-n", "--cores", "1", "all", "--configfile", str(path))
+    pretrains = [wildcards for rule, wildcards in planned_runs(result.stdout) if rule == "pretrain"]
+    assert sorted((w["model"], w["seed"]) for w in pretrains) == [
+        ("gru4rec", "1"),
+        ("gru4rec", "2"),
+        ("sasrec", "1"),
+        ("sasrec", "2"),
+    ]
+
+
+def test_config_typo_is_refused_naming_the_key(tmp_path: Path) -> None:
+    config = smoke_config()
+    config["adversarial"]["epsilom"] = 1
+    path = write_config(tmp_path, "typo.yaml", config)
+    result = snakemake(tmp_path, "-n", "--cores", "1", "all", "--configfile", str(path), check=False)
+    assert result.returncode != 0
+    assert "adversarial.epsilom" in result.stdout + result.stderr
 
 
 def test_smoke_config_plans(tmp_path: Path) -> None:
@@ -122,14 +166,17 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory, toy_server: tuple[str, s
 def test_fig6_builds_only_what_it_needs(smoke_run: dict[str, object]) -> None:
     config = smoke_run["config"]
     methods = config["figures"]["fig6"]["methods"]
+    clean = [method for method in methods if method in CLEAN_METHODS]
     assert smoke_run["fig6_plan"] == {
         "download": 1,
         "extract": 1,
         "preprocess": 1,
         "pretrain": 1,
         "cascade": 1,
-        "finetune": len(methods),
-        "attack": len(methods),
+        "finetune": len(methods) - len(clean),
+        "finetune_clean": len(clean),
+        "attack": len(methods) - len(clean),
+        "attack_clean": len(clean),
         "collect": 1,
         "plot": 1,
     }
@@ -157,11 +204,105 @@ def test_smoke_dag_builds_every_table_and_figure(smoke_run: dict[str, object]) -
 
 @pytest.mark.slow
 def test_smoke_table1_counts_match_preprocessing(smoke_run: dict[str, object]) -> None:
-    import json
-
     workdir = smoke_run["workdir"]
     assert isinstance(workdir, Path)
     stats = json.loads((workdir / "results/data/toy/stats.json").read_text())
     assert stats["users"] == smoke_run["config"]["datasets"]["toy"]["source"].get("users", stats["users"])
     table = (workdir / "results/tables/table1.csv").read_text()
     assert f"{stats['users']}" in table and f"{stats['interactions']}" in table
+
+
+def _replanned(
+    smoke_run: dict[str, object], change: Callable[[dict[str, Any]], None]
+) -> list[tuple[str, dict[str, str]]]:
+    """The training-stage jobs a dry run plans on the finished smoke run after one config change."""
+    workdir = smoke_run["workdir"]
+    assert isinstance(workdir, Path)
+    config = copy.deepcopy(smoke_run["config"])
+    change(config)
+    path = write_config(workdir.parent, f"changed-{uuid.uuid4().hex[:6]}.yaml", config)
+    result = snakemake(workdir, "-n", "--cores", "1", "all", "--configfile", str(path))
+    return [(rule, wildcards) for rule, wildcards in planned_runs(result.stdout) if rule in STAGE_RULES]
+
+
+STAGE_RULES = {"pretrain", "finetune", "finetune_clean", "cascade", "attack", "attack_clean"}
+
+
+@pytest.mark.slow
+def test_unchanged_config_plans_no_training(smoke_run: dict[str, object]) -> None:
+    assert _replanned(smoke_run, lambda config: None) == []
+
+
+@pytest.mark.slow
+def test_epsilon_replans_only_the_runs_that_take_it(smoke_run: dict[str, object]) -> None:
+    jobs = _replanned(smoke_run, lambda config: config["adversarial"].update(epsilon=2))
+    assert jobs, "a new epsilon must plan the runs that take it"
+    assert not [rule for rule, _ in jobs if rule in ("pretrain", "cascade")]
+    assert not [w for _, w in jobs if w.get("method") in ("base", "continued")]
+    assert {w["epsilon"] for rule, w in jobs if rule in ("finetune", "attack")} == {"2"}
+    # Building one of them succeeds (no state of another epsilon is resumed), beside the paper's epsilon.
+    workdir = smoke_run["workdir"]
+    assert isinstance(workdir, Path)
+    config = copy.deepcopy(smoke_run["config"])
+    config["adversarial"]["epsilon"] = 2
+    target = "results/metrics/toy/sasrec/seed42/adv_cas/eps2.json"
+    snakemake(
+        workdir,
+        "--cores",
+        "2",
+        target,
+        "--configfile",
+        str(write_config(workdir.parent, "eps2.yaml", config)),
+    )
+    assert json.loads((workdir / target).read_text())["epsilon"] == 2
+    assert (workdir / "results/metrics/toy/sasrec/seed42/adv_cas/eps1.json").exists()
+
+
+@pytest.mark.slow
+def test_gru4rec_key_replans_nothing_of_sasrec(smoke_run: dict[str, object]) -> None:
+    jobs = _replanned(smoke_run, lambda config: config["model"]["gru4rec"].update(num_layers=2))
+    assert jobs and {w.get("model") for _, w in jobs} == {"gru4rec"}
+    assert not [rule for rule, _ in jobs if rule == "cascade"]
+
+
+@pytest.mark.slow
+def test_attack_key_replans_no_training(smoke_run: dict[str, object]) -> None:
+    jobs = _replanned(smoke_run, lambda config: config["attack"].update(step_size=0.2))
+    assert jobs and {rule for rule, _ in jobs} <= {"attack", "attack_clean"}
+
+
+def _pretrain_metrics(workdir: Path) -> dict[str, str]:
+    return {str(p.relative_to(workdir)): p.read_text() for p in sorted(workdir.rglob("pretrain.json"))}
+
+
+@pytest.mark.slow
+def test_changed_input_or_setting_retrains_instead_of_resuming(tmp_path: Path) -> None:
+    """A new toy seed (new sequences) or pretrain_epochs retrains from scratch, never resumes old state."""
+    config = smoke_config()
+    config["models"] = ["sasrec", "gru4rec"]
+    until = ("--cores", "2", "all", "--until", "pretrain", "--configfile")
+    snakemake(tmp_path, *until, str(write_config(tmp_path, "a.yaml", config)))
+    first = _pretrain_metrics(tmp_path)
+    assert len(first) == 2
+
+    config["datasets"]["toy"]["source"]["generate"]["seed"] += 1
+    snakemake(tmp_path, *until, str(write_config(tmp_path, "b.yaml", config)))
+    second = _pretrain_metrics(tmp_path)
+    assert second.keys() == first.keys()
+    assert all(second[path] != first[path] for path in first), "every pretrain.json must change"
+    logs = "".join(p.read_text() for p in (tmp_path / "logs" / "pretrain").rglob("*.log"))
+    assert "resuming" not in logs
+
+    config["train"]["pretrain_epochs"] += 2
+    snakemake(tmp_path, *until, str(write_config(tmp_path, "c.yaml", config)))
+    third = _pretrain_metrics(tmp_path)
+    assert all(third[path] != second[path] for path in first)
+    states = list((tmp_path / "results" / "state").rglob("identity.json"))
+    assert len(states) == 6, "each run identity keeps its own state until pruned"
+    pruned = subprocess.run(
+        [str(BIN_DIR / "catrec"), "prune-state", "results/state"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert pruned.returncode == 0 and "removed 4 state directories" in pruned.stdout

@@ -4,42 +4,26 @@ Level 1 (Eq. 4.6-4.7) perturbs the sequence embeddings S = E[seqs] and penalises
 representations w = f(S); level 2 (Eq. 4.8-4.9) perturbs w and the target and negative item embeddings and
 applies the BCE loss to the perturbed scores. Every perturbation is an FGSM step of norm epsilon, constant
 (detached) while the model minimises the total loss of Eq. 4.10. Choices the paper leaves open are switches
-of the ``adversarial:`` config section, explained in docs/reproduction-notes.md.
+of the ``adversarial:`` config section, explained in docs/reproduction-notes.md. Pure computation: the
+``finetune`` stage (``catrec.stages.finetune``) reads and writes the files.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, fields
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from catrec.cascade import inverse_cascade_mean, perturbation_factors
+from catrec.data.batches import Batch
+from catrec.data.sequences import SequenceData
 from catrec.errors import CatrecError
-from catrec.io import atomic_path
+from catrec.losses import LossFn, bce_from_scores, bce_loss
 from catrec.models import SequentialRecommender
-from catrec.schemas import CURVE_COLUMNS, METHODS
-from catrec.train import (
-    SPLITS,
-    Batch,
-    LossFn,
-    SequenceData,
-    TrainConfig,
-    bce_from_scores,
-    bce_loss,
-    evaluate,
-    fit,
-    load_model,
-    resolve_device,
-    save_model,
-    seed_everything,
-    write_metrics_json,
-)
+from catrec.vocabulary import ADVERSARIAL_KEYS_OF
 
-# Which cascade file (``catrec cascade --terms``) each cascade-guided method needs.
-CASCADE_TERMS_OF = {"adv_cas": "both", "adv_cas_temporal": "temporal", "adv_cas_cross": "cross"}
 # Guards the division of an all-zero gradient (padding positions, a flat loss): 0 / tiny = 0, never NaN.
 _TINY = 1e-12
 
@@ -48,29 +32,20 @@ FactorFn = Callable[[Batch], torch.Tensor]
 
 @dataclass(frozen=True)
 class AdversarialConfig:
-    """The ``adversarial:`` keys of ``--hparams`` (defaults: config/config.yaml)."""
+    """The ``adversarial:`` keys one method reads (``ADVERSARIAL_KEYS_OF``); the others stay None."""
 
-    epsilon: float = 10.0
-    lambda1: float = 1.0
-    lambda2: float = 1.0
-    grad_norm_scope: str = "batch"  # batch | sequence | position
-    init_noise: float = 1e-3
-    cascade_normalization: str = "dataset"  # dataset | batch
-    fgsm_gradient: str = "perturbation"  # perturbation | input
+    epsilon: float | None = None
+    lambda1: float | None = None
+    lambda2: float | None = None
+    grad_norm_scope: str | None = None  # batch | sequence | position
+    init_noise: float | None = None
+    cascade_normalization: str | None = None  # dataset | batch
+    fgsm_gradient: str | None = None  # perturbation | input
 
     @classmethod
-    def from_hparams(cls, hparams: Mapping[str, Any]) -> AdversarialConfig:
-        names = {field.name for field in fields(cls)}
-        config = cls(**{key: value for key, value in hparams.items() if key in names})
-        choices = {
-            "grad_norm_scope": ("batch", "sequence", "position"),
-            "cascade_normalization": ("dataset", "batch"),
-            "fgsm_gradient": ("perturbation", "input"),
-        }
-        for key, allowed in choices.items():
-            if getattr(config, key) not in allowed:
-                raise CatrecError(f"--hparams {key} must be one of {allowed}, got '{getattr(config, key)}'")
-        return config
+    def from_hparams(cls, method: str, hparams: Mapping[str, Any]) -> AdversarialConfig:
+        """The keys ``method`` reads from a ``--hparams`` validated by ``catrec.config.read_hparams``."""
+        return cls(**{key: hparams[key] for key in ADVERSARIAL_KEYS_OF[method]})
 
 
 def uniform_factors(batch: Batch) -> torch.Tensor:
@@ -241,8 +216,10 @@ def check_cascade(cascade: torch.Tensor, data: SequenceData) -> None:
 def make_loss(
     method: str, hparams: Mapping[str, Any], cascade: torch.Tensor | None, data: SequenceData
 ) -> LossFn:
-    """The training loss of ``method`` (one of ``METHODS`` except 'base', which is not trained)."""
-    config = AdversarialConfig.from_hparams(hparams)
+    """The training loss of ``method`` (a trained method: every one in ``ADVERSARIAL_KEYS_OF``)."""
+    if method not in ADVERSARIAL_KEYS_OF:
+        raise CatrecError(f"method '{method}' has no training loss (one of {', '.join(ADVERSARIAL_KEYS_OF)})")
+    config = AdversarialConfig.from_hparams(method, hparams)
     if method == "continued":
         return bce_loss
     if method == "adv_linear":
@@ -251,95 +228,8 @@ def make_loss(
         return AdversarialLoss(config, sequence="bce", linear=False)
     if method == "adv_global":
         return AdversarialLoss(config, sequence="representation", linear=True)
-    if method in CASCADE_TERMS_OF:
-        if cascade is None:
-            raise CatrecError(f"method '{method}' needs a cascade matrix (--cascade)")
-        check_cascade(cascade, data)
-        factors = CascadeFactors(cascade, config.cascade_normalization)
-        return AdversarialLoss(config, sequence="representation", linear=True, factors=factors)
-    raise CatrecError(f"method '{method}' has no training loss (expected one of {METHODS[1:]})")
-
-
-def load_cascade(path: str | Path, method: str, batch_size: int) -> torch.Tensor:
-    """The cascade matrix saved by ``catrec cascade``, checked against what ``method`` and training expect."""
-    path = Path(path)
-    if not path.exists():
-        raise CatrecError(f"cascade file {path} (for method '{method}') does not exist")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    expected = {"terms": CASCADE_TERMS_OF[method], "batch_size": batch_size}
-    for key, value in expected.items():
-        if payload[key] != value:
-            raise CatrecError(f"{path} has {key}={payload[key]!r}; method '{method}' needs {key}={value!r}")
-    return payload["cascade"]
-
-
-def finetune(
-    *,
-    data_dir: str | Path,
-    hparams: Mapping[str, Any],
-    dataset: str,
-    model_name: str,
-    method: str,
-    pretrained: str | Path,
-    cascade: str | Path | None,
-    checkpoint: str | Path,
-    curve: str | Path,
-    metrics: str | Path,
-    state_dir: str | Path,
-) -> None:
-    """Fine-tune a pretrained model with ``method`` and write its weights, curve and metrics.
-
-    'base' trains nothing: it reports the pretrained model (its weights copied, a curve with only the header).
-    The metrics JSON carries ``epsilon`` (None for methods without perturbation) and ``selected_epoch``.
-    """
-    if method not in METHODS:
-        raise CatrecError(f"unknown method '{method}' (expected one of {METHODS})")
-    config = TrainConfig.from_hparams(hparams)
-    device = resolve_device(config.device)
-    if device.type == "cpu":
-        torch.set_num_threads(config.threads)
-    seed_everything(config.seed)
-    model = load_model(pretrained, device)
-    if model.config.name != model_name or model.config.max_len != config.max_len:
-        raise CatrecError(
-            f"{pretrained} holds {model.config.name} with max_len {model.config.max_len}; "
-            f"expected {model_name} with max_len {config.max_len}"
-        )
-    data = SequenceData.from_dir(data_dir, config.max_len)
-    epoch_offset = int(hparams.get("epoch_offset", 0))
-    record = {"dataset": dataset, "model": model_name, "method": method, "seed": config.seed}
-
-    if method == "base":
-        scores = {split: evaluate(model, data, split) for split in SPLITS}
-        save_model(checkpoint, model)
-        with atomic_path(curve) as temporary:
-            temporary.write_text(",".join(CURVE_COLUMNS) + "\n")
-        write_metrics_json(metrics, **record, **scores, epsilon=None, selected_epoch=epoch_offset)
-        return
-
-    cascade_matrix = None
-    if method in CASCADE_TERMS_OF and cascade is not None:
-        cascade_matrix = load_cascade(cascade, method, config.batch_size)
-    loss_fn = make_loss(method, hparams, cascade_matrix, data)
-    result = fit(
-        model,
-        data,
-        loss_fn,
-        config,
-        phase="finetune",
-        curve_path=curve,
-        state_dir=state_dir,
-        epoch_offset=epoch_offset,
-        model_selection=hparams.get("model_selection", "best_valid"),
-        loss_settings={"method": method, **asdict(AdversarialConfig.from_hparams(hparams))},
-    )
-    save_model(checkpoint, model)
-    epsilon = loss_fn.config.epsilon if isinstance(loss_fn, AdversarialLoss) else None
-    write_metrics_json(
-        metrics,
-        **record,
-        valid=result.valid,
-        test=result.test,
-        epsilon=epsilon,
-        selected_epoch=result.selected_epoch,
-    )
+    if cascade is None:
+        raise CatrecError(f"method '{method}' needs a cascade matrix (--cascade)")
+    check_cascade(cascade, data)
+    factors = CascadeFactors(cascade, str(config.cascade_normalization))
+    return AdversarialLoss(config, sequence="representation", linear=True, factors=factors)

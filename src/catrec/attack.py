@@ -9,28 +9,25 @@ uniformly drawn items. Replacements are never padding, the target, or an item al
 
 Metrics under attack use the full-ranking protocol of ``catrec.metrics.rank_users``, excluding the perturbed
 history (the replaced items swapped for their replacements). docs/reproduction-notes.md explains each choice.
+Pure computation: the ``attack`` stage (``catrec.stages.attack``) reads and writes the files.
 """
 
 from __future__ import annotations
 
-import csv
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from catrec.config import ATTACK_KEYS
 from catrec.errors import CatrecError
-from catrec.io import atomic_path
 from catrec.metrics import rank_users
 from catrec.models import SequentialRecommender
-from catrec.schemas import ATTACK_COLUMNS
-from catrec.train import SequenceData, TrainConfig, load_model, resolve_device
 
 POSITIONS = ("first", "middle", "last")
 DISTANCES = ("cosine", "l2")
@@ -54,36 +51,9 @@ class AttackConfig:
     random_seed: int
 
     @classmethod
-    def from_hparams(cls, hparams: dict[str, Any]) -> AttackConfig:
-        missing = [
-            key
-            for key in ("positions", "max_k", "distance", "step_size", "multi", "random_seed")
-            if key not in hparams
-        ]
-        if missing:
-            raise CatrecError(f"--hparams: missing attack key(s) {', '.join(missing)}")
-        config = cls(
-            positions=tuple(hparams["positions"]),
-            max_k=int(hparams["max_k"]),
-            distance=str(hparams["distance"]),
-            step_size=float(hparams["step_size"]),
-            multi=str(hparams["multi"]),
-            random_seed=int(hparams["random_seed"]),
-        )
-        for key, value, allowed in (
-            ("distance", config.distance, DISTANCES),
-            ("multi", config.multi, MULTI_MODES),
-        ):
-            if value not in allowed:
-                raise CatrecError(f"--hparams: {key} must be one of {', '.join(allowed)}, got '{value}'")
-        unknown = [position for position in config.positions if position not in POSITIONS]
-        if unknown:
-            raise CatrecError(f"--hparams: positions must be among {', '.join(POSITIONS)}, got {unknown}")
-        if config.max_k < 0:
-            raise CatrecError(f"--hparams: max_k must be >= 0, got {config.max_k}")
-        if not config.step_size > 0:
-            raise CatrecError(f"--hparams: step_size must be > 0, got {config.step_size}")
-        return config
+    def from_hparams(cls, hparams: Mapping[str, Any]) -> AttackConfig:
+        """The attack keys of a ``--hparams`` validated by ``catrec.config.read_hparams``."""
+        return cls(**{**{key: hparams[key] for key in ATTACK_KEYS}, "positions": tuple(hparams["positions"])})
 
     def settings(self) -> list[tuple[str, int]]:
         """(position, k) pairs: each single position with k = 1, then the last K items for K = 0..max_k."""
@@ -342,7 +312,7 @@ def mean_metrics(
 ) -> tuple[float, float]:
     """Mean (NDCG@10, HT@10) over users, ranking after ``perturbed`` and excluding the perturbed history."""
     ndcg, hit = rank_users(model, perturbed, targets, perturbed_history(exclude, inputs, perturbed), k=10)
-    # Mean in float64, as ``catrec.train.evaluate``: the clean rows then equal the metrics JSON exactly.
+    # Mean in float64, as ``catrec.trainer.evaluate``: the clean rows then equal the metrics JSON exactly.
     return ndcg.double().mean().item(), hit.double().mean().item()
 
 
@@ -397,43 +367,3 @@ def attack_rows(
 
 def _percent(drop: float, clean: float) -> float:
     return 100.0 * drop / clean if clean else math.nan
-
-
-def write_attack_csv(rows: list[dict[str, Any]], output: str | Path) -> None:
-    """Write ``rows`` with exactly ``ATTACK_COLUMNS`` to ``output`` atomically."""
-    with atomic_path(output) as temp, open(temp, "w", newline="") as stream:
-        writer = csv.DictWriter(stream, fieldnames=ATTACK_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def run_attacks(
-    *,
-    data_dir: str | Path,
-    hparams: dict[str, Any],
-    dataset: str,
-    model_name: str,
-    method: str,
-    checkpoint: str | Path,
-    output: str | Path,
-) -> None:
-    """Attack the model in ``checkpoint`` on the test inputs of ``data_dir``; write the tidy attacks CSV."""
-    config = AttackConfig.from_hparams(hparams)
-    # device, threads and max_len mean the same as in training, defaults included.
-    train_config = TrainConfig.from_hparams(hparams)
-    device = resolve_device(train_config.device)
-    if device.type == "cpu":
-        torch.set_num_threads(train_config.threads)
-    model = load_model(checkpoint, device)
-    if model.config.name != model_name:
-        raise CatrecError(f"{checkpoint}: holds a {model.config.name} model, not {model_name}")
-    data = SequenceData.from_dir(data_dir, train_config.max_len)
-    if data.num_items != model.config.num_items:
-        raise CatrecError(
-            f"{checkpoint}: model has {model.config.num_items} items, {data_dir} has {data.num_items}"
-        )
-    rows = attack_rows(
-        model, data.eval_inputs("test"), data.eval_targets("test"), data.eval_exclude("test"), config
-    )
-    labels = {"dataset": dataset, "model": model_name, "method": method}
-    write_attack_csv([{**labels, **row} for row in rows], output)

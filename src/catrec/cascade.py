@@ -4,18 +4,14 @@ C(i, t) counts how many training signals the interaction (user i, column t) infl
 the same sequence (temporal term) and, with probability b/m of sharing a batch, every occurrence of the same
 item in other users' sequences (cross term). Cascade-guided adversarial training scales the perturbation of
 each sequence embedding by 1/C, re-normalised so that the mean factor over real positions is 1 (section 5.5).
+Pure computation: the ``cascade`` stage (``catrec.stages.cascade``) reads and writes the files.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
-from catrec.io import atomic_path
-from catrec.train import SequenceData
-
-CASCADE_TERMS = ("both", "temporal", "cross")
+from catrec.vocabulary import CASCADE_TERMS
 
 
 def cascade_matrix(seqs: torch.Tensor, batch_size: int, terms: str = "both") -> torch.Tensor:
@@ -83,17 +79,3 @@ def perturbation_factors(
     inverse = torch.where(real_mask, cascade_rows.reciprocal(), torch.zeros_like(cascade_rows))
     # The batch mean stays a tensor: no device-to-host sync per training step.
     return inverse / (inverse[real_mask].mean() if mean_inverse is None else mean_inverse)
-
-
-def write_cascade(
-    data_dir: str | Path, *, max_len: int, batch_size: int, terms: str, output: str | Path
-) -> None:
-    """Compute C for the training inputs of a preprocessed dataset and save it atomically.
-
-    Saves ``{"cascade": FloatTensor (m, T), "terms": terms, "batch_size": b}``; rows follow the users of
-    ``SequenceData.from_dir(data_dir, max_len).train_inputs()``, the rows ``Batch.users`` indexes.
-    """
-    inputs = SequenceData.from_dir(data_dir, max_len).train_inputs()
-    payload = {"cascade": cascade_matrix(inputs, batch_size, terms), "terms": terms, "batch_size": batch_size}
-    with atomic_path(output) as temporary:
-        torch.save(payload, temporary)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from catrec.errors import CatrecError
+from catrec.vocabulary import CASCADE_TERMS, DEVICES, FIGURE_KINDS, MODELS
 
 
 def _hparams(value: str) -> dict[str, Any]:
@@ -69,20 +70,20 @@ def cmd_extract(args: argparse.Namespace) -> None:
 
 
 def cmd_preprocess(args: argparse.Namespace) -> None:
-    from catrec.data import preprocess
+    from catrec.data.raw import preprocess
 
     stats = preprocess(args.format, args.input, args.output_dir, min_count=args.min_count)
     print(json.dumps(stats))
 
 
 def cmd_table1(args: argparse.Namespace) -> None:
-    from catrec.tables import write_table1
+    from catrec.report.tables import write_table1
 
     write_table1(dict(args.stats), args.paper, args.output_prefix)
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
-    from catrec.train import pretrain
+    from catrec.stages.pretrain import pretrain
 
     pretrain(
         data_dir=args.data,
@@ -93,11 +94,13 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
         curve=args.curve,
         metrics=args.metrics,
         state_dir=args.state_dir,
+        device=args.device,
+        threads=args.threads,
     )
 
 
 def cmd_cascade(args: argparse.Namespace) -> None:
-    from catrec.cascade import write_cascade
+    from catrec.stages.cascade import write_cascade
 
     write_cascade(
         args.data, max_len=args.max_len, batch_size=args.batch_size, terms=args.terms, output=args.output
@@ -105,7 +108,7 @@ def cmd_cascade(args: argparse.Namespace) -> None:
 
 
 def cmd_finetune(args: argparse.Namespace) -> None:
-    from catrec.adversarial import finetune
+    from catrec.stages.finetune import finetune
 
     finetune(
         data_dir=args.data,
@@ -119,11 +122,13 @@ def cmd_finetune(args: argparse.Namespace) -> None:
         curve=args.curve,
         metrics=args.metrics,
         state_dir=args.state_dir,
+        device=args.device,
+        threads=args.threads,
     )
 
 
 def cmd_attack(args: argparse.Namespace) -> None:
-    from catrec.attack import run_attacks
+    from catrec.stages.attack import run_attacks
 
     run_attacks(
         data_dir=args.data,
@@ -133,23 +138,35 @@ def cmd_attack(args: argparse.Namespace) -> None:
         method=args.method,
         checkpoint=args.checkpoint,
         output=args.output,
+        device=args.device,
+        threads=args.threads,
     )
 
 
+def cmd_prune_state(args: argparse.Namespace) -> None:
+    from catrec.state import prune_state
+
+    removed = prune_state(args.state_dir, finished=args.finished, dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    for directory in removed:
+        print(f"{verb} {directory}")
+    print(f"{verb} {len(removed)} state director{'y' if len(removed) == 1 else 'ies'}")
+
+
 def cmd_collect(args: argparse.Namespace) -> None:
-    from catrec.tables import collect
+    from catrec.report.collect import collect
 
     collect(args.kind, args.inputs, args.output)
 
 
 def cmd_table2(args: argparse.Namespace) -> None:
-    from catrec.tables import write_table2
+    from catrec.report.tables import write_table2
 
     write_table2(args.metrics, args.paper, args.output_prefix)
 
 
 def cmd_plot(args: argparse.Namespace) -> None:
-    from catrec.plots import plot_figure
+    from catrec.report.plots import plot_figure
 
     plot_figure(args.figure, args.input, args.output, options=args.option)
 
@@ -214,15 +231,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     def add_training_args(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--data", type=Path, required=True, help="preprocessed dataset directory")
-        sub.add_argument("--hparams", type=_hparams, required=True, help="JSON object (or @file.json)")
+        sub.add_argument(
+            "--hparams",
+            type=_hparams,
+            required=True,
+            help="JSON object (or @file.json) with exactly the settings this stage reads "
+            "(catrec.config.stage_keys); the config's rules apply to each",
+        )
         sub.add_argument("--dataset", required=True, help="dataset name recorded in the outputs")
-        sub.add_argument("--model", required=True, choices=["sasrec", "gru4rec"])
+        sub.add_argument("--model", required=True, choices=list(MODELS))
+        sub.add_argument("--device", choices=DEVICES, default="auto", help="auto: CUDA when available")
+        sub.add_argument("--threads", type=int, default=1, help="CPU threads (ignored on a GPU)")
 
     def add_run_outputs(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--checkpoint", type=Path, required=True, help="final model weights (.pt)")
         sub.add_argument("--curve", type=Path, required=True, help="learning-curve CSV")
         sub.add_argument("--metrics", type=Path, required=True, help="metrics JSON")
-        sub.add_argument("--state-dir", type=Path, required=True, help="resumable checkpoints live here")
+        sub.add_argument(
+            "--state-dir",
+            type=Path,
+            required=True,
+            help="resumable checkpoints live here, one subdirectory per run identity (settings and inputs)",
+        )
 
     sub = add("pretrain", cmd_pretrain, "Train a base model with the BCE loss of Eq. 3.5 (resumable).")
     add_training_args(sub)
@@ -232,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--data", type=Path, required=True)
     sub.add_argument("--max-len", type=int, required=True, help="T")
     sub.add_argument("--batch-size", type=int, required=True, help="b, the training batch size")
-    sub.add_argument("--terms", choices=["both", "temporal", "cross"], default="both")
+    sub.add_argument("--terms", choices=CASCADE_TERMS, default="both")
     sub.add_argument("--output", type=Path, required=True)
 
     sub = add("finetune", cmd_finetune, "Fine-tune a pretrained model with one method (Eq. 4.6-4.10).")
@@ -248,6 +278,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--checkpoint", type=Path, required=True)
     sub.add_argument("--output", type=Path, required=True, help="tidy CSV of metrics under attack")
 
+    sub = add(
+        "prune-state",
+        cmd_prune_state,
+        "Remove resumable state that no result uses any more (runs whose results a newer run replaced).",
+    )
+    sub.add_argument("state_dir", type=Path, help="state root, e.g. results/state")
+    sub.add_argument("--finished", action="store_true", help="also remove the state of finished runs")
+    sub.add_argument("--dry-run", action="store_true", help="only list what would be removed")
+
     sub = add("collect", cmd_collect, "Gather per-run results into one tidy CSV.")
     sub.add_argument("kind", choices=["metrics", "curves", "attacks"])
     sub.add_argument("inputs", type=Path, nargs="+")
@@ -259,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--output-prefix", type=Path, required=True, help="directory for table2*.csv/md/tex")
 
     sub = add("plot", cmd_plot, "Render a figure from tidy CSV (never trains).")
-    sub.add_argument("figure", choices=["fig3", "fig4", "fig5", "fig6"])
+    sub.add_argument("figure", choices=sorted(set(FIGURE_KINDS.values())))
     sub.add_argument("--input", type=Path, required=True, help="tidy CSV")
     sub.add_argument("--output", type=Path, required=True, help="PDF path; a PNG is written beside it")
     sub.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="e.g. model=sasrec")

@@ -1,11 +1,17 @@
-"""Experiment configuration: loading and validation against workflow/schemas/config.schema.yaml.
+"""Experiment configuration: validation, and the narrow per-stage settings (``--hparams``) built from it.
 
-Errors name the offending key as a dotted path (``train.pretrain_epochs``), so a typo in a 100-line YAML file
-is found at once.
+Defaults live in one place: config/config.yaml (and each config file states every key). The schema
+(workflow/schemas/config.schema.yaml) requires every key, rejects unknown ones and defines each setting once;
+the ``--hparams`` of ``catrec pretrain/finetune/attack`` are validated against the same definitions, and
+every stage requires exactly the keys it reads (``stage_keys``). Errors name the offending key as a dotted
+path (``train.pretrain_epochs``), so a typo in a 100-line YAML file is found at once.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -13,33 +19,53 @@ import jsonschema
 import yaml
 
 from catrec.errors import CatrecError
+from catrec.vocabulary import ADVERSARIAL_KEYS_OF, METHODS, MODEL_KEYS_OF
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
+STAGES = ("pretrain", "finetune", "attack")
+_SCHEDULE_KEYS = ("batch_size", "lr", "l2", "epochs", "eval_every", "checkpoint_every", "bucket_by_length")
+ATTACK_KEYS = ("positions", "max_k", "distance", "step_size", "multi", "random_seed")
 
-def _key_path(error: jsonschema.ValidationError) -> str:
+
+def _key_path(error: jsonschema.ValidationError, prefix: str) -> str:
     parts = [str(p) for p in error.absolute_path]
     # "required" and "additionalProperties" errors sit on the parent; name the missing/unknown key itself.
     if error.validator == "required" or error.validator == "additionalProperties" and "'" in error.message:
         parts.append(error.message.split("'")[1])
-    return ".".join(parts) or "<top level>"
+    return ".".join([prefix, *parts] if prefix else parts) or "<top level>"
 
 
+@cache
 def load_schema(path: Path = SCHEMA_PATH) -> dict[str, Any]:
     with open(path) as handle:
         return yaml.safe_load(handle)
 
 
-def validate_config(config: dict[str, Any], schema_path: Path = SCHEMA_PATH) -> dict[str, Any]:
-    """Validate ``config`` in place and return it; raise CatrecError naming the first bad key."""
-    schema = load_schema(schema_path)
+def _check_finite(value: Any, where: str, what: str) -> None:
+    """JSON Schema's minimum/maximum let NaN through, and YAML reads .nan and .inf: refuse them here."""
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            _check_finite(item, f"{where}.{key}" if where else str(key), what)
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            _check_finite(item, f"{where}.{index}", what)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise CatrecError(f"invalid {what} '{where}': {value} is not a finite number")
+
+
+def _validate(instance: Any, schema: dict[str, Any], what: str, prefix: str = "") -> None:
+    _check_finite(instance, prefix, what)
     validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(
-        validator.iter_errors(config), key=lambda e: (len(e.absolute_path), list(e.absolute_path))
-    )
+    errors = list(validator.iter_errors(instance))
     if errors:
         error = max(errors, key=lambda e: len(e.absolute_path))
-        raise CatrecError(f"invalid config key '{_key_path(error)}': {error.message}")
+        raise CatrecError(f"invalid {what} '{_key_path(error, prefix)}': {error.message}")
+
+
+def validate_config(config: dict[str, Any], schema_path: Path = SCHEMA_PATH) -> dict[str, Any]:
+    """Validate ``config`` in place and return it; raise CatrecError naming the first bad key."""
+    _validate(config, load_schema(schema_path), "config key")
     _check_references(config)
     return config
 
@@ -74,3 +100,79 @@ def load_config(path: str | Path) -> dict[str, Any]:
     if not isinstance(config, dict):
         raise CatrecError(f"{path}: the config must be a mapping of keys")
     return validate_config(config)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Per-stage settings
+# ---------------------------------------------------------------------------------------------------------
+
+
+def stage_keys(stage: str, *, model: str, method: str | None = None) -> tuple[str, ...]:
+    """The ``--hparams`` keys ``stage`` reads for ``model`` (finetune: and ``method``), no more, no less."""
+    if stage == "pretrain":
+        return ("seed", "max_len", "model", "hidden_size", "dropout", *MODEL_KEYS_OF[model], *_SCHEDULE_KEYS)
+    if stage == "finetune":
+        if method not in METHODS:
+            raise CatrecError(f"unknown method '{method}' (expected one of {', '.join(METHODS)})")
+        if method == "base":  # evaluates the pretrained model; the offset numbers its epoch
+            return ("seed", "max_len", "epoch_offset")
+        trained = ("seed", "max_len", *_SCHEDULE_KEYS, "epoch_offset", "model_selection")
+        return (*trained, *ADVERSARIAL_KEYS_OF[method])
+    if stage == "attack":
+        return ("max_len", *ATTACK_KEYS)
+    raise CatrecError(f"unknown stage '{stage}' (expected one of {', '.join(STAGES)})")
+
+
+def read_hparams(
+    values: Mapping[str, Any], stage: str, *, model: str, method: str | None = None
+) -> dict[str, Any]:
+    """Validate the ``--hparams`` of one stage: the config's rules for each key, and exactly its keys."""
+    schema = load_schema()
+    _validate(dict(values), {"$defs": schema["$defs"], "$ref": "#/$defs/hparams"}, "--hparams key")
+    expected = stage_keys(stage, model=model, method=method)
+    reader = f"{stage} of {method}" if stage == "finetune" else f"{stage} of {model}"
+    unknown = [key for key in values if key not in expected]
+    if unknown:
+        raise CatrecError(f"invalid --hparams key '{unknown[0]}': not read by {reader}")
+    missing = [key for key in expected if key not in values]
+    if missing:
+        raise CatrecError(f"invalid --hparams key '{missing[0]}': required by {reader}")
+    if "model" in values and values["model"] != model:
+        raise CatrecError(
+            f"invalid --hparams key 'model': '{values['model']}' disagrees with --model {model}"
+        )
+    return dict(values)
+
+
+def stage_hparams(
+    config: Mapping[str, Any],
+    stage: str,
+    *,
+    dataset: str,
+    model: str,
+    seed: int | None = None,
+    method: str | None = None,
+    epsilon: float | None = None,
+) -> dict[str, Any]:
+    """The slice of ``config`` one stage reads, flat, as ``--hparams`` takes it (see ``stage_keys``).
+
+    Snakemake passes it as a rule parameter, so a changed setting re-runs exactly the jobs that read it.
+    ``epsilon`` overrides ``adversarial.epsilon`` (the runs of the epsilon sweep).
+    """
+    train, adversarial = config["train"], config["adversarial"]
+    available: dict[str, Any] = {
+        "seed": seed,
+        "max_len": config["datasets"][dataset]["max_len"],
+        "model": model,
+        "hidden_size": config["model"]["hidden_size"],
+        "dropout": config["model"]["dropout"],
+        **config["model"][model],
+        **{key: train[key] for key in _SCHEDULE_KEYS if key != "epochs"},
+        "epochs": train["pretrain_epochs"] if stage == "pretrain" else train["finetune_epochs"],
+        "epoch_offset": train["pretrain_epochs"],
+        **adversarial,
+        **config["attack"],
+    }
+    if epsilon is not None:
+        available["epsilon"] = float(epsilon)
+    return {key: available[key] for key in stage_keys(stage, model=model, method=method)}

@@ -4,22 +4,32 @@
 rule attack:
     input:
         unpack(data_files),
-        model="results/models/{dataset}/{model}/{method}.pt",
+        model=lambda wildcards: run_file("models", wildcards),
     output:
-        "results/attacks/{dataset}/{model}/{method}.csv",
+        paths.run_template("attacks", "adv_cas"),
     log:
-        "logs/attack/{dataset}/{model}/{method}.log",
+        "logs/attack/{dataset}/{model}/seed{seed}/{method}/eps{epsilon}.log",
     wildcard_constraints:
-        method="|".join(METHODS),
+        method="|".join(EPSILON_METHODS),
     conda:
         ENV
     threads: 1 if USE_GPU else config["threads"]
     resources:
         gpu=1 if USE_GPU else 0,
+        device=config["device"],
     params:
-        hparams=lambda wildcards: hparams(wildcards, "attack"),
+        hparams=stage_params("attack"),
         data=lambda wildcards, input: Path(input.sequences).parent,
     shell:
-        "catrec attack --data {params.data} --hparams {params.hparams:q} --dataset {wildcards.dataset}"
-        " --model {wildcards.model} --method {wildcards.method} --checkpoint {input.model}"
-        " --output {output} > {log} 2>&1"
+        "catrec attack --data {params.data:q} --hparams {params.hparams:q} --dataset {wildcards.dataset}"
+        " --model {wildcards.model} --method {wildcards.method} --device {resources.device} --threads {threads}"
+        " --checkpoint {input.model:q} --output {output:q} > {log:q} 2>&1"
+
+
+use rule attack as attack_clean with:
+    output:
+        paths.run_template("attacks", "continued"),
+    log:
+        "logs/attack/{dataset}/{model}/seed{seed}/{method}.log",
+    wildcard_constraints:
+        method="|".join(CLEAN_METHODS),

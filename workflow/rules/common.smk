@@ -1,10 +1,20 @@
 # Config validation, target lists and input functions shared by the rules.
 
 import json
+import shlex
 from pathlib import Path
 
-from catrec.config import validate_config
+from catrec import paths
+from catrec.config import stage_hparams, validate_config
 from catrec.errors import CatrecError
+from catrec.vocabulary import (
+    CASCADE_TERMS,
+    CASCADE_TERMS_OF,
+    CLEAN_METHODS,
+    EPSILON_METHODS,
+    FIGURE_KINDS,
+    MODELS as MODEL_NAMES,
+)
 
 try:
     validate_config(config)
@@ -18,13 +28,16 @@ PAPER_DIR = Path(workflow.basedir) / "config" / "paper"
 DATASETS = list(config["datasets"])
 MODELS = config["models"]
 METHODS = config["methods"]
-TRAINED_METHODS = [method for method in METHODS if method != "base"]
-CASCADE_TERMS = {
-    "adv_cas": "both",
-    "adv_cas_temporal": "temporal",
-    "adv_cas_cross": "cross",
-}
+SEEDS = config["seeds"]
+# The paper's epsilon: Table 2 and the figures show the runs at this value.
+EPSILON = paths.epsilon_label(config["adversarial"]["epsilon"])
 USE_GPU = config["device"] == "cuda"
+
+
+wildcard_constraints:
+    model="|".join(MODEL_NAMES),
+    seed=r"\d+",
+    epsilon=paths.EPSILON_PATTERN,
 
 
 def _sources_with(key):
@@ -67,111 +80,106 @@ def toy_args(wildcards):
     spec = source(wildcards)
     options = {"member": spec.get("member", "toy/ratings.dat"), **spec["generate"]}
     return " ".join(
-        f"--{key.replace('_', '-')} {value}" for key, value in options.items()
+        f"--{key.replace('_', '-')} {value}" for key, value in sorted(options.items())
     )
 
 
 def data_files(wildcards):
     return {
-        "sequences": f"results/data/{wildcards.dataset}/sequences.txt",
-        "stats": f"results/data/{wildcards.dataset}/stats.json",
+        "sequences": paths.SEQUENCES.format(dataset=wildcards.dataset),
+        "stats": paths.STATS.format(dataset=wildcards.dataset),
     }
 
 
-def hparams(wildcards, stage, epsilon=None):
-    """The JSON hyper-parameters of one run: everything a `catrec` training/attack command needs."""
-    dataset = config["datasets"][wildcards.dataset]
-    model = config["model"]
-    train = config["train"]
-    values = {
-        "seed": config["seed"],
-        "device": config["device"],
-        "threads": config["threads"],
-        "max_len": dataset["max_len"],
-        "model": wildcards.model,
-        "hidden_size": model["hidden_size"],
-        "dropout": model["dropout"],
-        **model["sasrec"],
-        **model["gru4rec"],
-        "batch_size": train["batch_size"],
-        "lr": train["lr"],
-        "l2": train["l2"],
-        "epochs": train["pretrain_epochs"],
-        "eval_every": train["eval_every"],
-        "checkpoint_every": train["checkpoint_every"],
-        "bucket_by_length": train["bucket_by_length"],
-    }
-    if stage in ("finetune", "attack"):
-        values.update(config["adversarial"])
-        values["epochs"] = train["finetune_epochs"]
-        values["epoch_offset"] = train["pretrain_epochs"]
-    if epsilon is not None:
-        values["epsilon"] = float(epsilon)
-    if stage == "attack":
-        values.update(config["attack"])
-    return json.dumps(values, sort_keys=True)
+def stage_params(stage):
+    """A params function: the JSON settings ``stage`` reads for this job, and nothing else.
+
+    Snakemake re-runs a job when its params change, so a setting re-runs exactly the jobs that read it.
+    """
+
+    def hparams(wildcards):
+        seed = wildcards.get("seed")
+        values = stage_hparams(
+            config,
+            stage,
+            dataset=wildcards.dataset,
+            model=wildcards.model,
+            seed=None if seed is None else int(seed),
+            method=wildcards.get("method"),
+            epsilon=wildcards.get("epsilon"),
+        )
+        return json.dumps(values, sort_keys=True)
+
+    return hparams
+
+
+def run_file(kind, wildcards, method=None):
+    """A file of the run the wildcards name (``method`` overrides theirs, e.g. 'pretrain')."""
+    return paths.run_file(
+        kind,
+        dataset=wildcards.dataset,
+        model=wildcards.model,
+        seed=wildcards.seed,
+        method=method or wildcards.method,
+        epsilon=wildcards.get("epsilon"),
+    )
+
+
+def state_dir(wildcards):
+    return paths.state_dir(
+        wildcards.get("method", "pretrain"), wildcards.get("epsilon")
+    ).format(**wildcards)
 
 
 def finetune_inputs(wildcards):
     inputs = {
         **data_files(wildcards),
-        "pretrained": f"results/models/{wildcards.dataset}/{wildcards.model}/pretrain.pt",
+        "pretrained": run_file("models", wildcards, "pretrain"),
     }
-    terms = CASCADE_TERMS.get(wildcards.method)
+    terms = CASCADE_TERMS_OF.get(wildcards.method)
     if terms:
-        inputs["cascade"] = f"results/cascade/{wildcards.dataset}/{terms}.pt"
+        inputs["cascade"] = paths.CASCADE.format(dataset=wildcards.dataset, terms=terms)
     return inputs
 
 
 def cascade_arg(wildcards, input):
-    return f"--cascade {input.cascade}" if "cascade" in input.keys() else ""
-
-
-def metrics_files(datasets=DATASETS, models=MODELS, methods=METHODS):
-    return expand(
-        "results/metrics/{dataset}/{model}/{method}.json",
-        dataset=datasets,
-        model=models,
-        method=methods,
+    return (
+        f"--cascade {shlex.quote(input.cascade)}" if "cascade" in input.keys() else ""
     )
 
 
-def curve_files():
-    return expand(
-        "results/curves/{dataset}/{model}/{run}.csv",
-        dataset=DATASETS,
-        model=MODELS,
-        run=["pretrain", *METHODS],
-    )
-
-
-def epsilon_value(value):
-    return f"{float(value):g}"
-
-
-def epsilon_files():
-    """Metrics of adv_cas for each swept epsilon; the configured epsilon reuses the adv_cas run itself."""
-    sweep = config["epsilon_sweep"]
-    reuse = "adv_cas" in METHODS
+def runs(
+    kind,
+    datasets=DATASETS,
+    models=MODELS,
+    methods=METHODS,
+    seeds=SEEDS,
+    epsilon=EPSILON,
+):
+    """Files of the runs of ``methods`` (at ``epsilon`` where the method takes it), every seed."""
     return [
-        (
-            f"results/metrics/{dataset}/{model}/adv_cas.json"
-            if reuse and float(eps) == float(config["adversarial"]["epsilon"])
-            else f"results/sweeps/epsilon/{dataset}/{model}/eps{epsilon_value(eps)}.json"
-        )
-        for dataset in sweep["datasets"]
-        for model in sweep["models"]
-        for eps in sweep["values"]
+        paths.run_file(kind, dataset=d, model=m, seed=s, method=method, epsilon=epsilon)
+        for d in datasets
+        for m in models
+        for method in methods
+        for s in seeds
     ]
 
 
-def attack_files(datasets=DATASETS, models=MODELS, methods=METHODS):
-    return expand(
-        "results/attacks/{dataset}/{model}/{method}.csv",
-        dataset=datasets,
-        model=models,
-        method=methods,
-    )
+def curve_files():
+    return runs("curves", methods=["pretrain", *METHODS])
+
+
+def epsilon_files():
+    """Metrics of adv_cas at each swept epsilon; the paper's epsilon is the adv_cas run itself."""
+    sweep = config["epsilon_sweep"]
+    return [
+        path
+        for eps in sweep["values"]
+        for path in runs(
+            "metrics", sweep["datasets"], sweep["models"], ["adv_cas"], epsilon=eps
+        )
+    ]
 
 
 FIG5 = config["figures"]["fig5"]
@@ -180,30 +188,29 @@ FIG6 = config["figures"]["fig6"]
 # Each summary is one tidy CSV: (kind of input, input files). Figures get their own narrow summaries so that
 # `snakemake figures/fig6.pdf` trains and attacks only what Figure 6 shows.
 SUMMARIES = {
-    "metrics": ("metrics", metrics_files()),
+    "metrics": ("metrics", runs("metrics")),
     "curves": ("curves", curve_files()),
     "epsilon": ("metrics", epsilon_files()),
-    "attacks": ("attacks", attack_files()),
+    "attacks": ("attacks", runs("attacks")),
     "fig5_attacks": (
         "attacks",
-        attack_files([FIG5["dataset"]], [FIG5["model"]], FIG5["methods"]),
+        runs("attacks", [FIG5["dataset"]], [FIG5["model"]], FIG5["methods"]),
     ),
     "fig6_attacks": (
         "attacks",
-        attack_files(DATASETS, [FIG6["model"]], FIG6["methods"]),
+        runs("attacks", DATASETS, [FIG6["model"]], FIG6["methods"]),
     ),
     "fig6_gru4rec_attacks": (
         "attacks",
-        attack_files(DATASETS, [FIG6["supplementary_model"]], FIG6["methods"]),
+        runs("attacks", DATASETS, [FIG6["supplementary_model"]], FIG6["methods"]),
     ),
 }
 
-# figure target -> (plot kind, summary it reads, plot options)
+# figure target -> (summary it reads, plot options); the plot kind is catrec.vocabulary.FIGURE_KINDS.
 FIGURES = {
-    "fig3": ("fig3", "curves", []),
-    "fig4": ("fig4", "epsilon", []),
+    "fig3": ("curves", []),
+    "fig4": ("epsilon", []),
     "fig5": (
-        "fig5",
         "fig5_attacks",
         [
             f"dataset={FIG5['dataset']}",
@@ -212,12 +219,10 @@ FIGURES = {
         ],
     ),
     "fig6": (
-        "fig6",
         "fig6_attacks",
         [f"model={FIG6['model']}", f"methods={','.join(FIG6['methods'])}"],
     ),
     "fig6_gru4rec": (
-        "fig6",
         "fig6_gru4rec_attacks",
         [
             f"model={FIG6['supplementary_model']}",
@@ -225,10 +230,15 @@ FIGURES = {
         ],
     ),
 }
+assert set(FIGURES) == set(
+    FIGURE_KINDS
+), "every figure of catrec.vocabulary has its data here"
 
 
 def plot_options(wildcards):
-    return " ".join(f"--option {option}" for option in FIGURES[wildcards.figure][2])
+    return " ".join(
+        f"--option {shlex.quote(option)}" for option in FIGURES[wildcards.figure][1]
+    )
 
 
 def final_targets():

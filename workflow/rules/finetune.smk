@@ -1,15 +1,16 @@
-# Stage 3: cascade matrices (Eq. 4.11) and fine-tuning with each method (Eq. 4.6-4.10), the epsilon sweep.
+# Stage 3: cascade matrices (Eq. 4.11) and fine-tuning with each method (Eq. 4.6-4.10). Runs of the methods
+# that take epsilon have it in their paths, so the paper's epsilon and the epsilon sweep share one rule.
 
 
 rule cascade:
     input:
         unpack(data_files),
     output:
-        "results/cascade/{dataset}/{terms}.pt",
+        paths.CASCADE,
     log:
         "logs/cascade/{dataset}/{terms}.log",
     wildcard_constraints:
-        terms="both|temporal|cross",
+        terms="|".join(CASCADE_TERMS),
     conda:
         ENV
     params:
@@ -17,55 +18,47 @@ rule cascade:
         max_len=lambda wildcards: config["datasets"][wildcards.dataset]["max_len"],
         batch_size=config["train"]["batch_size"],
     shell:
-        "catrec cascade --data {params.data} --max-len {params.max_len} --batch-size {params.batch_size}"
-        " --terms {wildcards.terms} --output {output} > {log} 2>&1"
+        "catrec cascade --data {params.data:q} --max-len {params.max_len} --batch-size {params.batch_size}"
+        " --terms {wildcards.terms} --output {output:q} > {log:q} 2>&1"
 
 
 rule finetune:
     input:
         unpack(finetune_inputs),
     output:
-        model="results/models/{dataset}/{model}/{method}.pt",
-        curve="results/curves/{dataset}/{model}/{method}.csv",
-        metrics="results/metrics/{dataset}/{model}/{method}.json",
+        model=paths.run_template("models", "adv_cas"),
+        curve=paths.run_template("curves", "adv_cas"),
+        metrics=paths.run_template("metrics", "adv_cas"),
     log:
-        "logs/finetune/{dataset}/{model}/{method}.log",
+        "logs/finetune/{dataset}/{model}/seed{seed}/{method}/eps{epsilon}.log",
     wildcard_constraints:
-        method="|".join(METHODS),
+        method="|".join(EPSILON_METHODS),
     conda:
         ENV
     threads: 1 if USE_GPU else config["threads"]
     resources:
         gpu=1 if USE_GPU else 0,
+        device=config["device"],
     params:
-        hparams=lambda wildcards: hparams(wildcards, "finetune"),
-        method="{method}",
+        hparams=stage_params("finetune"),
         data=lambda wildcards, input: Path(input.sequences).parent,
         cascade=cascade_arg,
-        state="results/state/{dataset}/{model}/{method}",
+        state=state_dir,
     shell:
-        "catrec finetune --data {params.data} --hparams {params.hparams:q} --dataset {wildcards.dataset}"
-        " --model {wildcards.model} --method {params.method} --pretrained {input.pretrained} {params.cascade}"
-        " --checkpoint {output.model} --curve {output.curve} --metrics {output.metrics}"
-        " --state-dir {params.state} > {log} 2>&1"
+        "catrec finetune --data {params.data:q} --hparams {params.hparams:q} --dataset {wildcards.dataset}"
+        " --model {wildcards.model} --method {wildcards.method} --pretrained {input.pretrained:q}"
+        " {params.cascade} --device {resources.device} --threads {threads}"
+        " --checkpoint {output.model:q} --curve {output.curve:q} --metrics {output.metrics:q}"
+        " --state-dir {params.state:q} > {log:q} 2>&1"
 
 
-use rule finetune as epsilon_sweep with:
-    input:
-        unpack(data_files),
-        pretrained="results/models/{dataset}/{model}/pretrain.pt",
-        cascade="results/cascade/{dataset}/both.pt",
+# base (the pretrained model, evaluated) and continued (clean fine-tuning) take no epsilon.
+use rule finetune as finetune_clean with:
     output:
-        model="results/sweeps/epsilon/{dataset}/{model}/eps{eps}.pt",
-        curve="results/sweeps/epsilon/{dataset}/{model}/eps{eps}.csv",
-        metrics="results/sweeps/epsilon/{dataset}/{model}/eps{eps}.json",
+        model=paths.run_template("models", "continued"),
+        curve=paths.run_template("curves", "continued"),
+        metrics=paths.run_template("metrics", "continued"),
     log:
-        "logs/epsilon_sweep/{dataset}/{model}/eps{eps}.log",
+        "logs/finetune/{dataset}/{model}/seed{seed}/{method}.log",
     wildcard_constraints:
-        eps="[0-9.e+-]+",
-    params:
-        hparams=lambda wildcards: hparams(wildcards, "finetune", epsilon=wildcards.eps),
-        method="adv_cas",
-        data=lambda wildcards, input: Path(input.sequences).parent,
-        cascade=cascade_arg,
-        state="results/state/{dataset}/{model}/epsilon-{eps}",
+        method="|".join(CLEAN_METHODS),

@@ -6,7 +6,7 @@ rule collect:
     input:
         lambda wildcards: SUMMARIES[wildcards.summary][1],
     output:
-        "results/summary/{summary}.csv",
+        paths.SUMMARY,
     log:
         "logs/collect/{summary}.log",
     wildcard_constraints:
@@ -16,7 +16,7 @@ rule collect:
     params:
         kind=lambda wildcards: SUMMARIES[wildcards.summary][0],
     shell:
-        "catrec collect {params.kind} {input} --output {output} > {log} 2>&1"
+        "catrec collect {params.kind} {input:q} --output {output:q} > {log:q} 2>&1"
 
 
 rule table2:
@@ -31,13 +31,13 @@ rule table2:
     conda:
         ENV
     shell:
-        "catrec table2 --metrics {input.metrics} --paper {input.paper} --output-prefix results/tables"
-        " > {log} 2>&1"
+        "catrec table2 --metrics {input.metrics:q} --paper {input.paper:q} --output-prefix results/tables"
+        " > {log:q} 2>&1"
 
 
 rule plot:
     input:
-        lambda wildcards: f"results/summary/{FIGURES[wildcards.figure][1]}.csv",
+        lambda wildcards: paths.SUMMARY.format(summary=FIGURES[wildcards.figure][0]),
     output:
         pdf=report("figures/{figure}.pdf", category="Figures"),
         png="figures/{figure}.png",
@@ -48,7 +48,7 @@ rule plot:
     conda:
         ENV
     params:
-        kind=lambda wildcards: FIGURES[wildcards.figure][0],
+        kind=lambda wildcards: FIGURE_KINDS[wildcards.figure],
         options=plot_options,
     shell:
-        "catrec plot {params.kind} --input {input} --output {output.pdf} {params.options} > {log} 2>&1"
+        "catrec plot {params.kind} --input {input:q} --output {output.pdf:q} {params.options} > {log:q} 2>&1"

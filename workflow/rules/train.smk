@@ -1,25 +1,27 @@
-# Stage 2: pretraining of the base models (Eq. 3.5), resumable from results/state/.
+# Stage 2: pretraining of the base models (Eq. 3.5), one per seed, resumable from results/state/.
 
 
 rule pretrain:
     input:
         unpack(data_files),
     output:
-        model="results/models/{dataset}/{model}/pretrain.pt",
-        curve="results/curves/{dataset}/{model}/pretrain.csv",
-        metrics="results/metrics/{dataset}/{model}/pretrain.json",
+        model=paths.run_template("models", "pretrain"),
+        curve=paths.run_template("curves", "pretrain"),
+        metrics=paths.run_template("metrics", "pretrain"),
     log:
-        "logs/pretrain/{dataset}/{model}.log",
+        "logs/pretrain/{dataset}/{model}/seed{seed}.log",
     conda:
         ENV
     threads: 1 if USE_GPU else config["threads"]
     resources:
         gpu=1 if USE_GPU else 0,
+        device=config["device"],
     params:
-        hparams=lambda wildcards: hparams(wildcards, "pretrain"),
+        hparams=stage_params("pretrain"),
         data=lambda wildcards, input: Path(input.sequences).parent,
-        state="results/state/{dataset}/{model}/pretrain",
+        state=state_dir,
     shell:
-        "catrec pretrain --data {params.data} --hparams {params.hparams:q} --dataset {wildcards.dataset}"
-        " --model {wildcards.model} --checkpoint {output.model} --curve {output.curve}"
-        " --metrics {output.metrics} --state-dir {params.state} > {log} 2>&1"
+        "catrec pretrain --data {params.data:q} --hparams {params.hparams:q} --dataset {wildcards.dataset}"
+        " --model {wildcards.model} --device {resources.device} --threads {threads}"
+        " --checkpoint {output.model:q} --curve {output.curve:q} --metrics {output.metrics:q}"
+        " --state-dir {params.state:q} > {log:q} 2>&1"

@@ -10,24 +10,42 @@ from the right end (the last column is position T), so trimming and extra left p
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from catrec.errors import CatrecError
+from catrec.io import atomic_path
+from catrec.vocabulary import MODEL_KEYS_OF
+
 
 @dataclass(frozen=True)
 class ModelConfig:
+    """A model's architecture, saved with its weights. Values come from the config's ``model:`` section.
+
+    The keys of the other model stay None (``MODEL_KEYS_OF`` says which keys each model reads).
+    """
+
     name: str  # sasrec | gru4rec
     num_items: int  # n; item ids are 1..n, 0 is padding
     max_len: int  # T
-    hidden_size: int = 100
-    dropout: float = 0.2
-    num_blocks: int = 2  # SASRec
-    num_heads: int = 1  # SASRec
-    layer_norm: str = "pre"  # SASRec: pre | original
-    num_layers: int = 1  # GRU4Rec
+    hidden_size: int
+    dropout: float
+    num_blocks: int | None = None  # SASRec
+    num_heads: int | None = None  # SASRec
+    layer_norm: str | None = None  # SASRec: pre | original
+    num_layers: int | None = None  # GRU4Rec
+
+    @classmethod
+    def from_hparams(cls, hparams: Mapping[str, Any], num_items: int) -> ModelConfig:
+        """The architecture keys of ``catrec pretrain``'s validated ``--hparams``."""
+        name = hparams["model"]
+        keys = ("max_len", "hidden_size", "dropout", *MODEL_KEYS_OF[name])
+        return cls(name=name, num_items=num_items, **{key: hparams[key] for key in keys})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -72,4 +90,22 @@ def build_model(config: ModelConfig) -> SequentialRecommender:
     models: dict[str, type[SequentialRecommender]] = {"sasrec": SASRec, "gru4rec": GRU4Rec}
     if config.name not in models:
         raise ValueError(f"unknown model '{config.name}' (expected one of {sorted(models)})")
+    unset = [key for key in MODEL_KEYS_OF[config.name] if getattr(config, key) is None]
+    if unset:
+        raise ValueError(f"model '{config.name}' needs {', '.join(unset)}")
     return models[config.name](config)
+
+
+def save_model(path: str | Path, model: SequentialRecommender) -> None:
+    with atomic_path(path) as temp:
+        torch.save({"config": model.config.to_dict(), "state_dict": model.state_dict()}, temp)
+
+
+def load_model(path: str | Path, device: torch.device | str) -> SequentialRecommender:
+    """The model saved by ``save_model``, on ``device``, in eval mode."""
+    if not Path(path).exists():
+        raise CatrecError(f"{path}: model file not found")
+    payload = torch.load(path, map_location=device, weights_only=True)
+    model = build_model(ModelConfig(**payload["config"]))
+    model.load_state_dict(payload["state_dict"])
+    return model.to(device).eval()

@@ -1,4 +1,4 @@
-"""Tidy summary CSVs (``catrec collect``) and Tables 1 and 2 of the paper, each beside the paper's numbers.
+"""Tables 1 and 2 of the paper, each beside the paper's numbers, from the tidy summaries.
 
 Every table is written three ways by one writer: CSV with raw numbers (for further analysis), Markdown and
 LaTeX (booktabs) with formatted, human-readable cells. All files are written atomically.
@@ -6,107 +6,28 @@ LaTeX (booktabs) with formatted, human-readable cells. All files are written ato
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
 from catrec.errors import CatrecError
-from catrec.io import atomic_path, write_text_atomically
-from catrec.schemas import ATTACK_COLUMNS, CURVE_COLUMNS, METHODS, METRICS, METRICS_COLUMNS, RUN_KEYS
-
-# Display order follows the paper; anything else (e.g. the toy dataset) comes after, alphabetically.
-DATASET_ORDER = ("ml-1m", "beauty", "video", "clothing")
-MODEL_ORDER = ("sasrec", "gru4rec")
-# Curve files are named after the run, and `pretrain` is a run but not a method of Table 2.
-RUN_ORDER = ("pretrain", *METHODS)
-LABELS = {
-    "ml-1m": "ML-1M",
-    "beauty": "Beauty",
-    "video": "Video",
-    "clothing": "Clothing",
-    "toy": "Toy",
-    "sasrec": "SASRec",
-    "gru4rec": "GRU4Rec",
-    "ndcg@10": "NDCG@10",
-    "hit@10": "HT@10",
-}
-MISSING = "—"
-
-STATS_KEYS = ("users", "items", "interactions", "density")
-
-
-def label(name: str) -> str:
-    """The paper's spelling of a dataset, model or metric name (the name itself when unknown)."""
-    return LABELS.get(name, name)
-
-
-def ordered(values: Iterable[str], preferred: Sequence[str]) -> list[str]:
-    """The distinct ``values``: those in ``preferred`` in its order, then the others alphabetically."""
-    present = set(values)
-    return [value for value in preferred if value in present] + sorted(present - set(preferred))
-
-
-def sort_runs(frame: pd.DataFrame, then: Sequence[str] = ()) -> pd.DataFrame:
-    """Sort by dataset, model and run in the paper's order, then by the ``then`` columns."""
-    preferred = {"dataset": DATASET_ORDER, "model": MODEL_ORDER, "method": RUN_ORDER}
-    rank = {
-        column: {value: i for i, value in enumerate(ordered(frame[column], order))}
-        for column, order in preferred.items()
-    }
-
-    def key(column: pd.Series) -> pd.Series:
-        return column.map(rank[column.name]) if column.name in rank else column
-
-    return frame.sort_values([*RUN_KEYS, *then], key=key, kind="stable").reset_index(drop=True)
-
-
-def write_csv(frame: pd.DataFrame, path: Path) -> None:
-    with atomic_path(path) as temp:
-        frame.to_csv(temp, index=False)
-
-
-def require_columns(frame: pd.DataFrame, columns: Iterable[str], source: Path | str) -> None:
-    missing = [column for column in columns if column not in frame.columns]
-    if missing:
-        raise CatrecError(f"{source}: missing column(s) {', '.join(repr(c) for c in missing)}")
-
-
-def read_table_csv(path: Path, columns: Iterable[str] = (), numeric: Iterable[str] = ()) -> pd.DataFrame:
-    """Read a CSV, check it has ``columns`` and that ``numeric`` columns hold numbers."""
-    try:
-        frame = pd.read_csv(path)
-    except FileNotFoundError as exc:
-        raise CatrecError(f"{path}: file not found") from exc
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise CatrecError(f"{path}: not a readable CSV ({exc})") from exc
-    require_columns(frame, [*columns, *numeric], path)
-    for column in numeric:
-        try:
-            frame[column] = pd.to_numeric(frame[column])
-        except (ValueError, TypeError) as exc:
-            raise CatrecError(f"{path}: column '{column}' holds a non-number ({exc})") from exc
-    return frame
-
-
-def _read_json(path: Path, keys: Iterable[str]) -> dict[str, Any]:
-    try:
-        record = json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise CatrecError(f"{path}: file not found") from exc
-    except json.JSONDecodeError as exc:
-        raise CatrecError(f"{path}: not valid JSON ({exc})") from exc
-    if not isinstance(record, dict):
-        raise CatrecError(f"{path}: expected a JSON object")
-    missing = [key for key in keys if key not in record]
-    if missing:
-        raise CatrecError(f"{path}: missing key(s) {', '.join(repr(k) for k in missing)}")
-    return record
-
+from catrec.io import write_text_atomically
+from catrec.report.frames import (
+    DATASET_ORDER,
+    MISSING,
+    MODEL_ORDER,
+    STATS_KEYS,
+    label,
+    ordered,
+    read_json,
+    read_table_csv,
+    sort_runs,
+    write_csv,
+)
+from catrec.vocabulary import METHODS, METRICS, RUN_KEYS
 
 # ---------------------------------------------------------------------------------------------------------
 # One table model, three renderings
@@ -159,6 +80,7 @@ _LATEX_ESCAPES = {
     "_": r"\_",
     "{": r"\{",
     "}": r"\}",
+    "±": r"$\pm$",
     MISSING: "---",
 }
 
@@ -227,7 +149,7 @@ def write_table1(stats_paths: Mapping[str, Path], paper_path: Path, prefix: Path
     paper = paper.set_index("dataset")
     rows = []
     for dataset, path in stats_paths.items():
-        stats = _read_json(path, STATS_KEYS)
+        stats = read_json(path, STATS_KEYS)
         for key in STATS_KEYS:
             if isinstance(stats[key], bool) or not isinstance(stats[key], int | float):
                 raise CatrecError(f"{path}: key '{key}' must be a number, got {stats[key]!r}")
@@ -272,66 +194,6 @@ def _require_unique(frame: pd.DataFrame, keys: list[str], source: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# collect
-# ---------------------------------------------------------------------------------------------------------
-
-
-def _metrics_rows(path: Path) -> pd.DataFrame:
-    record = _read_json(path, ["dataset", "model", "method", "seed", "valid", "test"])
-    # Only sweep runs need to record epsilon; an absent one stays blank (NaN) in the summary.
-    epsilon = record.get("epsilon")
-    if epsilon is None:
-        epsilon = math.nan
-    elif isinstance(epsilon, bool) or not isinstance(epsilon, int | float):
-        raise CatrecError(f"{path}: key 'epsilon' must be a number, got {epsilon!r}")
-    rows = []
-    for split in ("valid", "test"):
-        scores = record[split]
-        if not isinstance(scores, dict) or any(metric not in scores for metric in METRICS):
-            raise CatrecError(f"{path}: key '{split}' must be an object with {', '.join(METRICS)}")
-        identity = {key: record[key] for key in ("dataset", "model", "method", "seed")}
-        rows.append({**identity, "epsilon": float(epsilon), "split": split, **scores})
-    return pd.DataFrame(rows)
-
-
-def _curve_rows(path: Path) -> pd.DataFrame:
-    # The run's identity lives only in its path: results/curves/{dataset}/{model}/{run}.csv.
-    if len(path.parts) < 3:
-        raise CatrecError(f"{path}: expected a curve path .../{{dataset}}/{{model}}/{{run}}.csv")
-    curve = read_table_csv(path, CURVE_COLUMNS)
-    return curve.assign(dataset=path.parent.parent.name, model=path.parent.name, method=path.stem)
-
-
-def _attack_rows(path: Path) -> pd.DataFrame:
-    return read_table_csv(path, ATTACK_COLUMNS)
-
-
-@dataclass(frozen=True)
-class _Kind:
-    read: Callable[[Path], pd.DataFrame]
-    columns: list[str]
-    sort_then: tuple[str, ...]
-
-
-_KINDS = {
-    "metrics": _Kind(_metrics_rows, METRICS_COLUMNS, ("epsilon", "seed", "split")),
-    "curves": _Kind(_curve_rows, [*RUN_KEYS, *CURVE_COLUMNS], ("epoch", "split")),
-    "attacks": _Kind(_attack_rows, ATTACK_COLUMNS, ("attack", "position", "k")),
-}
-
-
-def collect(kind: str, inputs: Sequence[Path], output: Path) -> None:
-    """Concatenate per-run results of one ``kind`` into a tidy CSV, sorted so reruns give identical files."""
-    if kind not in _KINDS:
-        raise CatrecError(f"unknown kind '{kind}' (expected one of {', '.join(_KINDS)})")
-    if not inputs:
-        raise CatrecError(f"collect {kind}: no input files")
-    spec = _KINDS[kind]
-    frame = pd.concat([spec.read(Path(path))[spec.columns] for path in inputs], ignore_index=True)
-    write_csv(sort_runs(frame, then=spec.sort_then), output)
-
-
-# ---------------------------------------------------------------------------------------------------------
 # Table 2
 # ---------------------------------------------------------------------------------------------------------
 
@@ -371,12 +233,16 @@ def _table2_frame(metrics_csv: Path) -> pd.DataFrame:
     if test.empty:
         raise CatrecError(f"{metrics_csv}: no rows with 'test' in column 'split'")
     _require_unique(test, [*RUN_KEYS, "seed"], metrics_csv)
-    # Several seeds of one run are averaged; `seeds` records how many went in.
+    # Several seeds of one run are averaged (sample std beside, NaN for one seed); `seeds` counts them.
     means = test.groupby(RUN_KEYS, as_index=False).agg(
-        **{metric: (metric, "mean") for metric in METRICS}, seeds=("seed", "nunique")
+        **{metric: (metric, "mean") for metric in METRICS},
+        **{f"{metric}_std": (metric, "std") for metric in METRICS},
+        seeds=("seed", "nunique"),
     )
-    columns = [*RUN_KEYS, "ndcg@10", "ndcg@10_vs_base_pct", "hit@10", "hit@10_vs_base_pct", "seeds"]
-    return sort_runs(_vs_base(means))[columns]
+    columns = [*RUN_KEYS]
+    for metric in METRICS:
+        columns += [metric, f"{metric}_std", f"{metric}_vs_base_pct"]
+    return sort_runs(_vs_base(means))[[*columns, "seeds"]]
 
 
 def _table2_layout(frame: pd.DataFrame) -> Table:
@@ -404,8 +270,12 @@ def _table2_layout(frame: pd.DataFrame) -> Table:
                     improvement = (
                         MISSING if method == "base" else _number(values[f"{metric}_vs_base_pct"], ".2f", "%")
                     )
+                    spread = values[f"{metric}_std"]
+                    text = _number(values[metric], ".4f")
+                    if not math.isnan(spread):
+                        text += f" ± {spread:.4f}"
                     row += [
-                        Cell(_number(values[metric], ".4f"), bold),
+                        Cell(text, bold),
                         Cell(improvement, bold and improvement != MISSING),
                     ]
             rows.append(row)
@@ -413,8 +283,9 @@ def _table2_layout(frame: pd.DataFrame) -> Table:
         header=["Model", "Method", *["NDCG@10", "vs Base", "HT@10", "vs Base"] * len(datasets)],
         rows=rows,
         align="ll" + "rrrr" * len(datasets),
-        caption="Table 2: Test accuracy of each training method; vs Base is the relative improvement "
-        "over the base model; best per model in bold.",
+        caption="Table 2: Test accuracy of each training method (mean ± std over seeds where there are "
+        "several); vs Base is the relative improvement of the mean over the base model; best per model "
+        "in bold.",
         groups=[("", 2), *[(label(dataset), 4) for dataset in datasets]],
         breaks=breaks,
     )

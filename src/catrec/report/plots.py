@@ -20,8 +20,7 @@ from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from catrec.errors import CatrecError
 from catrec.io import atomic_path
-from catrec.schemas import METHODS, METRICS
-from catrec.tables import (
+from catrec.report.frames import (
     DATASET_ORDER,
     MODEL_ORDER,
     label,
@@ -29,6 +28,7 @@ from catrec.tables import (
     read_table_csv,
     require_columns,
 )
+from catrec.vocabulary import METHODS, METRICS
 
 PNG_DPI = 150
 SINGLE_POSITIONS = ("first", "middle", "last")

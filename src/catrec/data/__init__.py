@@ -1,0 +1,1 @@
+"""Data: raw formats to ``sequences.txt`` (``raw``), the leave-one-out tensors (``sequences``), batches."""

@@ -1,0 +1,32 @@
+"""The BCE loss of Eq. 3.5 on the scores of Eq. 3.4: pretraining's loss and every method's clean term."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from catrec.data.batches import Batch
+from catrec.models import SequentialRecommender
+
+
+def bce_from_scores(pos_scores: torch.Tensor, neg_scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Eq. 3.5 with one negative, -(log sigma(r_pos) + log(1 - sigma(r_neg))), averaged over ``mask`` True.
+
+    log(1 - sigma(x)) = log sigma(-x); logsigmoid stays finite for large scores. Scores at padding are
+    replaced (not multiplied by 0) before the loss, so even inf or NaN there reach neither loss nor gradient.
+    """
+    zero = torch.zeros((), dtype=pos_scores.dtype, device=pos_scores.device)
+    losses = -(
+        F.logsigmoid(torch.where(mask, pos_scores, zero)) + F.logsigmoid(-torch.where(mask, neg_scores, zero))
+    )
+    return (losses * mask).sum() / mask.sum().clamp(min=1)
+
+
+def bce_loss(model: SequentialRecommender, batch: Batch) -> torch.Tensor:
+    reps = model(batch.seqs)
+    return bce_from_scores(model.score(reps, batch.pos), model.score(reps, batch.neg), batch.pos != 0)
+
+
+LossFn = Callable[[SequentialRecommender, Batch], torch.Tensor]

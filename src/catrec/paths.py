@@ -1,0 +1,91 @@
+"""Where every result lives: the path templates the rules expand and the stages and collectors read back.
+
+A run is identified by dataset, model, seed, method and, for the methods that take it, epsilon; each is a
+level of its paths, so seeds, the paper's epsilon, the epsilon sweep and overlays coexist in one tree::
+
+    results/{kind}/{dataset}/{model}/seed{seed}/pretrain.{ext}
+    results/{kind}/{dataset}/{model}/seed{seed}/{method}.{ext}              base, continued
+    results/{kind}/{dataset}/{model}/seed{seed}/{method}/eps{epsilon}.{ext} methods that take epsilon
+
+with kind ``models`` (.pt), ``curves`` (.csv), ``metrics`` (.json) and ``attacks`` (.csv). Templates use
+Snakemake's wildcard syntax; ``run_file`` fills them.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from catrec.vocabulary import EPSILON_METHODS
+
+RESULTS = "results"
+DATA_DIR = "results/data/{dataset}"
+SEQUENCES = f"{DATA_DIR}/sequences.txt"
+STATS = f"{DATA_DIR}/stats.json"
+CASCADE = "results/cascade/{dataset}/{terms}.pt"
+STATE_ROOT = "results/state"
+SUMMARY = "results/summary/{summary}.csv"
+TABLES = "results/tables"
+
+EXTENSIONS = {"models": "pt", "curves": "csv", "metrics": "json", "attacks": "csv"}
+SEED_DIR = "{dataset}/{model}/seed{seed}"
+PRETRAIN_RUN = f"{SEED_DIR}/pretrain"
+CLEAN_RUN = f"{SEED_DIR}/{{method}}"
+EPSILON_RUN = f"{SEED_DIR}/{{method}}/eps{{epsilon}}"
+EPSILON_PATTERN = "[0-9][0-9.e+-]*"
+
+
+def epsilon_label(value: float | str) -> str:
+    """Epsilon as it appears in paths: the shortest exact form (10, 0.1, 1e-05)."""
+    return f"{float(value):g}"
+
+
+def run_name(method: str, epsilon: float | str | None = None) -> str:
+    """The run template of ``method`` (pretrain, a clean method, or one that takes epsilon)."""
+    if method == "pretrain":
+        return PRETRAIN_RUN
+    if method in EPSILON_METHODS:
+        if epsilon is None:
+            raise ValueError(f"method '{method}' takes epsilon")
+        return EPSILON_RUN
+    return CLEAN_RUN
+
+
+def run_template(kind: str, method: str, epsilon: float | str | None = "{epsilon}") -> str:
+    """``results/{kind}/...`` for the runs of ``method`` with the wildcards left in."""
+    return f"{RESULTS}/{kind}/{run_name(method, epsilon)}.{EXTENSIONS[kind]}"
+
+
+def state_dir(method: str, epsilon: float | str | None = "{epsilon}") -> str:
+    """Parent of a run's state directories (one per run identity, see ``catrec.state``)."""
+    return f"{STATE_ROOT}/{run_name(method, epsilon)}"
+
+
+def run_file(
+    kind: str, *, dataset: str, model: str, seed: int | str, method: str, epsilon: float | str | None = None
+) -> str:
+    """The concrete path of one run's file."""
+    label = epsilon_label(epsilon) if method in EPSILON_METHODS and epsilon is not None else None
+    return run_template(kind, method, label).format(
+        dataset=dataset, model=model, seed=seed, method=method, epsilon=label
+    )
+
+
+def parse_run(path: str | Path) -> dict[str, Any]:
+    """A run file's identity (dataset, model, method, epsilon, seed) from its path; epsilon NaN if none."""
+    path = Path(path)
+    if path.stem.startswith("eps") and not path.parent.name.startswith("seed"):
+        method_dir, seed_dir, epsilon = path.parent, path.parent.parent, float(path.stem[3:])
+        method = method_dir.name
+    else:
+        seed_dir, method, epsilon = path.parent, path.stem, math.nan
+    if not seed_dir.name.startswith("seed") or len(seed_dir.parts) < 3:
+        raise ValueError(f"{path}: not a run path .../{{dataset}}/{{model}}/seed{{seed}}/...")
+    return {
+        "dataset": seed_dir.parent.parent.name,
+        "model": seed_dir.parent.name,
+        "method": method,
+        "epsilon": epsilon,
+        "seed": int(seed_dir.name[4:]),
+    }

@@ -1,0 +1,87 @@
+"""``catrec collect``: per-run result files into one tidy CSV, each row with its run's full identity."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from catrec.errors import CatrecError
+from catrec.paths import parse_run
+from catrec.report.frames import read_json, read_table_csv, sort_runs, write_csv
+from catrec.vocabulary import (
+    ATTACK_COLUMNS,
+    ATTACK_SUMMARY_COLUMNS,
+    CURVE_COLUMNS,
+    CURVE_SUMMARY_COLUMNS,
+    METRICS,
+    METRICS_COLUMNS,
+    RUN_KEYS,
+)
+
+
+def _metrics_rows(path: Path) -> pd.DataFrame:
+    record = read_json(path, ["dataset", "model", "method", "seed", "valid", "test"])
+    # Only sweep runs need to record epsilon; an absent one stays blank (NaN) in the summary.
+    epsilon = record.get("epsilon")
+    if epsilon is None:
+        epsilon = math.nan
+    elif isinstance(epsilon, bool) or not isinstance(epsilon, int | float):
+        raise CatrecError(f"{path}: key 'epsilon' must be a number, got {epsilon!r}")
+    rows = []
+    for split in ("valid", "test"):
+        scores = record[split]
+        if not isinstance(scores, dict) or any(metric not in scores for metric in METRICS):
+            raise CatrecError(f"{path}: key '{split}' must be an object with {', '.join(METRICS)}")
+        identity = {key: record[key] for key in ("dataset", "model", "method", "seed")}
+        rows.append({**identity, "epsilon": float(epsilon), "split": split, **scores})
+    return pd.DataFrame(rows)
+
+
+def _identity(path: Path) -> dict[str, object]:
+    """Dataset, model, method, epsilon and seed of a run file, read from its path (``catrec.paths``)."""
+    try:
+        return parse_run(path)
+    except ValueError as exc:
+        raise CatrecError(str(exc)) from exc
+
+
+def _curve_rows(path: Path) -> pd.DataFrame:
+    return read_table_csv(path, CURVE_COLUMNS).assign(**_identity(path))
+
+
+def _attack_rows(path: Path) -> pd.DataFrame:
+    identity = _identity(path)
+    rows = read_table_csv(path, ATTACK_COLUMNS)
+    for key in RUN_KEYS:
+        if (rows[key].astype(str) != identity[key]).any():
+            raise CatrecError(f"{path}: column '{key}' disagrees with the path ({identity[key]})")
+    return rows.assign(epsilon=identity["epsilon"], seed=identity["seed"])
+
+
+@dataclass(frozen=True)
+class _Kind:
+    read: Callable[[Path], pd.DataFrame]
+    columns: list[str]
+    sort_then: tuple[str, ...]
+
+
+_KINDS = {
+    "metrics": _Kind(_metrics_rows, METRICS_COLUMNS, ("epsilon", "seed", "split")),
+    "curves": _Kind(_curve_rows, CURVE_SUMMARY_COLUMNS, ("epsilon", "seed", "epoch", "split")),
+    "attacks": _Kind(_attack_rows, ATTACK_SUMMARY_COLUMNS, ("epsilon", "seed", "attack", "position", "k")),
+}
+
+
+def collect(kind: str, inputs: Sequence[Path], output: Path) -> None:
+    """Concatenate per-run results of one ``kind`` into a tidy CSV, sorted so reruns give identical files."""
+    if kind not in _KINDS:
+        raise CatrecError(f"unknown kind '{kind}' (expected one of {', '.join(_KINDS)})")
+    if not inputs:
+        raise CatrecError(f"collect {kind}: no input files")
+    spec = _KINDS[kind]
+    frame = pd.concat([spec.read(Path(path))[spec.columns] for path in inputs], ignore_index=True)
+    write_csv(sort_runs(frame, then=spec.sort_then), output)

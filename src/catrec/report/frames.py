@@ -1,0 +1,105 @@
+"""Reading and writing tidy CSV, and the paper's names and order of datasets, models and methods.
+
+Shared by the collectors, the tables and the plots of ``catrec.report``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from catrec.errors import CatrecError
+from catrec.io import atomic_path
+from catrec.vocabulary import METHODS, RUN_KEYS
+
+# Display order follows the paper; anything else (e.g. the toy dataset) comes after, alphabetically.
+DATASET_ORDER = ("ml-1m", "beauty", "video", "clothing")
+MODEL_ORDER = ("sasrec", "gru4rec")
+# Curve files are named after the run, and `pretrain` is a run but not a method of Table 2.
+RUN_ORDER = ("pretrain", *METHODS)
+LABELS = {
+    "ml-1m": "ML-1M",
+    "beauty": "Beauty",
+    "video": "Video",
+    "clothing": "Clothing",
+    "toy": "Toy",
+    "sasrec": "SASRec",
+    "gru4rec": "GRU4Rec",
+    "ndcg@10": "NDCG@10",
+    "hit@10": "HT@10",
+}
+MISSING = "—"
+
+STATS_KEYS = ("users", "items", "interactions", "density")
+
+
+def label(name: str) -> str:
+    """The paper's spelling of a dataset, model or metric name (the name itself when unknown)."""
+    return LABELS.get(name, name)
+
+
+def ordered(values: Iterable[str], preferred: Sequence[str]) -> list[str]:
+    """The distinct ``values``: those in ``preferred`` in its order, then the others alphabetically."""
+    present = set(values)
+    return [value for value in preferred if value in present] + sorted(present - set(preferred))
+
+
+def sort_runs(frame: pd.DataFrame, then: Sequence[str] = ()) -> pd.DataFrame:
+    """Sort by dataset, model and run in the paper's order, then by the ``then`` columns."""
+    preferred = {"dataset": DATASET_ORDER, "model": MODEL_ORDER, "method": RUN_ORDER}
+    rank = {
+        column: {value: i for i, value in enumerate(ordered(frame[column], order))}
+        for column, order in preferred.items()
+    }
+
+    def key(column: pd.Series) -> pd.Series:
+        return column.map(rank[column.name]) if column.name in rank else column
+
+    return frame.sort_values([*RUN_KEYS, *then], key=key, kind="stable").reset_index(drop=True)
+
+
+def write_csv(frame: pd.DataFrame, path: Path) -> None:
+    with atomic_path(path) as temp:
+        frame.to_csv(temp, index=False)
+
+
+def require_columns(frame: pd.DataFrame, columns: Iterable[str], source: Path | str) -> None:
+    missing = [column for column in columns if column not in frame.columns]
+    if missing:
+        raise CatrecError(f"{source}: missing column(s) {', '.join(repr(c) for c in missing)}")
+
+
+def read_table_csv(path: Path, columns: Iterable[str] = (), numeric: Iterable[str] = ()) -> pd.DataFrame:
+    """Read a CSV, check it has ``columns`` and that ``numeric`` columns hold numbers."""
+    try:
+        frame = pd.read_csv(path)
+    except FileNotFoundError as exc:
+        raise CatrecError(f"{path}: file not found") from exc
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise CatrecError(f"{path}: not a readable CSV ({exc})") from exc
+    require_columns(frame, [*columns, *numeric], path)
+    for column in numeric:
+        try:
+            frame[column] = pd.to_numeric(frame[column])
+        except (ValueError, TypeError) as exc:
+            raise CatrecError(f"{path}: column '{column}' holds a non-number ({exc})") from exc
+    return frame
+
+
+def read_json(path: Path, keys: Iterable[str]) -> dict[str, Any]:
+    try:
+        record = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise CatrecError(f"{path}: file not found") from exc
+    except json.JSONDecodeError as exc:
+        raise CatrecError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(record, dict):
+        raise CatrecError(f"{path}: expected a JSON object")
+    missing = [key for key in keys if key not in record]
+    if missing:
+        raise CatrecError(f"{path}: missing key(s) {', '.join(repr(k) for k in missing)}")
+    return record

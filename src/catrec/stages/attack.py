@@ -1,0 +1,55 @@
+"""Stage ``attack``: item-replacement attacks (section 5.6) against one trained model; the attacks CSV."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from catrec.attack import AttackConfig, attack_rows
+from catrec.data.sequences import SequenceData
+from catrec.errors import CatrecError
+from catrec.io import atomic_path
+from catrec.models import load_model
+from catrec.runtime import configure
+from catrec.stages.common import prepare
+from catrec.vocabulary import ATTACK_COLUMNS
+
+
+def write_attack_csv(rows: list[dict[str, Any]], output: str | Path) -> None:
+    """Write ``rows`` with exactly ``ATTACK_COLUMNS`` to ``output`` atomically."""
+    with atomic_path(output) as temp, open(temp, "w", newline="") as stream:
+        writer = csv.DictWriter(stream, fieldnames=ATTACK_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def run_attacks(
+    *,
+    data_dir: str | Path,
+    hparams: Mapping[str, Any],
+    dataset: str,
+    model_name: str,
+    method: str,
+    checkpoint: str | Path,
+    output: str | Path,
+    device: str = "auto",
+    threads: int = 1,
+) -> None:
+    """Attack the model in ``checkpoint`` on the test inputs of ``data_dir``; write the tidy attacks CSV."""
+    values = prepare(hparams, "attack", model=model_name)
+    config = AttackConfig.from_hparams(values)
+    model = load_model(checkpoint, configure(device, threads))
+    if model.config.name != model_name:
+        raise CatrecError(f"{checkpoint}: holds a {model.config.name} model, not {model_name}")
+    data = SequenceData.from_dir(data_dir, values["max_len"])
+    if data.num_items != model.config.num_items:
+        raise CatrecError(
+            f"{checkpoint}: model has {model.config.num_items} items, {data_dir} has {data.num_items}"
+        )
+    rows = attack_rows(
+        model, data.eval_inputs("test"), data.eval_targets("test"), data.eval_exclude("test"), config
+    )
+    labels = {"dataset": dataset, "model": model_name, "method": method}
+    write_attack_csv([{**labels, **row} for row in rows], output)

@@ -1,0 +1,96 @@
+"""Resumable-run state keyed by the run's identity, so a resume only ever continues the same run.
+
+A run's identity is everything that determines its result: the stage, model and method, every setting the
+stage reads (its ``--hparams``) and the content (sha256) of each input file: the sequences, the pretrained
+weights, the cascade matrix. Its state lives in ``<state root>/<digest of the identity>/``; a changed setting
+or input gives another directory, so it starts fresh instead of resuming a foreign run, and the old state is
+left alone until ``catrec prune-state`` removes what no result uses any more.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from catrec.errors import CatrecError
+from catrec.io import write_text_atomically
+
+IDENTITY_FILE = "identity.json"
+# Settings that change how often a run is saved, not what it computes.
+_NOT_IDENTITY = ("checkpoint_every",)
+
+
+def file_digest(path: str | Path) -> str:
+    """sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    except OSError as exc:
+        raise CatrecError(f"{path}: cannot read input ({exc.strerror})") from exc
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class RunState:
+    """A run's state directory and its identity digest (recorded in the run's metrics as ``run_id``)."""
+
+    directory: Path
+    run_id: str
+
+
+def run_state(
+    root: str | Path,
+    *,
+    stage: str,
+    model: str,
+    method: str,
+    hparams: Mapping[str, Any],
+    inputs: Mapping[str, str | Path],
+    metrics: str | Path,
+) -> RunState:
+    """The state directory of the run with this identity under ``root`` (created, with identity.json)."""
+    identity = {
+        "stage": stage,
+        "model": model,
+        "method": method,
+        "hparams": {key: value for key, value in hparams.items() if key not in _NOT_IDENTITY},
+        "inputs": {name: file_digest(path) for name, path in sorted(inputs.items())},
+    }
+    run_id = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+    directory = Path(root) / run_id
+    record = directory / IDENTITY_FILE
+    if not record.exists():
+        # The metrics path lets prune-state tell whether a newer run has replaced this one's results.
+        # Absolute, so that prune-state finds it from any working directory.
+        metrics_path = str(Path(metrics).resolve())
+        write_text_atomically(record, json.dumps({**identity, "metrics": metrics_path}, indent=2) + "\n")
+    return RunState(directory=directory, run_id=run_id)
+
+
+def prune_state(root: str | Path, *, finished: bool = False, dry_run: bool = False) -> list[Path]:
+    """Remove state no current result uses; return the directories removed (or, dry, to be removed).
+
+    A state directory is unused when its run's metrics file now holds another run's results (a setting or an
+    input changed since); with ``finished``, also when it holds this run's (the run is complete; its state
+    would only serve rerunning it identically). State of runs without results yet (running, killed) is kept.
+    """
+    removed = []
+    for record in sorted(Path(root).rglob(IDENTITY_FILE)):
+        directory = record.parent
+        identity = json.loads(record.read_text())
+        metrics = Path(identity["metrics"])
+        if not metrics.exists():
+            continue
+        current = json.loads(metrics.read_text()).get("run_id")
+        if current != directory.name or finished:
+            removed.append(directory)
+            if not dry_run:
+                shutil.rmtree(directory)
+    return removed

@@ -1,0 +1,69 @@
+"""The vocabulary of the experiment: methods and what each reads, cascade terms, figures, tidy CSV columns.
+
+The Snakemake rules (workflow/rules/common.smk), the stages, the tables and the plots import these, so a
+method, a figure or a column exists in one place only. See docs/architecture.md for what each file holds.
+"""
+
+from __future__ import annotations
+
+# Training methods in the order of Table 2; `base` is the pretrained model itself (not trained further).
+METHODS = (
+    "base",
+    "continued",
+    "adv_linear",
+    "adv_seq",
+    "adv_global",
+    "adv_cas",
+    "adv_cas_temporal",
+    "adv_cas_cross",
+)
+# Which cascade file (``catrec cascade --terms``) each cascade-guided method needs.
+CASCADE_TERMS_OF = {"adv_cas": "both", "adv_cas_temporal": "temporal", "adv_cas_cross": "cross"}
+CASCADE_TERMS = ("both", "temporal", "cross")
+
+# The `adversarial:` keys each trained method reads; a method's run depends on these and on nothing else of
+# that section, so changing one re-runs only the methods listed for it.
+_LEVEL_1 = ("epsilon", "lambda1", "grad_norm_scope", "init_noise", "fgsm_gradient")
+_LEVEL_2 = ("epsilon", "lambda2", "grad_norm_scope")
+_BOTH_LEVELS = tuple(dict.fromkeys(_LEVEL_1 + _LEVEL_2))
+ADVERSARIAL_KEYS_OF: dict[str, tuple[str, ...]] = {
+    "continued": (),
+    "adv_linear": _LEVEL_2,
+    "adv_seq": ("epsilon", "grad_norm_scope"),
+    "adv_global": _BOTH_LEVELS,
+    **{method: (*_BOTH_LEVELS, "cascade_normalization") for method in CASCADE_TERMS_OF},
+}
+# Methods whose run takes epsilon: epsilon is part of their result paths, and they are swept in Figure 4.
+EPSILON_METHODS = tuple(method for method, keys in ADVERSARIAL_KEYS_OF.items() if "epsilon" in keys)
+CLEAN_METHODS = tuple(method for method in METHODS if method not in EPSILON_METHODS)
+
+# The keys of each `model:` section that a model reads, besides `hidden_size` and `dropout`.
+MODEL_KEYS_OF = {"sasrec": ("num_blocks", "num_heads", "layer_norm"), "gru4rec": ("num_layers",)}
+MODELS = tuple(MODEL_KEYS_OF)
+DEVICES = ("auto", "cpu", "cuda")
+
+# figure target -> the plot kind that draws it (``catrec plot``); common.smk adds each one's data.
+FIGURE_KINDS = {"fig3": "fig3", "fig4": "fig4", "fig5": "fig5", "fig6": "fig6", "fig6_gru4rec": "fig6"}
+
+METRICS = ("ndcg@10", "hit@10")
+# Lists, not tuples: pandas reads a tuple passed to groupby / set_index as one key.
+RUN_KEYS = ["dataset", "model", "method"]
+
+CURVE_COLUMNS = ["epoch", "phase", "split", *METRICS, "loss", "seconds"]
+METRICS_COLUMNS = [*RUN_KEYS, "epsilon", "seed", "split", *METRICS]
+ATTACK_COLUMNS = [
+    *RUN_KEYS,
+    "attack",
+    "position",
+    "k",
+    *METRICS,
+    "clean_ndcg@10",
+    "clean_hit@10",
+    "drop_ndcg@10",
+    "drop_hit@10",
+    "drop_ndcg@10_pct",
+    "drop_hit@10_pct",
+]
+# Collected summaries: a run's rows with its full identity (epsilon and seed come from the file's path).
+CURVE_SUMMARY_COLUMNS = [*RUN_KEYS, "epsilon", "seed", *CURVE_COLUMNS]
+ATTACK_SUMMARY_COLUMNS = [*RUN_KEYS, "epsilon", "seed", *ATTACK_COLUMNS[len(RUN_KEYS) :]]
