@@ -87,7 +87,8 @@ def test_leave_one_out_tensors_on_a_hand_built_case() -> None:
     # Exclusions hold the whole history, not only the last T items.
     assert data.eval_exclude("valid").tolist() == [[1, 2, 3, 4], [7, 0, 0, 0], [3, 1, 0, 0]]
     assert data.eval_exclude("test").tolist() == [[1, 2, 3, 4, 5], [7, 8, 0, 0, 0], [3, 1, 3, 0, 0]]
-    assert data.history().tolist() == [[1, 2, 3, 4, 5, 6], [7, 8, 9, 0, 0, 0], [1, 2, 3, 0, 0, 0]]
+    # Negatives avoid the training items only (not the validation and test items).
+    assert data.training_items().tolist() == [[1, 2, 3, 4], [7, 0, 0, 0], [1, 3, 0, 0]]
 
 
 def test_sequence_data_rejects_bad_input() -> None:
@@ -96,7 +97,7 @@ def test_sequence_data_rejects_bad_input() -> None:
     with pytest.raises(CatrecError, match="1..3"):
         SequenceData.from_sequences([[1, 2, 4]], num_items=3, max_len=4)
     with pytest.raises(CatrecError, match="every item"):
-        SequenceData.from_sequences([[1, 2, 3]], num_items=3, max_len=4)
+        SequenceData.from_sequences([[1, 2, 3, 1, 1]], num_items=3, max_len=4)
 
 
 def test_from_dir_matches_from_sequences(toy_data: SequenceData, toy_sequences: list[list[int]]) -> None:
@@ -106,12 +107,12 @@ def test_from_dir_matches_from_sequences(toy_data: SequenceData, toy_sequences: 
     assert torch.equal(toy_data.eval_exclude("test"), direct.eval_exclude("test"))
 
 
-def test_negatives_are_never_interacted_and_cover_the_rest(toy_data: SequenceData) -> None:
+def test_negatives_avoid_training_items_and_cover_the_rest(toy_data: SequenceData) -> None:
     users = torch.arange(toy_data.num_users)
     negatives = toy_data.sample_negatives(users, 3000, torch.Generator().manual_seed(0))
     assert negatives.shape == (toy_data.num_users, 3000)
     assert negatives.min() >= 1 and negatives.max() <= toy_data.num_items
-    history = toy_data.history()
+    history = toy_data.training_items()
     for user in range(0, toy_data.num_users, 7):
         seen = set(history[user].tolist()) - {0}
         drawn = set(negatives[user].tolist())
@@ -120,8 +121,9 @@ def test_negatives_are_never_interacted_and_cover_the_rest(toy_data: SequenceDat
         assert drawn == set(range(1, toy_data.num_items + 1)) - seen
 
 
-def test_negatives_with_a_single_free_item() -> None:
-    data = SequenceData.from_sequences([[5, 1, 4, 2], [3, 2, 1]], num_items=5, max_len=3)
+def test_negatives_with_a_single_free_item_which_is_the_validation_item() -> None:
+    # User 0 trains on 5, 1, 4, 2; its validation and test item 3 is the only item left to draw.
+    data = SequenceData.from_sequences([[5, 1, 4, 2, 3, 3], [3, 2, 1, 4, 5]], num_items=5, max_len=3)
     negatives = data.sample_negatives(torch.tensor([0, 1, 0]), 50, torch.Generator().manual_seed(1))
     assert (negatives[[0, 2]] == 3).all()
     assert set(negatives[1].tolist()) == {4, 5}
@@ -134,10 +136,10 @@ def test_batches_cover_every_user_once_with_aligned_columns(toy_data: SequenceDa
     users = torch.cat([batch.users for batch in batches])
     assert sorted(users.tolist()) == list(range(toy_data.num_users))
     lengths = (toy_data.train_inputs() != 0).sum(1)
-    history = toy_data.history()
+    history = toy_data.training_items()
     for batch in batches:
         width = batch.seqs.shape[1]
-        assert width == (int(lengths[batch.users].max()) if bucket else TOY_LEN)
+        assert width == int(lengths[batch.users].max())
         assert torch.equal(batch.seqs, toy_data.train_inputs()[batch.users, -width:])
         assert torch.equal(batch.pos, toy_data.train_targets()[batch.users, -width:])
         assert torch.equal(batch.neg == 0, batch.pos == 0)

@@ -37,9 +37,10 @@ def iterate_batches(
 ) -> Iterator[Batch]:
     """One epoch of training batches, with one fresh negative per real position (0 at padding).
 
-    With ``bucket_by_length`` users of similar length share a batch (ties in random order, batches in random
-    order) and each batch keeps only as many columns as its longest sequence; without it batches are random
-    and padded to T, the straightforward way.
+    Batches are random draws of users, as the reference SASRec sampler's. With ``bucket_by_length`` users of
+    similar length share a batch instead (ties in random order, batches in random order): faster, but it
+    changes what a batch averages over (docs/reproduction-notes.md). Either way a batch keeps only as many
+    columns as its longest sequence: the models do not depend on left padding, so this is the same math.
     """
     inputs, targets = data.train_inputs(), data.train_targets()
     lengths = (inputs != 0).sum(1)
@@ -50,7 +51,7 @@ def iterate_batches(
     if bucket_by_length:
         chunks = [chunks[index] for index in torch.randperm(len(chunks), generator=generator).tolist()]
     for users in chunks:
-        width = max(1, int(lengths[users].max())) if bucket_by_length else data.max_len
+        width = max(1, int(lengths[users].max()))
         pos = targets[users, -width:]
         neg = data.sample_negatives(users, width, generator) * (pos != 0)
         yield Batch(users=users, seqs=inputs[users, -width:], pos=pos, neg=neg)

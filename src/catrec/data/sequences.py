@@ -38,8 +38,8 @@ def _pad(rows: Sequence[Sequence[int]], width: int, *, left: bool) -> torch.Tens
 class SequenceData:
     """One dataset split leave-one-out, as padded tensors (shared: callers must not modify them).
 
-    ``_history`` holds each user's distinct items (training, validation and test) in ascending order, right
-    padded with 0; ``_gaps`` and ``_free`` serve ``sample_negatives``.
+    ``_history`` holds each user's distinct training items (the validation and test items excluded) in
+    ascending order, right padded with 0; ``_gaps`` and ``_free`` serve ``sample_negatives``.
     """
 
     num_items: int
@@ -72,9 +72,11 @@ class SequenceData:
                 train, valid, test = leave_one_out(list(sequence))
             except ValueError as exc:
                 raise CatrecError(f"user {user}: {exc}") from exc
-            distinct = sorted(set(sequence))
+            # Negatives avoid the user's training items only, as the reference SASRec sampler does: the
+            # validation and test items are unknown at training time.
+            distinct = sorted(set(train))
             if len(distinct) == num_items:
-                raise CatrecError(f"user {user} interacted with every item: no negative can be sampled")
+                raise CatrecError(f"user {user} trained on every item: no negative can be sampled")
             training.append(train)
             valid_targets.append(valid)
             test_targets.append(test)
@@ -129,15 +131,15 @@ class SequenceData:
         """(m, H): every item of the full (untruncated) history before the target, right-padded with 0."""
         return self._eval_exclude[_check_split(split)]
 
-    def history(self) -> torch.Tensor:
-        """(m, H): each user's distinct items of all three parts, ascending, right-padded with 0."""
+    def training_items(self) -> torch.Tensor:
+        """(m, H): each user's distinct training items (not validation, not test), ascending, right-padded."""
         return self._history
 
     def sample_negatives(self, users: torch.Tensor, width: int, generator: torch.Generator) -> torch.Tensor:
-        """(B, width) items drawn uniformly, independently, from the items each user never interacted with.
+        """(B, width) items drawn uniformly, independently, from the items outside each user's training items.
 
         Sampling by inversion instead of rejection: draw the rank r of the negative among the user's free
-        items, then r-th free item = r + 1 + #{history items h_j below it} = r + 1 + #{j: gaps_j <= r}, where
+        items, then r-th free item = r + 1 + #{training items h_j below it} = r + 1 + #{j: gaps_j <= r}, where
         gaps_j counts the free items below h_j (non-decreasing, so a binary search finds the count). One
         draw per position, no retry loop, whatever the share of items the user has seen.
         """

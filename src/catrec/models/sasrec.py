@@ -8,17 +8,37 @@ norm. Two layer-norm placements (docs/reproduction-notes.md):
 - ``original``: the authors' code: q = LN(x); x = q + Attn(q, x, x); x = LN(x); x = x + FFN(x).
 
 Padding keys are masked out of attention, so outputs do not depend on how much left padding there is.
+Every layer but attention works on the packed real positions only ((N, d), N = real items of the batch):
+on Beauty a random batch is mostly padding, which would otherwise cost several times the real work.
+Attention alone sees the padded (B, L, d) view. Outputs at padding are 0.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from catrec.models import ModelConfig, SequentialRecommender
+
+
+@dataclass(frozen=True)
+class _Packing:
+    """Where the packed rows live in the padded (B, L) view: ``padded[rows, columns] = packed``."""
+
+    rows: torch.Tensor
+    columns: torch.Tensor
+    shape: tuple[int, int]
+
+    def pad(self, packed: torch.Tensor) -> torch.Tensor:
+        padded = packed.new_zeros(*self.shape, packed.shape[-1])
+        return padded.index_put((self.rows, self.columns), packed)
+
+    def pack(self, padded: torch.Tensor) -> torch.Tensor:
+        return padded[self.rows, self.columns]
 
 
 class CausalSelfAttention(nn.Module):
@@ -33,11 +53,14 @@ class CausalSelfAttention(nn.Module):
         self.value = nn.Linear(hidden, hidden)
         self.out = nn.Linear(hidden, hidden)
 
-    def forward(self, queries: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        batch, length, hidden = queries.shape
+    def forward(
+        self, queries: torch.Tensor, keys: torch.Tensor, packing: _Packing, mask: torch.Tensor
+    ) -> torch.Tensor:
+        """Packed (N, d) queries and keys -> packed (N, d) outputs; projections run on the packed rows."""
+        (batch, length), hidden = packing.shape, queries.shape[-1]
 
         def split(x: torch.Tensor) -> torch.Tensor:
-            return x.view(batch, length, self.heads, hidden // self.heads).transpose(1, 2)
+            return packing.pad(x).view(batch, length, self.heads, hidden // self.heads).transpose(1, 2)
 
         attended = F.scaled_dot_product_attention(
             split(self.query(queries)),
@@ -46,7 +69,7 @@ class CausalSelfAttention(nn.Module):
             attn_mask=mask,
             dropout_p=self.dropout if self.training else 0.0,
         )
-        return self.out(attended.transpose(1, 2).reshape(batch, length, hidden))
+        return self.out(packing.pack(attended.transpose(1, 2).reshape(batch, length, hidden)))
 
 
 class PointWiseFeedForward(nn.Module):
@@ -75,13 +98,13 @@ class SASRecBlock(nn.Module):
         self.forward_norm = nn.LayerNorm(hidden, eps=1e-8)
         self.feed_forward = PointWiseFeedForward(hidden, config.dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, packing: _Packing, mask: torch.Tensor) -> torch.Tensor:
         if self.pre_ln:
             normed = self.attention_norm(x)
-            x = x + self.attention_dropout(self.attention(normed, normed, mask))
+            x = x + self.attention_dropout(self.attention(normed, normed, packing, mask))
             return x + self.feed_forward(self.forward_norm(x))
         queries = self.attention_norm(x)
-        x = queries + self.attention_dropout(self.attention(queries, x, mask))
+        x = queries + self.attention_dropout(self.attention(queries, x, packing, mask))
         x = self.forward_norm(x)
         return x + self.feed_forward(x)
 
@@ -99,15 +122,17 @@ class SASRec(SequentialRecommender):
         length = seqs.shape[1]
         if length > self.config.max_len:
             raise ValueError(f"sequence length {length} exceeds max_len {self.config.max_len}")
-        real = (seqs != 0).unsqueeze(-1)
+        real = seqs != 0
+        rows, columns = real.nonzero(as_tuple=True)
+        packing = _Packing(rows, columns, (seqs.shape[0], length))
         # Right-aligned positions: the last column is always position T - 1, whatever the batch width.
-        positions = torch.arange(self.config.max_len - length, self.config.max_len, device=seqs.device)
-        x = seq_emb * math.sqrt(self.config.hidden_size) + self.pos_emb(positions)
-        x = self.emb_dropout(x) * real
+        positions = columns + (self.config.max_len - length)
+        x = packing.pack(seq_emb) * math.sqrt(self.config.hidden_size) + self.pos_emb(positions)
+        x = self.emb_dropout(x)
         causal = torch.ones(length, length, dtype=torch.bool, device=seqs.device).tril()
-        # Keys at padding are masked; every query still sees itself so padding rows stay finite (then zeroed).
-        mask = (causal & (seqs != 0).unsqueeze(1)) | torch.eye(length, dtype=torch.bool, device=seqs.device)
+        # Keys at padding are masked; every query still sees itself so padding rows stay finite (dropped).
+        mask = (causal & real.unsqueeze(1)) | torch.eye(length, dtype=torch.bool, device=seqs.device)
         mask = mask.unsqueeze(1)
         for block in self.blocks:
-            x = block(x, mask) * real
-        return self.last_norm(x)
+            x = block(x, packing, mask)
+        return packing.pad(self.last_norm(x))
