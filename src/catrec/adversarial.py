@@ -1,11 +1,14 @@
-"""Adversarial fine-tuning: the losses of Eq. 4.6-4.10, the methods of Table 2 and the ``finetune`` stage.
+"""Adversarial fine-tuning: the losses of Eq. 4.6-4.10 and the methods of Table 2.
 
-Level 1 (Eq. 4.6-4.7) perturbs the sequence embeddings S = E[seqs] and penalises the change of the user
-representations w = f(S); level 2 (Eq. 4.8-4.9) perturbs w and the target and negative item embeddings and
-applies the BCE loss to the perturbed scores. Every perturbation is an FGSM step of norm epsilon, constant
-(detached) while the model minimises the total loss of Eq. 4.10. Choices the paper leaves open are switches
-of the ``adversarial:`` config section, explained in docs/reproduction-notes.md. Pure computation: the
-``finetune`` stage (``catrec.stages.finetune``) reads and writes the files.
+Level 1 (Eq. 4.6-4.7) perturbs the sequence embeddings S, the tensor the network takes as input (SASRec:
+sqrt(d) E[seqs]; GRU4Rec: E[seqs]; ``perturb_space``), and penalises the change of the user representations
+w = f(S); level 2 (Eq. 4.8-4.9) perturbs w and the target and negative item embeddings and applies the BCE
+loss to the perturbed scores. Every perturbation is an FGSM step of total norm epsilon within its norm scope,
+constant (detached) while the model minimises the total loss of Eq. 4.10. The cascade factors 1/C of
+adv_cas redistribute that budget across positions (more on the last items); they never change its total,
+so every method that perturbs S adds a perturbation of the same norm (section 5.5). Choices the paper leaves
+open are switches of the ``adversarial:`` config section, explained in docs/reproduction-notes.md. Pure
+computation: the ``finetune`` stage (``catrec.stages.finetune``) reads and writes the files.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import Any
 
 import torch
 
-from catrec.cascade import inverse_cascade_mean, perturbation_factors
+from catrec.cascade import perturbation_factors
 from catrec.data.batches import Batch
 from catrec.data.sequences import SequenceData
 from catrec.errors import CatrecError
@@ -39,8 +42,7 @@ class AdversarialConfig:
     lambda2: float | None = None
     grad_norm_scope: str | None = None  # batch | sequence | position
     init_noise: float | None = None
-    cascade_normalization: str | None = None  # dataset | batch
-    fgsm_gradient: str | None = None  # perturbation | input
+    perturb_space: str | None = None  # input | embedding
 
     @classmethod
     def from_hparams(cls, method: str, hparams: Mapping[str, Any]) -> AdversarialConfig:
@@ -49,23 +51,22 @@ class AdversarialConfig:
 
 
 def uniform_factors(batch: Batch) -> torch.Tensor:
-    """Factors of adv_global: 1 at every real position (already of mean 1), 0 at padding."""
+    """Factors of adv_global: 1 at every real position, 0 at padding."""
     return (batch.seqs != 0).float()
 
 
 class CascadeFactors:
-    """The normalised factors 1/C (``catrec.cascade.perturbation_factors``) of a batch's rows of C."""
+    """The factors 1/C (``catrec.cascade.perturbation_factors``) of a batch's rows of C."""
 
-    def __init__(self, cascade: torch.Tensor, normalization: str) -> None:
+    def __init__(self, cascade: torch.Tensor) -> None:
         self._cascade = cascade
-        self._mean_inverse = inverse_cascade_mean(cascade) if normalization == "dataset" else None
 
     def __call__(self, batch: Batch) -> torch.Tensor:
         if self._cascade.device != batch.seqs.device:
             self._cascade = self._cascade.to(batch.seqs.device)
         # A batch holds the last L columns of the (m, T) training inputs; C is aligned with those.
         rows = self._cascade[batch.users, -batch.seqs.shape[1] :]
-        return perturbation_factors(rows, batch.seqs != 0, self._mean_inverse)
+        return perturbation_factors(rows, batch.seqs != 0)
 
 
 class _SameDropout:
@@ -161,10 +162,18 @@ class AdversarialLoss:
             loss = loss + self.config.lambda2 * terms.adv2
         return loss
 
+    def input_budget(self, model: SequentialRecommender, norm: float) -> float:
+        """The norm on the embedding rows E[seqs] that makes ``norm`` in the chosen space of S.
+
+        S = input_scale * E[seqs] (SASRec's sqrt(d)); a step of norm eps on S is one of eps / input_scale
+        on the rows, in the same direction (the gradient w.r.t. S is the rows' gradient / input_scale).
+        """
+        return norm / model.input_scale if self.config.perturb_space == "input" else norm
+
     def terms(self, model: SequentialRecommender, batch: Batch) -> LossTerms:
         config = self.config
         real, mask = batch.seqs != 0, batch.pos != 0
-        # S: the raw embedding rows; model-internal scaling (SASRec's sqrt(d)) comes after the perturbation.
+        # The perturbations of S are applied to the embedding rows, scaled to their norm in perturb_space.
         seq_emb = model.item_emb(batch.seqs)
         # Drawn before the RNG state is saved, so these numbers are never reused as dropout masks.
         noise = torch.randn_like(seq_emb) if self.sequence == "representation" else None
@@ -175,21 +184,23 @@ class AdversarialLoss:
 
         if self.sequence == "bce":
             (gradient,) = torch.autograd.grad(terms.clean, seq_emb, retain_graph=True)
-            terms.perturbation = fgsm_step(gradient, real, config.epsilon, config.grad_norm_scope)
+            budget = self.input_budget(model, config.epsilon)
+            terms.perturbation = fgsm_step(gradient, real, budget, config.grad_norm_scope)
             terms.adv_seq = _bce(encode(seq_emb + terms.perturbation), pos_emb, neg_emb, mask)
         elif noise is not None:  # 'representation': level 1, Eq. 4.6-4.7
             factors = self.factors(batch).unsqueeze(-1)
+            scope = config.grad_norm_scope
             # ||f(S + A/C) - w|| has a zero gradient at A = 0, so the FGSM step starts from a small random
             # A0 (one power-iteration step towards the most sensitive direction, as in virtual adversarial
             # training).
-            start = fgsm_step(noise, real, config.init_noise, config.grad_norm_scope)
-            probe = (seq_emb.detach() + factors * start).requires_grad_()
+            start = fgsm_step(factors * noise, real, self.input_budget(model, config.init_noise), scope)
+            probe = (seq_emb.detach() + start).requires_grad_()
             gap = representation_gap(encode(probe), reps.detach(), real)
             (gradient,) = torch.autograd.grad(gap, probe)
-            if config.fgsm_gradient == "perturbation":
-                gradient = gradient * factors  # chain rule: d/dA of f(S + (1/C) * A)
-            step = fgsm_step(gradient, real, config.epsilon, config.grad_norm_scope)
-            terms.perturbation = factors * step
+            # Equal budgets: 1/C reweights the gradient once, then the step is normalised to epsilon, so the
+            # factors move the budget towards high-1/C positions without changing its total.
+            budget = self.input_budget(model, config.epsilon)
+            terms.perturbation = fgsm_step(factors * gradient, real, budget, scope)
             terms.adv1 = representation_gap(encode(seq_emb + terms.perturbation), reps, real)
 
         if self.linear:
@@ -231,5 +242,5 @@ def make_loss(
     if cascade is None:
         raise CatrecError(f"method '{method}' needs a cascade matrix (--cascade)")
     check_cascade(cascade, data)
-    factors = CascadeFactors(cascade, str(config.cascade_normalization))
+    factors = CascadeFactors(cascade)
     return AdversarialLoss(config, sequence="representation", linear=True, factors=factors)

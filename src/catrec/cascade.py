@@ -3,7 +3,7 @@
 C(i, t) counts how many training signals the interaction (user i, column t) influences: the later items of
 the same sequence (temporal term) and, with probability b/m of sharing a batch, every occurrence of the same
 item in other users' sequences (cross term). Cascade-guided adversarial training scales the perturbation of
-each sequence embedding by 1/C, re-normalised so that the mean factor over real positions is 1 (section 5.5).
+each sequence embedding by 1/C, within the same total budget epsilon as adv_global (section 5.5).
 Pure computation: the ``cascade`` stage (``catrec.stages.cascade``) reads and writes the files.
 """
 
@@ -58,24 +58,11 @@ def cascade_matrix(seqs: torch.Tensor, batch_size: int, terms: str = "both") -> 
     return result
 
 
-def inverse_cascade_mean(cascade: torch.Tensor) -> float:
-    """Mean of 1/C over the real positions (C > 0) of a cascade matrix: the dataset-level normaliser."""
-    real = cascade > 0
-    if not real.any():
-        raise ValueError("the cascade matrix has no real positions")
-    return float(cascade[real].reciprocal().mean())
+def perturbation_factors(cascade_rows: torch.Tensor, real_mask: torch.Tensor) -> torch.Tensor:
+    """Factors 1/C of Eq. 4.6 at real positions, 0 at padding.
 
-
-def perturbation_factors(
-    cascade_rows: torch.Tensor, real_mask: torch.Tensor, mean_inverse: float | None = None
-) -> torch.Tensor:
-    """Factors 1/C of Eq. 4.6, re-normalised to mean 1 over real positions, and 0 at padding.
-
-    The paper re-normalises "the average cascade values to 1 so that the total magnitudes of added
-    perturbations are the same for all the baselines" (section 5.5). ``mean_inverse`` is the mean of 1/C
-    over all real positions of the dataset (``cascade_normalization: dataset``); ``None`` normalises over
-    the real positions of these rows instead (``cascade_normalization: batch``).
+    Only their ratios matter: the level-1 step is normalised to norm epsilon after the factors reweight the
+    gradient (``catrec.adversarial``), which is how "the total magnitudes of added perturbations are the same
+    for all the baselines" (section 5.5) holds exactly, batch by batch, whatever the mean of 1/C.
     """
-    inverse = torch.where(real_mask, cascade_rows.reciprocal(), torch.zeros_like(cascade_rows))
-    # The batch mean stays a tensor: no device-to-host sync per training step.
-    return inverse / (inverse[real_mask].mean() if mean_inverse is None else mean_inverse)
+    return torch.where(real_mask, cascade_rows.reciprocal(), torch.zeros_like(cascade_rows))

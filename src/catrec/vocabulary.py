@@ -23,16 +23,18 @@ CASCADE_TERMS = ("both", "temporal", "cross")
 
 # The `adversarial:` keys each trained method reads; a method's run depends on these and on nothing else of
 # that section, so changing one re-runs only the methods listed for it.
-_LEVEL_1 = ("epsilon", "lambda1", "grad_norm_scope", "init_noise", "fgsm_gradient")
+_LEVEL_1 = ("epsilon", "lambda1", "grad_norm_scope", "init_noise", "perturb_space")
 _LEVEL_2 = ("epsilon", "lambda2", "grad_norm_scope")
 _BOTH_LEVELS = tuple(dict.fromkeys(_LEVEL_1 + _LEVEL_2))
 ADVERSARIAL_KEYS_OF: dict[str, tuple[str, ...]] = {
     "continued": (),
     "adv_linear": _LEVEL_2,
-    "adv_seq": ("epsilon", "grad_norm_scope"),
+    "adv_seq": ("epsilon", "grad_norm_scope", "perturb_space"),
     "adv_global": _BOTH_LEVELS,
-    **{method: (*_BOTH_LEVELS, "cascade_normalization") for method in CASCADE_TERMS_OF},
+    **{method: _BOTH_LEVELS for method in CASCADE_TERMS_OF},
 }
+# Methods that perturb the sequence input S (level 1 or adv_seq): the perturbation profile covers these.
+SEQUENCE_METHODS = tuple(method for method, keys in ADVERSARIAL_KEYS_OF.items() if "perturb_space" in keys)
 # Methods whose run takes epsilon: epsilon is part of their result paths, and they are swept in Figure 4.
 EPSILON_METHODS = tuple(method for method, keys in ADVERSARIAL_KEYS_OF.items() if "epsilon" in keys)
 CLEAN_METHODS = tuple(method for method in METHODS if method not in EPSILON_METHODS)

@@ -64,6 +64,11 @@ class SequentialRecommender(nn.Module):
             nn.init.xavier_normal_(self.item_emb.weight)
             self.item_emb.weight[0].zero_()
 
+    @property
+    def input_scale(self) -> float:
+        """The factor between the embedding rows E[seqs] and the tensor the sequence network takes in."""
+        return 1.0
+
     def encode(self, seq_emb: torch.Tensor, seqs: torch.Tensor) -> torch.Tensor:
         """f(S; theta) of Eq. 3.3: (B, L, d) sequence embeddings -> (B, L, d) user representations.
 

@@ -118,6 +118,11 @@ class SASRec(SequentialRecommender):
         self.blocks = nn.ModuleList(SASRecBlock(config) for _ in range(config.num_blocks))
         self.last_norm = nn.LayerNorm(config.hidden_size, eps=1e-8)
 
+    @property
+    def input_scale(self) -> float:
+        """The reference code scales the item embeddings by sqrt(d) before adding positions."""
+        return math.sqrt(self.config.hidden_size)
+
     def encode(self, seq_emb: torch.Tensor, seqs: torch.Tensor) -> torch.Tensor:
         length = seqs.shape[1]
         if length > self.config.max_len:
@@ -127,7 +132,7 @@ class SASRec(SequentialRecommender):
         packing = _Packing(rows, columns, (seqs.shape[0], length))
         # Right-aligned positions: the last column is always position T - 1, whatever the batch width.
         positions = columns + (self.config.max_len - length)
-        x = packing.pack(seq_emb) * math.sqrt(self.config.hidden_size) + self.pos_emb(positions)
+        x = packing.pack(seq_emb) * self.input_scale + self.pos_emb(positions)
         x = self.emb_dropout(x)
         causal = torch.ones(length, length, dtype=torch.bool, device=seqs.device).tril()
         # Keys at padding are masked; every query still sees itself so padding rows stay finite (dropped).
