@@ -77,29 +77,39 @@ def test_invalid_config_fails_naming_the_key(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def toy_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    """Serve the toy zip (generated with the smoke config's parameters) over HTTP on 127.0.0.1."""
+def toy_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, list[str]]]:
+    """Serve the toy zip (generated with the smoke config's parameters) over HTTP on 127.0.0.1.
+
+    Yields its URL, its sha256 and the list of request paths (with query strings) the server received.
+    """
     smoke = yaml.safe_load((REPO_ROOT / "config/smoke.yaml").read_text())
     source = smoke["datasets"]["toy"]["source"]
     served = tmp_path_factory.mktemp("served")
     archive = write_toy_zip(served / "toy.zip", member=source["member"], **source["generate"])
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    requested: list[str] = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self) -> None:
+            requested.append(self.path)
+            super().do_GET()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    handler = functools.partial(Handler, directory=str(served))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
         sha256 = hashlib.sha256(archive.read_bytes()).hexdigest()
-        yield f"http://127.0.0.1:{server.server_address[1]}/toy.zip", sha256
+        yield f"http://127.0.0.1:{server.server_address[1]}/toy.zip", sha256, requested
     finally:
         server.shutdown()
         server.server_close()
 
 
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory: pytest.TempPathFactory, toy_server: tuple[str, str]) -> dict[str, object]:
-    """The smoke DAG with the toy source switched to the local URL: Figure 6 first, then `all`."""
-    url, sha256 = toy_server
-    workdir = tmp_path_factory.mktemp("smoke")
+def download_config(workdir: Path, url: str, sha256: str) -> Path:
+    """The smoke config, the toy zip downloaded from ``url`` instead of generated, written in ``workdir``."""
     config = yaml.safe_load((REPO_ROOT / "config/smoke.yaml").read_text())
     member = config["datasets"]["toy"]["source"]["member"]
     config["datasets"]["toy"]["source"] = {
@@ -108,8 +118,46 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory, toy_server: tuple[str, s
         "member": member,
         "sha256": sha256,
     }
-    config_path = workdir / "config.yaml"
-    config_path.write_text(yaml.safe_dump(config))
+    path = workdir / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_config_url_cannot_inject_shell_commands(
+    tmp_path: Path, toy_server: tuple[str, str, list[str]]
+) -> None:
+    url, sha256, _ = toy_server
+    marker = tmp_path / "injected"
+    evil = f"{url} --output results/raw/toy/toy.zip && touch {marker} #"
+    config = download_config(tmp_path, evil, sha256)
+    result = snakemake(
+        tmp_path, "--cores", "1", "results/raw/toy/toy.zip", "--configfile", str(config), check=False
+    )
+    assert result.returncode != 0
+    assert not marker.exists()
+    assert not (tmp_path / "results/raw/toy/toy.zip").exists()
+    # The whole string reached catrec download as one URL, which the server does not have.
+    assert "HTTP 404" in (tmp_path / "logs/download/toy/toy.zip.log").read_text()
+
+
+def test_url_with_ampersand_downloads(tmp_path: Path, toy_server: tuple[str, str, list[str]]) -> None:
+    url, sha256, requested = toy_server
+    config = download_config(tmp_path, f"{url}?token=abc&sig=def", sha256)
+    snakemake(tmp_path, "--cores", "1", "results/raw/toy/toy.zip", "--configfile", str(config))
+    archive = tmp_path / "results/raw/toy/toy.zip"
+    assert hashlib.sha256(archive.read_bytes()).hexdigest() == sha256
+    assert "/toy.zip?token=abc&sig=def" in requested
+
+
+@pytest.fixture(scope="module")
+def smoke_run(
+    tmp_path_factory: pytest.TempPathFactory, toy_server: tuple[str, str, list[str]]
+) -> dict[str, object]:
+    """The smoke DAG with the toy source switched to the local URL: Figure 6 first, then `all`."""
+    url, sha256, _ = toy_server
+    workdir = tmp_path_factory.mktemp("smoke")
+    config_path = download_config(workdir, url, sha256)
+    config = yaml.safe_load(config_path.read_text())
     common = ("--cores", "2", "--configfile", str(config_path))
     fig6_plan = planned_jobs(snakemake(workdir, "-n", "figures/fig6.pdf", *common).stdout)
     snakemake(workdir, "figures/fig6.pdf", *common)

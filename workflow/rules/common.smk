@@ -1,6 +1,9 @@
 # Config validation, target lists and input functions shared by the rules.
+# No config value reaches a shell line unquoted: functions that build arguments return them shell-quoted
+# (shlex.join) and rules quote paths with {...:q}.
 
 import json
+import shlex
 from pathlib import Path
 
 from catrec.config import validate_config
@@ -56,18 +59,22 @@ def preprocess_input(wildcards):
 
 def download_args(wildcards):
     spec = source(wildcards)
-    args = [f"--url {url}" for url in spec["urls"]]
-    args += [f"--{key} {spec[key]}" for key in ("md5", "sha256") if key in spec]
-    if not any(key in spec for key in ("md5", "sha256")):
-        args.append(f"--lock-file results/raw/{wildcards.dataset}/checksums.lock.json")
-    return " ".join(args)
+    args = [arg for url in spec["urls"] for arg in ("--url", url)]
+    checksums = [key for key in ("md5", "sha256") if key in spec]
+    for key in checksums:
+        args += [f"--{key}", spec[key]]
+    if not checksums:
+        args += ["--lock-file", f"results/raw/{wildcards.dataset}/checksums.lock.json"]
+    return shlex.join(args)
 
 
 def toy_args(wildcards):
     spec = source(wildcards)
     options = {"member": spec.get("member", "toy/ratings.dat"), **spec["generate"]}
-    return " ".join(
-        f"--{key.replace('_', '-')} {value}" for key, value in options.items()
+    return shlex.join(
+        arg
+        for key, value in options.items()
+        for arg in (f"--{key.replace('_', '-')}", str(value))
     )
 
 
@@ -124,7 +131,7 @@ def finetune_inputs(wildcards):
 
 
 def cascade_arg(wildcards, input):
-    return f"--cascade {input.cascade}" if "cascade" in input.keys() else ""
+    return shlex.join(["--cascade", input.cascade]) if "cascade" in input.keys() else ""
 
 
 def metrics_files(datasets=DATASETS, models=MODELS, methods=METHODS):
@@ -228,7 +235,9 @@ FIGURES = {
 
 
 def plot_options(wildcards):
-    return " ".join(f"--option {option}" for option in FIGURES[wildcards.figure][2])
+    return shlex.join(
+        arg for option in FIGURES[wildcards.figure][2] for arg in ("--option", option)
+    )
 
 
 def final_targets():
