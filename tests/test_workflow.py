@@ -149,6 +149,21 @@ def test_url_with_ampersand_downloads(tmp_path: Path, toy_server: tuple[str, str
     assert "/toy.zip?token=abc&sig=def" in requested
 
 
+def test_config_download_bounds_reach_the_cli(tmp_path: Path, toy_server: tuple[str, str, list[str]]) -> None:
+    url, sha256, _ = toy_server
+    config_path = download_config(tmp_path, url, sha256)
+    config = yaml.safe_load(config_path.read_text())
+    config["download"]["max_bytes"] = 1000
+    config_path.write_text(yaml.safe_dump(config))
+    result = snakemake(
+        tmp_path, "--cores", "1", "results/raw/toy/toy.zip", "--configfile", str(config_path), check=False
+    )
+    assert result.returncode != 0
+    assert not [path for path in (tmp_path / "results").rglob("*") if path.is_file()]
+    log = (tmp_path / "logs/download/toy/toy.zip.log").read_text()
+    assert "larger than the limit of 1000 bytes" in log
+
+
 @pytest.fixture(scope="module")
 def smoke_run(
     tmp_path_factory: pytest.TempPathFactory, toy_server: tuple[str, str, list[str]]

@@ -65,6 +65,9 @@ def download_args(wildcards):
         args += [f"--{key}", spec[key]]
     if not checksums:
         args += ["--lock-file", f"results/raw/{wildcards.dataset}/checksums.lock.json"]
+    limits = config["download"]
+    args += ["--max-bytes", str(limits["max_bytes"])]
+    args += ["--deadline", str(limits["deadline_s"])]
     return shlex.join(args)
 
 
