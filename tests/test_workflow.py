@@ -10,8 +10,10 @@ from __future__ import annotations
 import functools
 import hashlib
 import http.server
+import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import threading
@@ -22,6 +24,7 @@ import pytest
 import yaml
 from conftest import REPO_ROOT
 
+from catrec.config import validate_hparams
 from catrec.toy import write_toy_zip
 
 BIN_DIR = Path(sys.executable).parent
@@ -74,6 +77,35 @@ def test_invalid_config_fails_naming_the_key(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "train.finetune_epochs" in result.stdout + result.stderr
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("epsilon", [".nan", ".inf"])
+def test_non_finite_epsilon_fails_naming_the_key(tmp_path: Path, epsilon: str) -> None:
+    text = (REPO_ROOT / "config/smoke.yaml").read_text()
+    path = tmp_path / "bad.yaml"
+    path.write_text(text.replace("\n  epsilon: 1\n", f"\n  epsilon: {epsilon}\n"))
+    result = snakemake(tmp_path, "-n", "--cores", "1", "all", "--configfile", str(path), check=False)
+    assert result.returncode != 0
+    value = epsilon.removeprefix(".")
+    assert f"invalid config key 'adversarial.epsilon': {value} is not a finite number" in result.stdout
+    assert not (tmp_path / "results").exists()
+
+
+def test_rule_hparams_pass_the_cli_validation(tmp_path: Path) -> None:
+    """The --hparams every training rule builds from the config satisfy validate_hparams."""
+    targets = ["results/metrics/toy/sasrec/adv_cas.json", "results/attacks/toy/gru4rec/adv_cas.csv"]
+    config = str(REPO_ROOT / "config/smoke.yaml")
+    result = snakemake(tmp_path, "-n", "-p", "--cores", "1", *targets, "--configfile", config)
+    commands = [
+        shlex.split(line[line.index("catrec ") :])
+        for line in result.stdout.splitlines()
+        if "--hparams" in line
+    ]
+    stages = {command[1] for command in commands}
+    assert stages == {"pretrain", "finetune", "attack"}
+    for command in commands:
+        hparams = json.loads(command[command.index("--hparams") + 1])
+        assert validate_hparams(hparams) == hparams
 
 
 @pytest.fixture(scope="module")

@@ -311,6 +311,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
+        if "hparams" in args:
+            from catrec.config import validate_hparams
+
+            args.hparams = validate_hparams(args.hparams)
         args.handler(args)
     except CatrecError as exc:
         print(f"catrec {args.command}: error: {exc}", file=sys.stderr)
