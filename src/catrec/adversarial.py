@@ -18,7 +18,7 @@ import torch
 
 from catrec.cascade import inverse_cascade_mean, perturbation_factors
 from catrec.errors import CatrecError
-from catrec.io import atomic_path
+from catrec.io import atomic_path, load_torch_file
 from catrec.models import SequentialRecommender
 from catrec.schemas import CURVE_COLUMNS, METHODS
 from catrec.train import (
@@ -265,7 +265,7 @@ def load_cascade(path: str | Path, method: str, batch_size: int) -> torch.Tensor
     path = Path(path)
     if not path.exists():
         raise CatrecError(f"cascade file {path} (for method '{method}') does not exist")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    payload = load_torch_file(path)
     expected = {"terms": CASCADE_TERMS_OF[method], "batch_size": batch_size}
     for key, value in expected.items():
         if payload[key] != value:

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from catrec.data import leave_one_out, load_sequences
 from catrec.errors import CatrecError
-from catrec.io import atomic_path
+from catrec.io import atomic_path, load_torch_file
 from catrec.metrics import rank_users
 from catrec.models import ModelConfig, SequentialRecommender, build_model
 from catrec.schemas import CURVE_COLUMNS
@@ -493,7 +493,7 @@ def _restore(
     sampler: torch.Generator,
     fingerprint: dict[str, Any],
 ) -> _Progress:
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_torch_file(path)
     if state["fingerprint"] != fingerprint:
         changed = sorted(key for key in fingerprint if state["fingerprint"].get(key) != fingerprint[key])
         raise CatrecError(
@@ -516,7 +516,7 @@ def save_model(path: str | Path, model: SequentialRecommender) -> None:
 
 def load_model(path: str | Path, device: torch.device | str) -> SequentialRecommender:
     """The model saved by ``save_model``, on ``device``, in eval mode."""
-    payload = torch.load(path, map_location=device, weights_only=True)
+    payload = load_torch_file(path, map_location=device)
     model = build_model(ModelConfig(**payload["config"]))
     model.load_state_dict(payload["state_dict"])
     return model.to(device).eval()
