@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -197,10 +199,23 @@ def test_formats_without_timestamps_keep_file_order(tmp_path: Path) -> None:
         (["b", "a", "10"], {"b": 1, "a": 2, "10": 3}),  # strings: first appearance
         (["7", "007"], {"7": 1, "007": 2}),  # same number spelled twice: first appearance
         (["5", "-1"], {"5": 1, "-1": 2}),  # only non-negative decimals count as integers
+        (["9" * 5000, "10", "1" + "0" * 4999], {"10": 1, "1" + "0" * 4999: 2, "9" * 5000: 3}),  # any length
+        (["9" * 5000, "10", "0" + "9" * 5000], {"9" * 5000: 1, "10": 2, "0" + "9" * 5000: 3}),
     ],
 )
 def test_remap_ids(ids: list[str], expected: dict[str, int]) -> None:
     assert remap_ids(ids) == expected
+
+
+def test_5000_digit_id_is_kept_verbatim(tmp_path: Path) -> None:
+    long_id = "9" * 5000
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text("".join(f"{user} {item}\n" for user in (long_id, "7") for item in (1, 2, 3)))
+    argv = ["preprocess", "--format", "pairs", "--input", str(pairs), "--output-dir", str(tmp_path / "out")]
+    command = [sys.executable, "-m", "catrec.cli", *argv, "--min-count", "0"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert read_outputs(tmp_path / "out")[2] == ["new_id\toriginal_id", "1\t7", f"2\t{long_id}"]
 
 
 # ------------------------------------------------------------------------------------------- k-core

@@ -15,9 +15,10 @@ ids contiguous from 1 (0 is padding), items in chronological order.
    does not change the result.
 4. Ids are remapped to 1..n, users and items separately. If every surviving original id of a kind is a
    non-negative decimal integer (and no two spell the same number, like ``7`` and ``007``), the new ids
-   follow ascending numeric order, so an already contiguous file such as ``Beauty.txt`` keeps its ids and
-   numeric ids keep their natural order. Otherwise (Amazon's ``reviewerID``/``asin`` strings) the new ids
-   follow the order of first appearance in the raw file, which is deterministic for a given file.
+   follow ascending numeric order (compared digit by digit, so ids of any length work), so an already
+   contiguous file such as ``Beauty.txt`` keeps its ids and numeric ids keep their natural order. Otherwise
+   (Amazon's ``reviewerID``/``asin`` strings) the new ids follow the order of first appearance in the raw
+   file, which is deterministic for a given file.
 
 Outputs (``sequences.txt``, ``stats.json``, ``user_map.tsv``, ``item_map.tsv``) are written to temporary
 files and renamed into place only after everything succeeded; bad input raises ``CatrecError`` naming the
@@ -258,12 +259,18 @@ def kcore(sequences: dict[str, list[str]], min_count: int) -> dict[str, list[str
         current = kept
 
 
+def _numeric_key(digits: str) -> tuple[int, str]:
+    """Sort key of a decimal integer string by value, without ``int()`` (which refuses > 4300 digits)."""
+    significant = digits.lstrip("0") or "0"
+    return len(significant), significant
+
+
 def remap_ids(original_ids: Iterable[str]) -> dict[str, int]:
     """Map unique original ids, given in order of first appearance, to 1..n (see the module docstring)."""
     ids = list(original_ids)
     numeric = all(original.isascii() and original.isdigit() for original in ids)
-    if numeric and len({int(original) for original in ids}) == len(ids):
-        ids.sort(key=int)
+    if numeric and len({_numeric_key(original) for original in ids}) == len(ids):
+        ids.sort(key=_numeric_key)
     return {original: new for new, original in enumerate(ids, start=1)}
 
 
