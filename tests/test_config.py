@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -57,6 +60,21 @@ def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
         (_set("train.learning_rate", 0.1), "train.learning_rate"),
         (_set("datasets.beauty.max_len", 0), "datasets.beauty.max_len"),
         (_set("epsilon_sweep.datasets", ["nope"]), "epsilon_sweep.datasets"),
+        (_set("adversarial.epsilon", float("nan")), "adversarial.epsilon"),
+        (_set("adversarial.epsilon", float("inf")), "adversarial.epsilon"),
+        (_set("adversarial.epsilon", -1), "adversarial.epsilon"),
+        (_set("model.dropout", float("nan")), "model.dropout"),
+        (_set("epsilon_sweep.values", [1, float("-inf")]), "epsilon_sweep.values.1"),
+        (_set("train.pretrain_epochs", 3.0), "train.pretrain_epochs"),
+        (_set("train.bucket_by_length", 1), "train.bucket_by_length"),
+        (_set("download.max_bytes", 0), "download.max_bytes"),
+        (_set("download.deadline_s", float("inf")), "download.deadline_s"),
+        (_set("download.timeout", 5), "download.timeout"),
+        (_set("datasets.ml-1m.source.filename", ".."), "datasets.ml-1m.source.filename"),
+        (_set("datasets.ml-1m.source.filename", "."), "datasets.ml-1m.source.filename"),
+        (_set("datasets.ml-1m.source.filename", "a\\b"), "datasets.ml-1m.source.filename"),
+        (_set("datasets.ml-1m.source.member", "ml-1m/../ratings.dat"), "datasets.ml-1m.source.member"),
+        (_set("datasets.ml-1m.source.member", "/ratings.dat"), "datasets.ml-1m.source.member"),
     ],
 )
 def test_invalid_config_names_the_key(
@@ -64,8 +82,16 @@ def test_invalid_config_names_the_key(
 ) -> None:
     config = copy.deepcopy(paper_config)
     mutate(config)
-    with pytest.raises(CatrecError, match=rf"'{key}'"):
+    with pytest.raises(CatrecError, match=rf"^invalid config key '{key}': [^\n]+$"):
         validate_config(config)
+
+
+def test_non_finite_number_is_named(paper_config: dict[str, Any]) -> None:
+    config = copy.deepcopy(paper_config)
+    config["adversarial"]["epsilon"] = float("nan")
+    with pytest.raises(CatrecError) as error:
+        validate_config(config)
+    assert str(error.value) == "invalid config key 'adversarial.epsilon': nan is not a finite number"
 
 
 def test_missing_key_is_named(paper_config: dict[str, Any]) -> None:
@@ -163,3 +189,43 @@ def test_read_hparams_requires_exactly_the_stage_keys(smoke_config: dict[str, An
     with pytest.raises(CatrecError, match="unknown stage"):
         stage_keys("cascade", model="sasrec")
     assert set(STAGES) == {"pretrain", "finetune", "attack"}
+
+
+def training_command(command: str, hparams: str, tmp_path: Path) -> list[str]:
+    out = tmp_path / "out"
+    arguments = [command, "--data", str(tmp_path / "data"), "--hparams", hparams, "--dataset", "toy"]
+    arguments += [
+        "--model",
+        "sasrec",
+        "--checkpoint",
+        str(out / "model.pt"),
+        "--curve",
+        str(out / "curve.csv"),
+    ]
+    arguments += ["--metrics", str(out / "metrics.json"), "--state-dir", str(out / "state")]
+    if command == "finetune":
+        arguments += ["--method", "adv_global", "--pretrained", str(out / "pretrain.pt")]
+    return [sys.executable, "-m", "catrec.cli", *arguments]
+
+
+@pytest.mark.parametrize(
+    ("command", "hparams", "message"),
+    [
+        ("pretrain", '{"epochs": -3}', "'epochs': -3 is less than the minimum of 0"),
+        ("pretrain", '{"eval_every": 0}', "'eval_every': 0 is less than the minimum of 1"),
+        ("pretrain", '{"lr": "fast"}', "'lr': 'fast' is not of type 'number'"),
+        ("pretrain", '{"epochs": 2.5}', "'epochs': 2.5 is not of type 'integer'"),
+        ("pretrain", '{"epoch": 3}', "'epoch': Additional properties are not allowed"),
+        ("finetune", '{"epsilon": NaN}', "'epsilon': nan is not a finite number"),
+        ("finetune", '{"lambda1": -Infinity}', "'lambda1': -inf is not a finite number"),
+        ("finetune", '{"grad_norm_scope": "global"}', "'grad_norm_scope': 'global' is not one of"),
+    ],
+)
+def test_cli_refuses_bad_hparams(command: str, hparams: str, message: str, tmp_path: Path) -> None:
+    result = subprocess.run(
+        training_command(command, hparams, tmp_path), capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"catrec {command}: error: invalid --hparams key {message}")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()

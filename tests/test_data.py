@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -62,6 +64,7 @@ def test_parse_ml1m_yields_file_order_with_timestamps() -> None:
         ("2", "10", 50.0),
         ("1", "30", 100.0),
         ("2", "30", 50.0),
+        ("2", "40", 400.0),
     ]
 
 
@@ -74,6 +77,8 @@ def test_parse_amazon_json_reads_python_literal_lines() -> None:
         ("AY", "B001", 1400000100.0),
         ("AX", "B001", 1400000100.0),
         ("AY", "B003", 1400000100.0),
+        ("AX", "B004", 1400000300.0),
+        ("AY", "B004", 1400000300.0),
     ]
 
 
@@ -85,6 +90,7 @@ def test_parse_amazon_json_reads_gzip(tmp_path: Path) -> None:
 
 def test_parse_amazon_csv_with_and_without_header(tmp_path: Path) -> None:
     expected = [("A2", "0001", 1300.0), ("A1", "0002", 1200.0), ("A2", "0002", 1100.0)]
+    expected += [("A1", "0003", 1400.0), ("A1", "0004", 1500.0), ("A2", "0003", 1400.0)]
     assert list(parse_amazon_csv(FIXTURES / "ratings.csv")) == expected
     headerless = tmp_path / "ratings_Beauty.csv"
     headerless.write_text("".join((FIXTURES / "ratings.csv").read_text().splitlines(keepends=True)[1:]))
@@ -158,36 +164,36 @@ def test_cli_reports_bad_line_and_exits_2(tmp_path: Path, capsys: pytest.Capture
 def test_ml1m_orders_by_timestamp_and_ties_keep_file_order(tmp_path: Path) -> None:
     preprocess("ml-1m", FIXTURES / "ratings.dat", tmp_path, min_count=0)
     sequences, stats, user_map, item_map = read_outputs(tmp_path)
-    # user 1: 20 (t=100) and 30 (t=100) tie and keep file order, then 10 (t=300); items 10,20,30 -> 1,2,3.
-    assert sequences == ["1 2 3 1", "2 1 3"]
-    assert stats == {"users": 2, "items": 3, "interactions": 5, "density": 5 / 6}
+    # user 1: 20 (t=100) and 30 (t=100) tie and keep file order, then 10 (t=300); items 10..40 -> 1..4.
+    assert sequences == ["1 2 3 1", "2 1 3 4"]
+    assert stats == {"users": 2, "items": 4, "interactions": 6, "density": 6 / 8}
     assert user_map == ["new_id\toriginal_id", "1\t1", "2\t2"]
-    assert item_map == ["new_id\toriginal_id", "1\t10", "2\t20", "3\t30"]
+    assert item_map == ["new_id\toriginal_id", "1\t10", "2\t20", "3\t30", "4\t40"]
 
 
 def test_amazon_json_string_ids_follow_first_appearance(tmp_path: Path) -> None:
     preprocess("amazon-json", FIXTURES / "reviews.json", tmp_path, min_count=0)
     sequences, _, user_map, item_map = read_outputs(tmp_path)
     assert user_map == ["new_id\toriginal_id", "1\tAX", "2\tAY"]
-    assert item_map == ["new_id\toriginal_id", "1\tB002", "2\tB001", "3\tB003"]
+    assert item_map == ["new_id\toriginal_id", "1\tB002", "2\tB001", "3\tB003", "4\tB004"]
     # AX: B001 (t=100) before B002 (t=200); AY: B001 and B003 tie at t=100 and keep file order.
-    assert sequences == ["1 2 1", "2 2 3"]
+    assert sequences == ["1 2 1 4", "2 2 3 4"]
 
 
 def test_amazon_csv_numeric_items_sorted_string_users_by_appearance(tmp_path: Path) -> None:
     preprocess("amazon-csv", FIXTURES / "ratings.csv", tmp_path, min_count=0)
     sequences, _, user_map, item_map = read_outputs(tmp_path)
     assert user_map == ["new_id\toriginal_id", "1\tA2", "2\tA1"]
-    assert item_map == ["new_id\toriginal_id", "1\t0001", "2\t0002"]
-    assert sequences == ["1 2 1", "2 2"]
+    assert item_map == ["new_id\toriginal_id", "1\t0001", "2\t0002", "3\t0003", "4\t0004"]
+    assert sequences == ["1 2 1 3", "2 2 3 4"]
 
 
 def test_formats_without_timestamps_keep_file_order(tmp_path: Path) -> None:
     pairs = tmp_path / "pairs.txt"
-    pairs.write_text("9 30\n5 10\n9 20\n9 10\n")
+    pairs.write_text("9 30\n5 10\n9 20\n5 50\n9 10\n5 40\n")
     preprocess("pairs", pairs, tmp_path / "out", min_count=0)
-    assert original_sequences(tmp_path / "out") == {"5": ["10"], "9": ["30", "20", "10"]}
-    assert read_outputs(tmp_path / "out")[0] == ["1 1", "2 3 2 1"]
+    assert original_sequences(tmp_path / "out") == {"5": ["10", "50", "40"], "9": ["30", "20", "10"]}
+    assert read_outputs(tmp_path / "out")[0] == ["1 1 5 4", "2 3 2 1"]
 
 
 @pytest.mark.parametrize(
@@ -197,10 +203,23 @@ def test_formats_without_timestamps_keep_file_order(tmp_path: Path) -> None:
         (["b", "a", "10"], {"b": 1, "a": 2, "10": 3}),  # strings: first appearance
         (["7", "007"], {"7": 1, "007": 2}),  # same number spelled twice: first appearance
         (["5", "-1"], {"5": 1, "-1": 2}),  # only non-negative decimals count as integers
+        (["9" * 5000, "10", "1" + "0" * 4999], {"10": 1, "1" + "0" * 4999: 2, "9" * 5000: 3}),  # any length
+        (["9" * 5000, "10", "0" + "9" * 5000], {"9" * 5000: 1, "10": 2, "0" + "9" * 5000: 3}),
     ],
 )
 def test_remap_ids(ids: list[str], expected: dict[str, int]) -> None:
     assert remap_ids(ids) == expected
+
+
+def test_5000_digit_id_is_kept_verbatim(tmp_path: Path) -> None:
+    long_id = "9" * 5000
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text("".join(f"{user} {item}\n" for user in (long_id, "7") for item in (1, 2, 3)))
+    argv = ["preprocess", "--format", "pairs", "--input", str(pairs), "--output-dir", str(tmp_path / "out")]
+    command = [sys.executable, "-m", "catrec.cli", *argv, "--min-count", "0"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert read_outputs(tmp_path / "out")[2] == ["new_id\toriginal_id", "1\t7", f"2\t{long_id}"]
 
 
 # ------------------------------------------------------------------------------------------- k-core
@@ -221,16 +240,37 @@ def test_kcore_counts_rows_and_zero_disables() -> None:
 
 
 def test_preprocess_kcore_survivors_and_min_count_zero(tmp_path: Path) -> None:
+    # With k=3: d and e are rare, so u4 drops to one item and leaves; u1..u3 and a, b, c survive.
+    raw = {"u1": ["a", "b", "c"], "u2": ["a", "b", "c"], "u3": ["a", "b", "c"], "u4": ["c", "d", "e"]}
     pairs = tmp_path / "pairs.txt"
-    pairs.write_text("".join(f"{user} {item}\n" for user, items in CASCADE.items() for item in items))
-    stats = preprocess("pairs", pairs, tmp_path / "k2", min_count=2)
-    assert stats == {"users": 2, "items": 2, "interactions": 4, "density": 1.0}
-    assert original_sequences(tmp_path / "k2") == {"u1": ["a", "b"], "u2": ["a", "b"]}
+    pairs.write_text("".join(f"{user} {item}\n" for user, items in raw.items() for item in items))
+    stats = preprocess("pairs", pairs, tmp_path / "k3", min_count=3)
+    assert stats == {"users": 3, "items": 3, "interactions": 9, "density": 1.0}
+    assert original_sequences(tmp_path / "k3") == {user: raw[user] for user in ("u1", "u2", "u3")}
 
     argv = ["preprocess", "--format", "pairs", "--input", str(pairs), "--output-dir", str(tmp_path / "k0")]
     assert main([*argv, "--min-count", "0"]) == 0
-    assert original_sequences(tmp_path / "k0") == CASCADE
-    assert json.loads((tmp_path / "k0" / "stats.json").read_text())["interactions"] == 8
+    assert original_sequences(tmp_path / "k0") == raw
+    assert json.loads((tmp_path / "k0" / "stats.json").read_text())["interactions"] == 12
+
+
+def test_user_too_short_for_leave_one_out_is_named(tmp_path: Path) -> None:
+    sequences = tmp_path / "seq.txt"
+    sequences.write_text("u1 a b c\nu77 a b\nu3 a b c d\n")
+    output_dir = tmp_path / "out"
+    argv = ["preprocess", "--format", "sequences", "--input", str(sequences), "--output-dir", str(output_dir)]
+    result = subprocess.run(
+        [sys.executable, "-m", "catrec.cli", *argv, "--min-count", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"catrec preprocess: error: {sequences}: user u77 has 2 item(s) after the 0-core filter; "
+        "the leave-one-out split needs 3 per user: set --min-count (config min_count) to 3 or more\n"
+    )
+    assert not output_dir.exists()
 
 
 # ------------------------------------------------------------------------------------ atomic outputs
@@ -259,7 +299,7 @@ def test_failed_write_removes_temporary_files(tmp_path: Path, monkeypatch: pytes
         raise OSError("disk full")
 
     monkeypatch.setattr("catrec.io.os.replace", refuse)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(CatrecError, match=r"^cannot write .*item_map\.tsv: disk full"):
         preprocess("ml-1m", FIXTURES / "ratings.dat", tmp_path, min_count=0)
     assert list(tmp_path.iterdir()) == []
 

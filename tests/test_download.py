@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import json
 import random
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -38,6 +42,8 @@ class FakeServer:
     # Per path, the actions for the next requests (see Handler.do_GET); then files are served normally.
     plans: dict[str, list[str]] = field(default_factory=dict)
     requests: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+    # Set at teardown: ends the endless and dripping answers even if a client never hangs up.
+    stopping: threading.Event = field(default_factory=threading.Event)
 
     def add(self, path: str, body: bytes, *plan: str) -> str:
         self.files[path] = body
@@ -78,8 +84,21 @@ def make_handler(state: FakeServer) -> type[BaseHTTPRequestHandler]:
             elif action == "gzip-labelled":  # misconfigured servers label .gz files like this
                 self._headers(200, len(body), {"Content-Encoding": "gzip"})
                 self.wfile.write(body)
+            elif action == "endless":  # no Content-Length, the body never ends
+                self.send_response(200)
+                self.end_headers()
+                self._send_until_stopped(lambda: body, pause=0)
+            elif action == "drip":  # announce the file, then send one byte per second
+                self._headers(200, len(body))
+                remaining = iter(body)
+                self._send_until_stopped(lambda: bytes([next(remaining)]), pause=1.0)
             else:
                 self._serve_range(body)
+
+        def _send_until_stopped(self, chunk: Callable[[], bytes], pause: float) -> None:
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError, StopIteration):
+                while not state.stopping.wait(pause):
+                    self.wfile.write(chunk())
 
         def _serve_range(self, body: bytes) -> None:
             requested = self.headers.get("Range")
@@ -120,6 +139,7 @@ def server() -> Iterator[FakeServer]:
     thread.start()
     state.base_url = f"http://127.0.0.1:{httpd.server_address[1]}"
     yield state
+    state.stopping.set()
     httpd.shutdown()
     httpd.server_close()
     thread.join()
@@ -330,3 +350,73 @@ def test_cli_download(server: FakeServer, tmp_path: Path, capsys: pytest.Capture
     stderr = capsys.readouterr().err
     assert len(stderr.strip().splitlines()) == 1
     assert missing in stderr and "404" in stderr
+
+
+def run_cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """``catrec`` in a process of its own, as Snakemake runs it."""
+    command = [sys.executable, "-m", "catrec.cli", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+
+
+def test_endless_body_stops_at_max_bytes(server: FakeServer, tmp_path: Path) -> None:
+    url = server.add("/endless.zip", BODY, "endless")
+    output = tmp_path / "endless.zip"
+    result = run_cli("download", "--url", url, "--output", str(output), "--max-bytes", "1000000")
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "larger than the limit of 1000000 bytes" in result.stderr and url in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_too_large_file_falls_back_to_the_next_mirror(server: FakeServer, tmp_path: Path) -> None:
+    announced = server.add("/big/data.zip", BODY)  # Content-Length over the limit: refused before any byte
+    endless = server.add("/endless/data.zip", BODY, "endless")
+    mirror = server.add("/mirror/data.zip", BODY)
+    output = tmp_path / "data.zip"
+    with pytest.raises(CatrecError, match="larger than the limit of 1000 bytes"):
+        download([announced], output, md5=BODY_MD5, max_bytes=1000, **FAST)
+    assert list(tmp_path.iterdir()) == []
+    download([endless, mirror], output, md5=BODY_MD5, max_bytes=len(BODY), **FAST)
+    assert output.read_bytes() == BODY
+    assert list(tmp_path.iterdir()) == [output]
+
+
+def test_slow_drip_is_abandoned_at_the_deadline(server: FakeServer, tmp_path: Path) -> None:
+    url = server.add("/slow.zip", BODY, *["drip"] * 10)
+    output = tmp_path / "slow.zip"
+    started = time.monotonic()
+    result = run_cli("download", "--url", url, "--output", str(output), "--deadline", "10", timeout=30)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "slow.zip did not finish within the deadline of 10 s" in result.stderr
+    assert 10 <= elapsed < 30
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sigterm_removes_the_partial_file(server: FakeServer, tmp_path: Path) -> None:
+    url = server.add("/slow.zip", BODY, "drip")
+    output = tmp_path / "slow.zip"
+    command = [sys.executable, "-m", "catrec.cli", "download", "--url", url, "--output", str(output)]
+    with subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as process:
+        try:
+            deadline = time.monotonic() + 20
+            while not part_of(output).exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert part_of(output).exists(), "the download never started"
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=10) == 128 + signal.SIGTERM
+        finally:
+            process.kill()
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("option", "value"), [("--max-bytes", "0"), ("--deadline", "nan"), ("--deadline", "-1")]
+)
+def test_cli_download_refuses_bad_bounds(option: str, value: str, tmp_path: Path) -> None:
+    result = run_cli(
+        "download", "--url", "http://127.0.0.1:9/x", "--output", str(tmp_path / "x"), option, value
+    )
+    assert result.returncode == 2
+    assert f"argument {option}: expected a positive finite" in result.stderr

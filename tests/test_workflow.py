@@ -14,6 +14,7 @@ import http.server
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import threading
@@ -26,6 +27,7 @@ import pytest
 import yaml
 from conftest import REPO_ROOT
 
+from catrec.config import validate_hparams
 from catrec.toy import write_toy_zip
 from catrec.vocabulary import CLEAN_METHODS
 
@@ -120,30 +122,69 @@ def test_invalid_config_fails_naming_the_key(tmp_path: Path) -> None:
     assert not (tmp_path / "results").exists()
 
 
+@pytest.mark.parametrize("epsilon", [".nan", ".inf"])
+def test_non_finite_epsilon_fails_naming_the_key(tmp_path: Path, epsilon: str) -> None:
+    text = (REPO_ROOT / "config/smoke.yaml").read_text()
+    path = tmp_path / "bad.yaml"
+    path.write_text(text.replace("\n  epsilon: 1\n", f"\n  epsilon: {epsilon}\n"))
+    result = snakemake(tmp_path, "-n", "--cores", "1", "all", "--configfile", str(path), check=False)
+    assert result.returncode != 0
+    value = epsilon.removeprefix(".")
+    assert f"invalid config key 'adversarial.epsilon': {value} is not a finite number" in result.stdout
+    assert not (tmp_path / "results").exists()
+
+
+def test_rule_hparams_pass_the_cli_validation(tmp_path: Path) -> None:
+    """The --hparams every training rule builds from the config satisfy validate_hparams."""
+    targets = ["results/metrics/toy/sasrec/adv_cas.json", "results/attacks/toy/gru4rec/adv_cas.csv"]
+    config = str(REPO_ROOT / "config/smoke.yaml")
+    result = snakemake(tmp_path, "-n", "-p", "--cores", "1", *targets, "--configfile", config)
+    commands = [
+        shlex.split(line[line.index("catrec ") :])
+        for line in result.stdout.splitlines()
+        if "--hparams" in line
+    ]
+    stages = {command[1] for command in commands}
+    assert stages == {"pretrain", "finetune", "attack"}
+    for command in commands:
+        hparams = json.loads(command[command.index("--hparams") + 1])
+        assert validate_hparams(hparams) == hparams
+
+
 @pytest.fixture(scope="module")
-def toy_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    """Serve the toy zip (generated with the smoke config's parameters) over HTTP on 127.0.0.1."""
+def toy_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, list[str]]]:
+    """Serve the toy zip (generated with the smoke config's parameters) over HTTP on 127.0.0.1.
+
+    Yields its URL, its sha256 and the list of request paths (with query strings) the server received.
+    """
     smoke = yaml.safe_load((REPO_ROOT / "config/smoke.yaml").read_text())
     source = smoke["datasets"]["toy"]["source"]
     served = tmp_path_factory.mktemp("served")
     archive = write_toy_zip(served / "toy.zip", member=source["member"], **source["generate"])
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    requested: list[str] = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self) -> None:
+            requested.append(self.path)
+            super().do_GET()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    handler = functools.partial(Handler, directory=str(served))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
         sha256 = hashlib.sha256(archive.read_bytes()).hexdigest()
-        yield f"http://127.0.0.1:{server.server_address[1]}/toy.zip", sha256
+        yield f"http://127.0.0.1:{server.server_address[1]}/toy.zip", sha256, requested
     finally:
         server.shutdown()
         server.server_close()
 
 
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory: pytest.TempPathFactory, toy_server: tuple[str, str]) -> dict[str, object]:
-    """The smoke DAG with the toy source switched to the local URL: Figure 6 first, then `all`."""
-    url, sha256 = toy_server
-    workdir = tmp_path_factory.mktemp("smoke")
+def download_config(workdir: Path, url: str, sha256: str) -> Path:
+    """The smoke config, the toy zip downloaded from ``url`` instead of generated, written in ``workdir``."""
     config = yaml.safe_load((REPO_ROOT / "config/smoke.yaml").read_text())
     member = config["datasets"]["toy"]["source"]["member"]
     config["datasets"]["toy"]["source"] = {
@@ -152,8 +193,61 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory, toy_server: tuple[str, s
         "member": member,
         "sha256": sha256,
     }
-    config_path = workdir / "config.yaml"
+    path = workdir / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_config_url_cannot_inject_shell_commands(
+    tmp_path: Path, toy_server: tuple[str, str, list[str]]
+) -> None:
+    url, sha256, _ = toy_server
+    marker = tmp_path / "injected"
+    evil = f"{url} --output results/raw/toy/toy.zip && touch {marker} #"
+    config = download_config(tmp_path, evil, sha256)
+    result = snakemake(
+        tmp_path, "--cores", "1", "results/raw/toy/toy.zip", "--configfile", str(config), check=False
+    )
+    assert result.returncode != 0
+    assert not marker.exists()
+    assert not (tmp_path / "results/raw/toy/toy.zip").exists()
+    # The whole string reached catrec download as one URL, which the server does not have.
+    assert "HTTP 404" in (tmp_path / "logs/download/toy/toy.zip.log").read_text()
+
+
+def test_url_with_ampersand_downloads(tmp_path: Path, toy_server: tuple[str, str, list[str]]) -> None:
+    url, sha256, requested = toy_server
+    config = download_config(tmp_path, f"{url}?token=abc&sig=def", sha256)
+    snakemake(tmp_path, "--cores", "1", "results/raw/toy/toy.zip", "--configfile", str(config))
+    archive = tmp_path / "results/raw/toy/toy.zip"
+    assert hashlib.sha256(archive.read_bytes()).hexdigest() == sha256
+    assert "/toy.zip?token=abc&sig=def" in requested
+
+
+def test_config_download_bounds_reach_the_cli(tmp_path: Path, toy_server: tuple[str, str, list[str]]) -> None:
+    url, sha256, _ = toy_server
+    config_path = download_config(tmp_path, url, sha256)
+    config = yaml.safe_load(config_path.read_text())
+    config["download"]["max_bytes"] = 1000
     config_path.write_text(yaml.safe_dump(config))
+    result = snakemake(
+        tmp_path, "--cores", "1", "results/raw/toy/toy.zip", "--configfile", str(config_path), check=False
+    )
+    assert result.returncode != 0
+    assert not [path for path in (tmp_path / "results").rglob("*") if path.is_file()]
+    log = (tmp_path / "logs/download/toy/toy.zip.log").read_text()
+    assert "larger than the limit of 1000 bytes" in log
+
+
+@pytest.fixture(scope="module")
+def smoke_run(
+    tmp_path_factory: pytest.TempPathFactory, toy_server: tuple[str, str, list[str]]
+) -> dict[str, object]:
+    """The smoke DAG with the toy source switched to the local URL: Figure 6 first, then `all`."""
+    url, sha256, _ = toy_server
+    workdir = tmp_path_factory.mktemp("smoke")
+    config_path = download_config(workdir, url, sha256)
+    config = yaml.safe_load(config_path.read_text())
     common = ("--cores", "2", "--configfile", str(config_path))
     fig6_plan = planned_jobs(snakemake(workdir, "-n", "figures/fig6.pdf", *common).stdout)
     snakemake(workdir, "figures/fig6.pdf", *common)

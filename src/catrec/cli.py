@@ -1,13 +1,16 @@
 """The ``catrec`` command line: one subcommand per pipeline stage. Snakemake rules call only these.
 
 Run ``catrec --help`` or ``catrec <command> --help``. Errors in input or config exit with status 2 and a
-single line naming the key, file or line; no traceback.
+single line naming the key, file or line; no traceback. SIGTERM (what Snakemake sends to the jobs it cancels)
+unwinds like Ctrl-C: temporary and ``.part`` files are removed, and the exit status is 143.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -19,14 +22,31 @@ from catrec.vocabulary import CASCADE_TERMS, DEVICES, FIGURE_KINDS, MODELS
 
 def _hparams(value: str) -> dict[str, Any]:
     """``--hparams`` takes a JSON object, or @file.json."""
-    text = Path(value[1:]).read_text() if value.startswith("@") else value
     try:
+        text = Path(value[1:]).read_text() if value.startswith("@") else value
         parsed = json.loads(text)
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"cannot read --hparams file: {exc}") from exc
     except json.JSONDecodeError as exc:
         raise argparse.ArgumentTypeError(f"--hparams is not valid JSON: {exc}") from exc
     if not isinstance(parsed, dict):
         raise argparse.ArgumentTypeError("--hparams must be a JSON object")
     return parsed
+
+
+def _positive(kind: type[int] | type[float]) -> Callable[[str], int | float]:
+    """An argparse type: a finite number of ``kind`` greater than 0."""
+
+    def parse(value: str) -> int | float:
+        try:
+            number = kind(value)
+        except ValueError:
+            number = math.nan
+        if not 0 < number < math.inf:
+            raise argparse.ArgumentTypeError(f"expected a positive finite {kind.__name__}, got '{value}'")
+        return number
+
+    return parse
 
 
 def _named_path(value: str) -> tuple[str, Path]:
@@ -58,9 +78,17 @@ def cmd_toy(args: argparse.Namespace) -> None:
 
 
 def cmd_download(args: argparse.Namespace) -> None:
-    from catrec.download import download
+    from catrec.download import DEFAULT_DEADLINE_S, DEFAULT_MAX_BYTES, download
 
-    download(args.url, args.output, md5=args.md5, sha256=args.sha256, lock_file=args.lock_file)
+    download(
+        args.url,
+        args.output,
+        md5=args.md5,
+        sha256=args.sha256,
+        lock_file=args.lock_file,
+        max_bytes=args.max_bytes or DEFAULT_MAX_BYTES,
+        deadline=args.deadline or DEFAULT_DEADLINE_S,
+    )
 
 
 def cmd_extract(args: argparse.Namespace) -> None:
@@ -208,6 +236,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument(
         "--lock-file", type=Path, help="JSON file recording the observed sha256 when no checksum is known"
     )
+    sub.add_argument(
+        "--max-bytes", type=_positive(int), help="abandon a URL sending more than this (default: 8 GiB)"
+    )
+    sub.add_argument(
+        "--deadline",
+        type=_positive(float),
+        metavar="SECONDS",
+        help="give up on the file after this long, all attempts and mirrors together (default: 7200)",
+    )
 
     sub = add("extract", cmd_extract, "Extract one member of a zip archive (path traversal is refused).")
     sub.add_argument("--archive", type=Path, required=True)
@@ -305,13 +342,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         args.handler(args)
     except CatrecError as exc:
         print(f"catrec {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 0
 
 

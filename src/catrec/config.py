@@ -4,7 +4,9 @@ Defaults live in one place: config/config.yaml (and each config file states ever
 (workflow/schemas/config.schema.yaml) requires every key, rejects unknown ones and defines each setting once;
 the ``--hparams`` of ``catrec pretrain/finetune/attack`` are validated against the same definitions, and
 every stage requires exactly the keys it reads (``stage_keys``). Errors name the offending key as a dotted
-path (``train.pretrain_epochs``), so a typo in a 100-line YAML file is found at once.
+path (``train.pretrain_epochs``), so a typo in a 100-line YAML file is found at once. Numbers must be
+finite (YAML's ``.nan``/``.inf`` pass JSON Schema's ``minimum``) and integers real integers (``3.0`` epochs
+is refused).
 """
 
 from __future__ import annotations
@@ -22,6 +24,14 @@ from catrec.errors import CatrecError
 from catrec.vocabulary import ADVERSARIAL_KEYS_OF, METHODS, MODEL_KEYS_OF
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+
+# JSON Schema counts 3.0 as an integer; range(3.0) and friends do not.
+_Validator = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator,
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
+        "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool)
+    ),
+)
 
 STAGES = ("pretrain", "finetune", "attack")
 _SCHEDULE_KEYS = ("batch_size", "lr", "l2", "epochs", "eval_every", "checkpoint_every", "bucket_by_length")
@@ -56,8 +66,7 @@ def _check_finite(value: Any, where: str, what: str) -> None:
 
 def _validate(instance: Any, schema: dict[str, Any], what: str, prefix: str = "") -> None:
     _check_finite(instance, prefix, what)
-    validator = jsonschema.Draft202012Validator(schema)
-    errors = list(validator.iter_errors(instance))
+    errors = list(_Validator(schema).iter_errors(instance))
     if errors:
         error = max(errors, key=lambda e: len(e.absolute_path))
         raise CatrecError(f"invalid {what} '{_key_path(error, prefix)}': {error.message}")

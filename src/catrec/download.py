@@ -5,6 +5,10 @@ away. So a download retries with exponential backoff, resumes a partial file wit
 falls back to mirrors, and only renames the partial file to its final name once its checksum passed: a file
 at the output path is therefore always complete and verified, which is what Snakemake takes its existence to
 mean. A file a user placed there by hand (offline clusters) is verified and used without any network access.
+
+Every download is bounded: a server that sends an endless body stops at ``max_bytes`` and one that drips a
+byte at a time is abandoned at the per-file ``deadline`` (all attempts and mirrors together). Either leaves
+nothing behind, ``.part`` included.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -19,6 +24,7 @@ import sys
 import time
 import zipfile
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import requests
@@ -29,6 +35,10 @@ from catrec.errors import CatrecError
 from catrec.io import atomic_path, write_text_atomically
 
 CHUNK_SIZE = 1 << 16
+# The largest Amazon 2014 5-core file (Books, ~3 GB) fits with room to spare; the paper's files are < 100 MB.
+DEFAULT_MAX_BYTES = 8 << 30
+# Two hours: the paper's files at >= 15 kB/s, a 3 GB file at >= 0.5 MB/s.
+DEFAULT_DEADLINE_S = 7200.0
 # 408/429 are the server asking us to come back later; every other 4xx is final for that URL.
 RETRYABLE_4XX = {408, 429}
 MAX_LISTED_MEMBERS = 20  # keeps the one-line error readable for archives with thousands of files
@@ -40,7 +50,34 @@ class _TransientError(Exception):
 
 
 class _UrlError(Exception):
-    """This URL will not deliver the file (4xx, retries exhausted, bad checksum): try the next mirror."""
+    """This URL will not deliver the file (4xx, retries exhausted, bad checksum, too large): try a mirror."""
+
+
+@dataclass(frozen=True)
+class _Limits:
+    """The bounds of one file's download: its size, and the wall-clock time of all attempts together."""
+
+    name: str
+    max_bytes: int
+    deadline_s: float
+    started: float = field(default_factory=time.monotonic)
+
+    def seconds_left(self) -> float:
+        """Seconds until the deadline; raises CatrecError once it has passed (fatal: no retry, no mirror)."""
+        left = self.started + self.deadline_s - time.monotonic()
+        if left <= 0:
+            raise CatrecError(
+                f"download of {self.name} did not finish within the deadline of {self.deadline_s:g} s "
+                "(--deadline, config download.deadline_s); nothing was kept"
+            )
+        return left
+
+    def check_size(self, size: int) -> None:
+        if size > self.max_bytes:
+            raise _UrlError(
+                f"the file is larger than the limit of {self.max_bytes} bytes "
+                "(--max-bytes, config download.max_bytes)"
+            )
 
 
 def file_digests(path: str | Path, algorithms: Iterable[str]) -> dict[str, str]:
@@ -93,9 +130,13 @@ def _parse_content_range(value: str | None) -> tuple[int, int | None]:
 
 
 def _attempt(
-    session: requests.Session, url: str, part: Path, *, resume: bool, timeout: float, label: str
+    session: requests.Session, url: str, part: Path, *, resume: bool, timeout: float, limits: _Limits
 ) -> None:
-    """One GET of ``url`` into ``part``, appending to it when ``resume`` and the server honours ``Range``."""
+    """One GET of ``url`` into ``part``, appending to it when ``resume`` and the server honours ``Range``.
+
+    Reads return as soon as some bytes arrived (``read1``), so the deadline is checked between chunks even
+    when a server sends one byte at a time; each read also times out at the deadline.
+    """
     offset = part.stat().st_size if resume and part.exists() else 0
     # identity: byte offsets, Content-Length and the published checksums all refer to the file's own bytes,
     # never to a compressed transfer encoding of them.
@@ -103,6 +144,7 @@ def _attempt(
     if offset:
         headers["Range"] = f"bytes={offset}-"
     try:
+        timeout = min(timeout, limits.seconds_left())
         with session.get(url, headers=headers, stream=True, timeout=timeout) as response:
             status = f"HTTP {response.status_code} {response.reason}".strip()
             if response.status_code == 416:
@@ -123,12 +165,14 @@ def _attempt(
                 offset, total = 0, None
                 with contextlib.suppress(ValueError):
                     total = int(response.headers.get("Content-Length", ""))
+            if total is not None:
+                limits.check_size(total)
             with (
                 part.open("ab" if offset else "wb") as handle,
                 tqdm(
                     total=total,
                     initial=offset,
-                    desc=label,
+                    desc=limits.name,
                     unit="B",
                     unit_scale=True,
                     unit_divisor=1024,
@@ -138,7 +182,11 @@ def _attempt(
             ):
                 # decode_content=False: write the bytes as sent, even where a server labels a .gz file with
                 # Content-Encoding: gzip (requests would otherwise decompress it and break the checksum).
-                for chunk in response.raw.stream(CHUNK_SIZE, decode_content=False):
+                size = offset
+                while chunk := response.raw.read1(CHUNK_SIZE, decode_content=False):
+                    limits.seconds_left()
+                    size += len(chunk)
+                    limits.check_size(size)
                     handle.write(chunk)
                     bar.update(len(chunk))
     except (
@@ -166,16 +214,16 @@ def _fetch(
     retries: int,
     backoff: float,
     timeout: float,
-    label: str,
+    limits: _Limits,
 ) -> None:
     """Download ``url`` to ``part``, retrying transient failures with exponential backoff and resuming."""
     for attempt in range(retries + 1):
         if attempt:
-            time.sleep(backoff * 2 ** (attempt - 1))
+            time.sleep(min(backoff * 2 ** (attempt - 1), limits.seconds_left()))
         try:
             # The first attempt at a URL starts from scratch: a partial file from another mirror or an earlier
             # run may be a different version of the file, and only bytes from this URL are safe to continue.
-            _attempt(session, url, part, resume=attempt > 0, timeout=timeout, label=label)
+            _attempt(session, url, part, resume=attempt > 0, timeout=timeout, limits=limits)
             return
         except _TransientError as exc:
             failure = str(exc)
@@ -192,6 +240,8 @@ def download(
     retries: int = 5,
     backoff: float = 1.0,
     timeout: float = 60.0,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    deadline: float = DEFAULT_DEADLINE_S,
 ) -> Path:
     """Download the file at the first working URL of ``urls`` (mirrors, in order) to ``output``.
 
@@ -199,11 +249,15 @@ def download(
     ``md5``/``sha256``; when neither is given, against its sha256 in ``lock_file`` (a JSON object mapping file
     names to sha256), which records the observed sha256 the first time. ``retries`` counts retries per URL;
     the n-th retry waits ``backoff * 2**(n-1)`` seconds; ``timeout`` bounds connecting and each read.
-    Raises CatrecError on a checksum mismatch or when no URL delivers the file; no file is left at ``output``
-    (nor its ``.part``) after a failed download.
+    A URL sending more than ``max_bytes`` is abandoned for the next mirror; ``deadline`` seconds bound the
+    whole download of the file (every attempt and mirror), and passing it is fatal.
+    Raises CatrecError on a checksum mismatch, at the deadline or when no URL delivers the file; no file is
+    left at ``output`` (nor its ``.part``) after a failed download.
     """
     if retries < 0:
         raise ValueError(f"retries must be >= 0, got {retries}")
+    if max_bytes < 1 or not 0 < deadline < math.inf:
+        raise ValueError(f"max_bytes and deadline must be positive and finite, got {max_bytes}, {deadline}")
     output = Path(output)
     expected = {name: value.strip().lower() for name, value in (("md5", md5), ("sha256", sha256)) if value}
     lock = Path(lock_file) if lock_file is not None else None
@@ -225,6 +279,7 @@ def download(
         raise CatrecError(f"{output} does not exist and no URL to download it from was given")
     output.parent.mkdir(parents=True, exist_ok=True)
     part = output.with_name(output.name + ".part")
+    limits = _Limits(output.name, max_bytes, deadline)
     failures: list[str] = []
     try:
         with requests.Session() as session:
@@ -237,7 +292,7 @@ def download(
                         retries=retries,
                         backoff=backoff,
                         timeout=timeout,
-                        label=output.name,
+                        limits=limits,
                     )
                 except _UrlError as exc:
                     failures.append(f"{url}: {exc}")

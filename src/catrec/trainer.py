@@ -21,7 +21,7 @@ from tqdm import tqdm
 from catrec.data.batches import Batch, iterate_batches, num_batches
 from catrec.data.sequences import SPLITS, SequenceData
 from catrec.errors import CatrecError
-from catrec.io import atomic_path
+from catrec.io import atomic_path, load_torch_file
 from catrec.losses import LossFn
 from catrec.metrics import rank_users
 from catrec.models import SequentialRecommender
@@ -233,7 +233,7 @@ def _restore(
     optimizer: torch.optim.Optimizer,
     sampler: torch.Generator,
 ) -> _Progress:
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_torch_file(path)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     torch.set_rng_state(state["cpu_rng"])

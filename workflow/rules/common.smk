@@ -1,4 +1,6 @@
 # Config validation, target lists and input functions shared by the rules.
+# No config value reaches a shell line unquoted: functions that build arguments return them shell-quoted
+# (shlex.join) and rules quote paths with {...:q}.
 
 import json
 import shlex
@@ -69,18 +71,26 @@ def preprocess_input(wildcards):
 
 def download_args(wildcards):
     spec = source(wildcards)
-    args = [f"--url {url}" for url in spec["urls"]]
-    args += [f"--{key} {spec[key]}" for key in ("md5", "sha256") if key in spec]
-    if not any(key in spec for key in ("md5", "sha256")):
-        args.append(f"--lock-file results/raw/{wildcards.dataset}/checksums.lock.json")
-    return " ".join(args)
+    args = [arg for url in spec["urls"] for arg in ("--url", url)]
+    checksums = [key for key in ("md5", "sha256") if key in spec]
+    for key in checksums:
+        args += [f"--{key}", spec[key]]
+    if not checksums:
+        args += ["--lock-file", f"results/raw/{wildcards.dataset}/checksums.lock.json"]
+    limits = config["download"]
+    args += ["--max-bytes", str(limits["max_bytes"])]
+    args += ["--deadline", str(limits["deadline_s"])]
+    return shlex.join(args)
 
 
 def toy_args(wildcards):
     spec = source(wildcards)
     options = {"member": spec.get("member", "toy/ratings.dat"), **spec["generate"]}
-    return " ".join(
-        f"--{key.replace('_', '-')} {value}" for key, value in sorted(options.items())
+    # Sorted: the same settings in another order must not look like a change (a params rerun trigger).
+    return shlex.join(
+        arg
+        for key, value in sorted(options.items())
+        for arg in (f"--{key.replace('_', '-')}", str(value))
     )
 
 
@@ -143,9 +153,7 @@ def finetune_inputs(wildcards):
 
 
 def cascade_arg(wildcards, input):
-    return (
-        f"--cascade {shlex.quote(input.cascade)}" if "cascade" in input.keys() else ""
-    )
+    return shlex.join(["--cascade", input.cascade]) if "cascade" in input.keys() else ""
 
 
 def runs(
@@ -236,8 +244,8 @@ assert set(FIGURES) == set(
 
 
 def plot_options(wildcards):
-    return " ".join(
-        f"--option {shlex.quote(option)}" for option in FIGURES[wildcards.figure][1]
+    return shlex.join(
+        arg for option in FIGURES[wildcards.figure][1] for arg in ("--option", option)
     )
 
 

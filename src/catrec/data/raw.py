@@ -12,12 +12,14 @@ ids contiguous from 1 (0 is padding), items in chronological order.
 3. Iterative k-core (as in S3-Rec / ICLRec): users and items with fewer than ``min_count`` interactions
    (rows, repeats included) are dropped until nothing changes; ``min_count=0`` disables it. The k-core is
    the unique largest subset where every user and item has ``min_count`` interactions, so the removal order
-   does not change the result.
+   does not change the result. Every user left needs 3 items (training, validation and test target of the
+   leave-one-out split): a shorter one, possible when ``min_count`` < 3, is refused naming its original id.
 4. Ids are remapped to 1..n, users and items separately. If every surviving original id of a kind is a
    non-negative decimal integer (and no two spell the same number, like ``7`` and ``007``), the new ids
-   follow ascending numeric order, so an already contiguous file such as ``Beauty.txt`` keeps its ids and
-   numeric ids keep their natural order. Otherwise (Amazon's ``reviewerID``/``asin`` strings) the new ids
-   follow the order of first appearance in the raw file, which is deterministic for a given file.
+   follow ascending numeric order (compared digit by digit, so ids of any length work), so an already
+   contiguous file such as ``Beauty.txt`` keeps its ids and numeric ids keep their natural order. Otherwise
+   (Amazon's ``reviewerID``/``asin`` strings) the new ids follow the order of first appearance in the raw
+   file, which is deterministic for a given file.
 
 Outputs (``sequences.txt``, ``stats.json``, ``user_map.tsv``, ``item_map.tsv``) are written to temporary
 files and renamed into place only after everything succeeded; bad input raises ``CatrecError`` naming the
@@ -44,6 +46,7 @@ Record = tuple[str, str, float | None]
 """One interaction as parsed: (original user id, original item id, timestamp or None)."""
 
 AMAZON_JSON_KEYS = ("reviewerID", "asin", "unixReviewTime")
+LEAVE_ONE_OUT_MIN = 3  # items a user needs: at least one training item, the validation and the test target
 
 
 def load_sequences(path: str | Path) -> list[list[int]]:
@@ -72,8 +75,8 @@ def leave_one_out(sequence: list[int]) -> tuple[list[int], int, int]:
 
     The last item is the test target, the second last the validation target, the rest is training.
     """
-    if len(sequence) < 3:
-        raise ValueError(f"leave-one-out needs at least 3 items, got {len(sequence)}")
+    if len(sequence) < LEAVE_ONE_OUT_MIN:
+        raise ValueError(f"leave-one-out needs at least {LEAVE_ONE_OUT_MIN} items, got {len(sequence)}")
     return sequence[:-2], sequence[-2], sequence[-1]
 
 
@@ -258,12 +261,18 @@ def kcore(sequences: dict[str, list[str]], min_count: int) -> dict[str, list[str
         current = kept
 
 
+def _numeric_key(digits: str) -> tuple[int, str]:
+    """Sort key of a decimal integer string by value, without ``int()`` (which refuses > 4300 digits)."""
+    significant = digits.lstrip("0") or "0"
+    return len(significant), significant
+
+
 def remap_ids(original_ids: Iterable[str]) -> dict[str, int]:
     """Map unique original ids, given in order of first appearance, to 1..n (see the module docstring)."""
     ids = list(original_ids)
     numeric = all(original.isascii() and original.isdigit() for original in ids)
-    if numeric and len({int(original) for original in ids}) == len(ids):
-        ids.sort(key=int)
+    if numeric and len({_numeric_key(original) for original in ids}) == len(ids):
+        ids.sort(key=_numeric_key)
     return {original: new for new, original in enumerate(ids, start=1)}
 
 
@@ -305,6 +314,14 @@ def preprocess(
     sequences = kcore(sequences, min_count)
     if not sequences:
         raise CatrecError(f"{input_path}: no interactions left after the {min_count}-core filter")
+    short = [user for user, items in sequences.items() if len(items) < LEAVE_ONE_OUT_MIN]
+    if short:
+        others = f" (and {len(short) - 1} more such users)" if len(short) > 1 else ""
+        raise CatrecError(
+            f"{input_path}: user {short[0]} has {len(sequences[short[0]])} item(s){others} after the "
+            f"{min_count}-core filter; the leave-one-out split needs {LEAVE_ONE_OUT_MIN} per user: "
+            f"set --min-count (config min_count) to {LEAVE_ONE_OUT_MIN} or more"
+        )
 
     user_ids = remap_ids(sequences)
     surviving = {item for items in sequences.values() for item in items}

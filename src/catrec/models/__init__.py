@@ -18,8 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from catrec.errors import CatrecError
-from catrec.io import atomic_path
+from catrec.io import atomic_path, load_torch_file
 from catrec.vocabulary import MODEL_KEYS_OF
 
 
@@ -108,9 +107,7 @@ def save_model(path: str | Path, model: SequentialRecommender) -> None:
 
 def load_model(path: str | Path, device: torch.device | str) -> SequentialRecommender:
     """The model saved by ``save_model``, on ``device``, in eval mode."""
-    if not Path(path).exists():
-        raise CatrecError(f"{path}: model file not found")
-    payload = torch.load(path, map_location=device, weights_only=True)
+    payload = load_torch_file(path, map_location=device)
     model = build_model(ModelConfig(**payload["config"]))
     model.load_state_dict(payload["state_dict"])
     return model.to(device).eval()

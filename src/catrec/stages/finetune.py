@@ -16,7 +16,7 @@ import torch
 from catrec.adversarial import make_loss
 from catrec.data.sequences import SPLITS, SequenceData
 from catrec.errors import CatrecError
-from catrec.io import write_text_atomically
+from catrec.io import load_torch_file, write_text_atomically
 from catrec.models import load_model, save_model
 from catrec.runtime import configure
 from catrec.stages.common import data_inputs, prepare, write_metrics_json
@@ -30,7 +30,7 @@ def load_cascade(path: str | Path, method: str, batch_size: int) -> torch.Tensor
     path = Path(path)
     if not path.exists():
         raise CatrecError(f"cascade file {path} (for method '{method}') does not exist")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    payload = load_torch_file(path)
     expected = {"terms": CASCADE_TERMS_OF[method], "batch_size": batch_size}
     for key, value in expected.items():
         if payload[key] != value:
