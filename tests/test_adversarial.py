@@ -19,7 +19,7 @@ from catrec.adversarial import (
     representation_gap,
 )
 from catrec.cascade import cascade_matrix
-from catrec.config import stage_keys
+from catrec.config import read_hparams, stage_keys
 from catrec.data.batches import Batch, iterate_batches
 from catrec.data.sequences import SequenceData
 from catrec.errors import CatrecError
@@ -40,10 +40,13 @@ def make_hparams(method: str = "adv_cas", **overrides: Any) -> dict[str, Any]:
         "seed": 0, "max_len": MAX_LEN, "batch_size": BATCH_SIZE, "lr": 0.01, "l2": 0.0, "epochs": 1,
         "eval_every": 1, "checkpoint_every": 1, "bucket_by_length": True, "epoch_offset": 20,
         "epsilon": 1.0, "lambda1": 1.0, "lambda2": 1.0, "grad_norm_scope": "sequence", "init_noise": 1e-3,
-        "cascade_normalization": "dataset", "fgsm_gradient": "perturbation", "model_selection": "best_valid",
+        "perturb_space": "input", "model_selection": "best_valid",
     }  # fmt: skip
+    unknown = set(overrides) - set(hparams)
+    assert not unknown, f"not an --hparams key of finetune: {unknown}"
     hparams.update(overrides)
-    return {key: hparams[key] for key in stage_keys("finetune", model="sasrec", method=method)}
+    keys = stage_keys("finetune", model="sasrec", method=method)
+    return read_hparams({key: hparams[key] for key in keys}, "finetune", model="sasrec", method=method)
 
 
 def new_model(name: str, num_items: int, seed: int = 0) -> SequentialRecommender:
@@ -56,7 +59,7 @@ def new_model(name: str, num_items: int, seed: int = 0) -> SequentialRecommender
 
 
 def padded_batch(data: SequenceData, seed: int = 0, size: int = 48) -> Batch:
-    """A batch padded to T (no bucketing), so that it holds short, left-padded sequences."""
+    """A batch of random users (no bucketing), so that it holds short, left-padded sequences."""
     batch = next(iterate_batches(data, size, torch.Generator().manual_seed(seed), bucket_by_length=False))
     assert (batch.seqs == 0).any() and (batch.seqs != 0).any()
     return batch
@@ -103,6 +106,44 @@ def test_zero_epsilon_gives_back_the_clean_loss(
     assert all(p.grad is None or torch.isfinite(p.grad).all() for p in model.parameters())
 
 
+def fix_dropout(model: SequentialRecommender, seed: int = 7) -> SequentialRecommender:
+    """Every ``encode`` of ``model`` (in ``bce_loss`` and in every adversarial pass) draws the same masks."""
+    encode = model.encode
+
+    def replayed(seq_emb: torch.Tensor, seqs: torch.Tensor) -> torch.Tensor:
+        torch.manual_seed(seed)
+        return encode(seq_emb, seqs)
+
+    model.encode = replayed  # type: ignore[method-assign]
+    return model
+
+
+@pytest.mark.parametrize("model_name", ["sasrec", "gru4rec"])
+@pytest.mark.parametrize("method", TRAINED_METHODS)
+def test_zero_epsilon_loss_is_the_clean_bce_loss(
+    model_name: str, method: str, data: SequenceData, cascade: torch.Tensor
+) -> None:
+    # At epsilon = 0 every perturbed BCE term is L_B itself and L_adv-1 is 0, so Eq. 4.10 gives
+    # (1 + lambda2) L_B (levels 1 and 2), adv_seq L_B + L_B, continued L_B: with distinct lambdas, any term
+    # that is not its clean counterpart, or a wrong weight, shows.
+    model = new_model(model_name, data.num_items).train()
+    batch = padded_batch(data)
+    assert model.config.dropout > 0 and model.training
+    assert not torch.equal(model(batch.seqs), model(batch.seqs)), "dropout is active"
+    fix_dropout(model)
+    assert torch.equal(model(batch.seqs), model(batch.seqs)), "and replayed in every pass"
+    hparams = make_hparams(method, epsilon=0.0, lambda1=0.7, lambda2=0.3)
+    loss_fn = make_loss(method, hparams, cascade if method in CASCADE_TERMS_OF else None, data)
+    clean = bce_loss(model, batch)
+    weight = {"continued": 1.0, "adv_linear": 1.3, "adv_seq": 2.0}.get(method, 1.3)
+    torch.testing.assert_close(loss_fn(model, batch), weight * clean)
+    if isinstance(loss_fn, AdversarialLoss):
+        terms = loss_fn.terms(model, batch)
+        torch.testing.assert_close(terms.clean, clean)
+    else:
+        assert method == "continued" and loss_fn is bce_loss
+
+
 @pytest.mark.parametrize("model_name", ["sasrec", "gru4rec"])
 @pytest.mark.parametrize("method", ["adv_seq", "adv_global", "adv_cas"])
 def test_padding_is_never_perturbed(
@@ -118,42 +159,163 @@ def test_padding_is_never_perturbed(
     assert (terms.perturbation[real].norm(dim=-1) > 0).all()
 
 
-@pytest.mark.parametrize("scope", ["batch", "sequence", "position"])
-def test_level1_step_has_norm_epsilon_before_the_cascade_factors(
-    scope: str, data: SequenceData, cascade: torch.Tensor
-) -> None:
-    batch = padded_batch(data)
-    loss = adversarial_loss("adv_cas", data, cascade, epsilon=2.5, grad_norm_scope=scope)
-    terms = loss.terms(new_model("sasrec", data.num_items).train(), batch)
-    assert terms.perturbation is not None
-    real = batch.seqs != 0
-    factors = CascadeFactors(cascade, "dataset")(batch)
-    step = torch.where(real.unsqueeze(-1), terms.perturbation / factors.clamp_min(1e-9).unsqueeze(-1), 0.0)
-    norms = {
+def input_space(model: SequentialRecommender, perturbation: torch.Tensor | None) -> torch.Tensor:
+    """A perturbation of the embedding rows E[seqs] (``LossTerms.perturbation``) in the network input."""
+    assert perturbation is not None
+    return perturbation * model.input_scale
+
+
+def scope_norms(step: torch.Tensor, real: torch.Tensor, scope: str) -> torch.Tensor:
+    return {
         "batch": step.norm().reshape(1),
         "sequence": step.flatten(1).norm(dim=1),
         "position": step.norm(dim=-1)[real],
     }[scope]
+
+
+def test_sasrec_input_scale_is_sqrt_hidden_and_gru4rec_is_one(data: SequenceData) -> None:
+    # The norm tests below tell the two spaces apart only because SASRec's factor is not 1.
+    assert new_model("sasrec", data.num_items).input_scale == pytest.approx(HIDDEN**0.5)
+    assert new_model("gru4rec", data.num_items).input_scale == 1.0
+
+
+@pytest.mark.parametrize("space", ["input", "embedding"])
+@pytest.mark.parametrize("scope", ["batch", "sequence", "position"])
+@pytest.mark.parametrize("method", ["adv_global", "adv_cas", "adv_seq"])
+def test_sequence_step_has_norm_epsilon_in_its_space_within_its_scope(
+    method: str, scope: str, space: str, data: SequenceData, cascade: torch.Tensor
+) -> None:
+    # Equal budgets: whatever the cascade factors, the step has total norm epsilon within its scope, measured
+    # in the network's input (sqrt(d) E[seqs] for SASRec) or on the embedding rows themselves.
+    batch = padded_batch(data)
+    model = new_model("sasrec", data.num_items).train()
+    loss = adversarial_loss(method, data, cascade, epsilon=2.5, grad_norm_scope=scope, perturb_space=space)
+    terms = loss.terms(model, batch)
+    assert terms.perturbation is not None
+    step = input_space(model, terms.perturbation) if space == "input" else terms.perturbation
+    norms = scope_norms(step, batch.seqs != 0, scope)
     torch.testing.assert_close(norms, torch.full_like(norms, 2.5))
 
 
-def test_lower_cascade_positions_get_larger_perturbations(data: SequenceData, cascade: torch.Tensor) -> None:
+@pytest.mark.parametrize("method", ["adv_global", "adv_seq"])
+def test_sasrec_input_space_step_is_smaller_on_the_embedding_rows(
+    method: str, data: SequenceData, cascade: torch.Tensor
+) -> None:
+    # Level 1 (adv_global, scope batch) and adv_seq: the explicit form of the issue's check.
     batch = padded_batch(data)
-    # Per-position norms make ||A|| = epsilon at every position, so only 1/C tells positions apart.
-    loss = adversarial_loss("adv_cas", data, cascade, grad_norm_scope="position")
-    terms = loss.terms(new_model("sasrec", data.num_items).train(), batch)
+    model = new_model("sasrec", data.num_items).train()
+    loss = adversarial_loss(
+        method, data, cascade, epsilon=3.0, grad_norm_scope="batch", perturb_space="input"
+    )
+    terms = loss.terms(model, batch)
     assert terms.perturbation is not None
+    torch.testing.assert_close(input_space(model, terms.perturbation).norm(), torch.tensor(3.0))
+    torch.testing.assert_close(terms.perturbation.norm(), torch.tensor(3.0 / HIDDEN**0.5))
+
+
+@pytest.mark.parametrize("method", ["adv_global", "adv_cas", "adv_seq"])
+def test_gru4rec_input_and_embedding_spaces_coincide(
+    method: str, data: SequenceData, cascade: torch.Tensor
+) -> None:
+    batch = padded_batch(data)
+    model = new_model("gru4rec", data.num_items).train()
+    steps = {}
+    for space in ("input", "embedding"):
+        torch.manual_seed(5)  # same random start and dropout masks for both
+        loss = adversarial_loss(method, data, cascade, grad_norm_scope="batch", perturb_space=space)
+        steps[space] = loss.terms(model, batch).perturbation
+        assert steps[space] is not None
+        torch.testing.assert_close(steps[space].norm(), torch.tensor(1.0))
+    torch.testing.assert_close(steps["input"], steps["embedding"], rtol=0, atol=0)
+
+
+def same_state_steps(
+    data: SequenceData, cascades: dict[str, torch.Tensor], methods: tuple[str, ...], seed: int
+) -> tuple[Batch, dict[str, torch.Tensor]]:
+    """The level-1 steps (input space, scope batch) of ``methods`` on one batch from the same RNG state."""
+    batch = padded_batch(data, seed=seed)
+    model = new_model("sasrec", data.num_items).train()
+    steps = {}
+    for method in methods:
+        hparams = make_hparams(method, grad_norm_scope="batch", perturb_space="input")
+        loss = make_loss(method, hparams, cascades.get(CASCADE_TERMS_OF.get(method, "")), data)
+        assert isinstance(loss, AdversarialLoss)
+        torch.manual_seed(100 + seed)  # same random start and dropout masks for every method
+        steps[method] = input_space(model, loss.terms(model, batch).perturbation)
+    return batch, steps
+
+
+def test_cascade_redistributes_an_equal_budget_towards_the_last_positions(data: SequenceData) -> None:
+    # Temporal cascade: C = 1 + T - t, so 1/C is 1 at the last column and at most 1/2 before it.
+    # adv_cas_temporal must move a clearly larger share of the same total norm to the last column than
+    # adv_global does.
+    temporal = cascade_matrix(data.train_inputs(), BATCH_SIZE, "temporal")
+    for seed in range(3):
+        batch, steps = same_state_steps(
+            data, {"temporal": temporal}, ("adv_global", "adv_cas_temporal"), seed
+        )
+        real = batch.seqs != 0
+        assert real[:, -1].all() and real[:, :-1].any()
+        ratios = {}
+        for method, step in steps.items():
+            torch.testing.assert_close(step.norm(), torch.tensor(1.0))
+            norms = step.norm(dim=-1)
+            ratios[method] = norms[:, -1].mean() / norms[:, :-1][real[:, :-1]].mean()
+        torch.testing.assert_close(steps["adv_global"].norm(), steps["adv_cas_temporal"].norm())
+        assert ratios["adv_cas_temporal"] > 2 * ratios["adv_global"]
+
+
+def test_cascade_moves_the_budget_to_low_cascade_positions(data: SequenceData, cascade: torch.Tensor) -> None:
+    # Full cascade (both terms): equal total norms; adv_cas puts more of it on the last column than adv_global
+    # (over a few batches: the cross term dominates C on the toy data), and clearly more on the positions of
+    # high 1/C (half of the real positions) in every batch.
+    last_share: dict[str, list[torch.Tensor]] = {"adv_global": [], "adv_cas": []}
+    for seed in range(4):
+        batch, steps = same_state_steps(data, {"both": cascade}, ("adv_global", "adv_cas"), seed)
+        real = batch.seqs != 0
+        torch.testing.assert_close(steps["adv_global"].norm(), steps["adv_cas"].norm())
+        factors = CascadeFactors(cascade)(batch)
+        high = real & (factors > factors[real].median())
+        high_share = {}
+        for method, step in steps.items():
+            norms = step.norm(dim=-1)
+            last_share[method].append(norms[:, -1].mean() / norms[:, :-1][real[:, :-1]].mean())
+            high_share[method] = norms[high].sum() / norms[real].sum()
+        assert high_share["adv_cas"] > high_share["adv_global"] + 0.1
+    assert torch.stack(last_share["adv_cas"]).mean() > torch.stack(last_share["adv_global"]).mean()
+
+
+@pytest.mark.parametrize("space", ["input", "embedding"])
+@pytest.mark.parametrize("scope", ["batch", "sequence"])
+def test_level1_step_is_the_cascade_weighted_gradient_normalised_once(
+    scope: str, space: str, data: SequenceData, cascade: torch.Tensor
+) -> None:
+    # The step, rebuilt from its definition: a random start (1/C-weighted, norm init_noise), the gradient of
+    # ||f(S + start) - f(S)|| there, weighted by 1/C ONCE, normalised to epsilon in the chosen space.
+    # Evaluation mode: no dropout, so the only random numbers drawn are those of the start.
+    model = new_model("sasrec", data.num_items).eval()
+    batch = padded_batch(data)
     real = batch.seqs != 0
-    norms = terms.perturbation.norm(dim=-1)
-    rows = cascade[batch.users, -batch.seqs.shape[1] :]
-    torch.testing.assert_close(norms[real], CascadeFactors(cascade, "dataset")(batch)[real])
-    compared = 0
-    for row_cascade, row_norms, row_real in zip(rows, norms, real, strict=True):
-        values, sizes = row_cascade[row_real], row_norms[row_real]
-        if values.min() < values.max():
-            assert sizes[values.argmin()] > sizes[values.argmax()]
-            compared += 1
-    assert compared > 10
+    overrides = {"epsilon": 2.0, "init_noise": 0.05, "grad_norm_scope": scope, "perturb_space": space}
+    loss = adversarial_loss("adv_cas", data, cascade, **overrides)
+    torch.manual_seed(11)
+    terms = loss.terms(model, batch)
+    assert terms.perturbation is not None
+
+    scale = model.input_scale if space == "input" else 1.0
+    factors = CascadeFactors(cascade)(batch).unsqueeze(-1)
+    seq_emb = model.item_emb(batch.seqs).detach()
+    torch.manual_seed(11)
+    start = fgsm_step(factors * torch.randn_like(seq_emb), real, 0.05 / scale, scope)
+    probe = (seq_emb + start).requires_grad_()
+    with torch.no_grad():
+        clean = model.encode(seq_emb, batch.seqs)
+    (gradient,) = torch.autograd.grad(representation_gap(model.encode(probe, batch.seqs), clean, real), probe)
+    expected = fgsm_step(factors * gradient, real, 2.0 / scale, scope)
+    torch.testing.assert_close(terms.perturbation, expected, rtol=1e-4, atol=1e-6)
+    # Weighting twice (or not at all) would give a measurably different step.
+    for wrong in (factors**2 * gradient, gradient):
+        assert not torch.allclose(terms.perturbation, fgsm_step(wrong, real, 2.0 / scale, scope), atol=1e-4)
 
 
 def toy_trained(name: str, data: SequenceData, epochs: int = 10) -> SequentialRecommender:
@@ -195,7 +357,8 @@ def test_level1_step_moves_the_representation_more_than_a_random_one(
         assert terms.adv1 is not None
         real = batch.seqs != 0
         seq_emb = model.item_emb(batch.seqs).detach()
-        direction = fgsm_step(torch.randn_like(seq_emb), real, 0.5, "sequence")
+        # The same norm in the same (input) space as the adversarial step: 0.5 on sqrt(d) E[seqs] for SASRec.
+        direction = fgsm_step(torch.randn_like(seq_emb), real, 0.5 / model.input_scale, "sequence")
         with torch.no_grad():
             clean = model.encode(seq_emb, batch.seqs)
             random.append(representation_gap(model.encode(seq_emb + direction, batch.seqs), clean, real))
@@ -203,15 +366,21 @@ def test_level1_step_moves_the_representation_more_than_a_random_one(
     assert torch.stack(adversarial).mean() > 1.5 * torch.stack(random).mean()
 
 
-def test_batch_factors_follow_the_trimmed_columns_and_have_mean_one(
-    data: SequenceData, cascade: torch.Tensor
+@pytest.mark.parametrize("bucket_by_length", [False, True])
+def test_batch_factors_are_the_inverse_cascade_of_the_trimmed_columns(
+    bucket_by_length: bool, data: SequenceData, cascade: torch.Tensor
 ) -> None:
     generator = torch.Generator().manual_seed(0)
-    for batch in iterate_batches(data, 32, generator, bucket_by_length=True):
+    widths = set()
+    for batch in iterate_batches(data, 32, generator, bucket_by_length=bucket_by_length):
         real = batch.seqs != 0
-        factors = CascadeFactors(cascade, "batch")(batch)
+        widths.add(batch.seqs.shape[1])
+        factors = CascadeFactors(cascade)(batch)
         assert torch.equal(factors > 0, real), "the last L columns of C line up with the trimmed batch"
-        torch.testing.assert_close(factors[real].mean(), torch.tensor(1.0))
+        rows = cascade[batch.users, -batch.seqs.shape[1] :]
+        torch.testing.assert_close(factors[real], rows[real].reciprocal(), rtol=0, atol=0)
+    if bucket_by_length:
+        assert len(widths) > 1, "bucketed batches are trimmed to different widths"
 
 
 def run_finetune(
@@ -342,24 +511,3 @@ def test_cascade_methods_need_the_matching_cascade(
             state_dir=tmp_path / "state", device="cpu",
         )  # fmt: skip
     assert not (tmp_path / "model.pt").exists()
-
-
-def test_fgsm_gradient_switch_differs_by_the_chain_rule_factor(
-    data: SequenceData, cascade: torch.Tensor
-) -> None:
-    # 'perturbation' steps along d/dA = (1/C) * d/dS of f(S + A / C); 'input' along d/dS (paper's notation).
-    batch = padded_batch(data)
-    model = new_model("sasrec", data.num_items).train()
-    steps = {}
-    for variant in ("perturbation", "input"):
-        torch.manual_seed(3)  # same random start and dropout masks for both
-        terms = adversarial_loss("adv_cas", data, cascade, fgsm_gradient=variant).terms(model, batch)
-        assert terms.perturbation is not None
-        steps[variant] = terms.perturbation
-    real = (batch.seqs != 0).unsqueeze(-1)
-    factors = CascadeFactors(cascade, "dataset")(batch).unsqueeze(-1)
-    along_input = torch.where(real, steps["input"] * factors, 0.0).flatten(1)
-    along_perturbation = steps["perturbation"].flatten(1)
-    cosine = torch.nn.functional.cosine_similarity(along_input, along_perturbation, dim=1)
-    torch.testing.assert_close(cosine, torch.ones_like(cosine))
-    assert not torch.allclose(steps["input"], steps["perturbation"])

@@ -1,4 +1,4 @@
-"""The cascade matrix of Eq. 4.11 against a direct double loop, and the normalised factors 1/C."""
+"""The cascade matrix of Eq. 4.11 against a direct double loop, and the perturbation factors 1/C."""
 
 from __future__ import annotations
 
@@ -7,11 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from catrec.cascade import (
-    cascade_matrix,
-    inverse_cascade_mean,
-    perturbation_factors,
-)
+from catrec.cascade import cascade_matrix, perturbation_factors
 from catrec.data.sequences import SequenceData
 from catrec.stages.cascade import write_cascade
 
@@ -78,26 +74,33 @@ def test_cascade_matrix_rejects_unknown_terms() -> None:
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-def test_factors_have_mean_one_over_real_positions_dataset_and_batch(seed: int) -> None:
+def test_factors_are_raw_inverse_cascade_at_real_positions_and_zero_at_padding(seed: int) -> None:
     seqs = random_inputs(30, 8, 10, seed)
     cascade = cascade_matrix(seqs, batch_size=4)
     real = seqs != 0
-    dataset_factors = perturbation_factors(cascade, real, inverse_cascade_mean(cascade))
-    torch.testing.assert_close(dataset_factors[real].mean(), torch.tensor(1.0))
-    # A batch of a few rows: batch mode has mean 1 in the batch, dataset mode in general does not.
+    factors = perturbation_factors(cascade, real)
+    assert (factors[~real] == 0).all()
+    # Raw 1/C: no normalisation to mean one (the level-1 step is normalised to epsilon afterwards).
+    torch.testing.assert_close(factors[real], 1.0 / cascade[real], rtol=0, atol=0)
+    assert factors[real].mean() < 1.0, "every C >= 1, so a mean-one normalisation would show here"
+    # A subset of rows (a batch) gets exactly its rows of the full-matrix factors.
     rows = torch.tensor([0, 3, 7, 11])
-    batch_factors = perturbation_factors(cascade[rows], real[rows], None)
-    torch.testing.assert_close(batch_factors[real[rows]].mean(), torch.tensor(1.0))
-    for factors, mask in [(dataset_factors, real), (batch_factors, real[rows])]:
-        assert (factors[~mask] == 0).all()
-        assert (factors[mask] > 0).all()
+    torch.testing.assert_close(perturbation_factors(cascade[rows], real[rows]), factors[rows], rtol=0, atol=0)
 
 
 def test_factors_are_inverse_to_cascade() -> None:
     cascade = torch.tensor([[0.0, 4.0, 2.0], [1.0, 2.0, 8.0]])
-    factors = perturbation_factors(cascade, cascade > 0, None)
-    inverse = torch.tensor([0.25, 0.5, 1.0, 0.5, 0.125])
-    torch.testing.assert_close(factors[cascade > 0], inverse / inverse.mean())
+    factors = perturbation_factors(cascade, cascade > 0)
+    expected = torch.tensor([[0.0, 0.25, 0.5], [1.0, 0.5, 0.125]])
+    torch.testing.assert_close(factors, expected, rtol=0, atol=0)
+
+
+def test_factors_ignore_values_at_padding() -> None:
+    # Whatever sits in C at a padding position (0 gives 1/0 = inf), the factor there is 0, never inf or NaN.
+    cascade = torch.tensor([[0.0, 0.0, 2.0], [5.0, 1.0, 4.0]])
+    real = torch.tensor([[False, False, True], [False, True, True]])
+    factors = perturbation_factors(cascade, real)
+    torch.testing.assert_close(factors, torch.tensor([[0.0, 0.0, 0.5], [0.0, 1.0, 0.25]]), rtol=0, atol=0)
 
 
 def test_write_cascade_saves_the_training_inputs_cascade(toy_data_dir: Path, tmp_path: Path) -> None:

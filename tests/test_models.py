@@ -96,3 +96,28 @@ def test_padding_items_do_not_leak(model: SequentialRecommender) -> None:
     torch.testing.assert_close(
         model.encode(noisy, seqs)[real], model.encode(seq_emb, seqs)[real], rtol=1e-5, atol=1e-5
     )
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("training", [False, True])
+def test_outputs_at_padding_are_zero(variant: str, training: bool) -> None:
+    # Also in training mode (dropout active) and for a row without any real item.
+    torch.manual_seed(0)
+    config = ModelConfig(
+        num_items=NUM_ITEMS, max_len=MAX_LEN, hidden_size=HIDDEN, dropout=0.2, **VARIANTS[variant]
+    )
+    model = build_model(config).train(training)
+    with torch.no_grad():  # as after training: no bias (layer norms included) is 0 any more
+        for parameter in model.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    seqs = left_padded([3, 7, 0, 1], width=8)
+    reps = model(seqs)
+    real = seqs != 0
+    assert torch.isfinite(reps).all()
+    assert (reps[~real] == 0).all()
+    assert (reps[real].norm(dim=-1) > 0).all()
+    # Gradients flow to the embeddings of real items only.
+    (reps * torch.randn_like(reps)).sum().backward()  # not reps.sum(): flat through a layer norm
+    grad = model.item_emb.weight.grad
+    assert grad is not None and (grad[0] == 0).all()
+    assert (grad[seqs[real].unique()].norm(dim=-1) > 0).all()
