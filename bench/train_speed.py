@@ -1,16 +1,16 @@
-"""Training and evaluation speed of SASRec and GRU4Rec: length-bucketed batches vs. the padded baseline.
+"""Training and evaluation speed of SASRec and GRU4Rec: random batches (the default) vs. length-bucketed.
 
-Not a test. For each dataset and model it times one training epoch (batch 128, hidden 100) with
-``bucket_by_length=True`` (users of similar length share a batch trimmed to its longest sequence) and with the
-straightforward baseline ``bucket_by_length=False`` (random batches, all padded to T), and the full-ranking
-evaluation of every user (validation split). Datasets: the real Beauty set (T=50) from the shared data folder
+Not a test. For each dataset and model it times one training epoch (batch 128, hidden 100) with random
+batches, ``bucket_by_length=False`` (the reference sampler's batches; each trimmed to its longest sequence,
+SASRec on the packed real positions), and with ``bucket_by_length=True`` (users of similar length share a
+batch: faster, but another training), and the full-ranking evaluation of every user (validation split). Datasets: the real Beauty set (T=50) from the shared data folder
 and a synthetic set shaped like ML-1M (6,040 users, 3,416 items, about 165 items per user, T=200).
 
     .venv/bin/python bench/train_speed.py [--epochs 1] [--device auto] [--datasets beauty ml1m-shaped]
         [--threads N] [--quick]
 
-``--quick`` times at most QUICK_BATCHES baseline batches and extrapolates to a whole epoch (baseline batches
-all have the same shape, so each costs about the same).
+``--quick`` times at most QUICK_BATCHES random batches and extrapolates to a whole epoch (random batches are
+alike on average).
 """
 
 from __future__ import annotations
@@ -111,14 +111,14 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", choices=sorted(DATASETS), default=list(DATASETS))
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument(
-        "--quick", action="store_true", help=f"time at most {QUICK_BATCHES} baseline batches, extrapolated"
+        "--quick", action="store_true", help=f"time at most {QUICK_BATCHES} random batches, extrapolated"
     )
     args = parser.parse_args()
     device = resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"device {device}, {torch.get_num_threads()} CPU threads, torch {torch.__version__}")
-    header = "| dataset | model | baseline s/epoch | bucketed s/epoch | speed-up | eval s (all users) |"
+    header = "| dataset | model | random s/epoch | bucketed s/epoch | speed-up | eval s (all users) |"
     rows = [header, "|---|---|---:|---:|---:|---:|"]
     for name in args.datasets:
         data = DATASETS[name]()
