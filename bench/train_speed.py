@@ -3,7 +3,8 @@
 Not a test. For each dataset and model it times one training epoch (batch 128, hidden 100) with random
 batches, ``bucket_by_length=False`` (the reference sampler's batches; each trimmed to its longest sequence,
 SASRec on the packed real positions), and with ``bucket_by_length=True`` (users of similar length share a
-batch: faster, but another training), and the full-ranking evaluation of every user (validation split). Datasets: the real Beauty set (T=50) from the shared data folder
+batch: faster, but another training), and the full-ranking evaluation of every user (validation split).
+Datasets: the real Beauty set (T=50) from the shared data folder
 and a synthetic set shaped like ML-1M (6,040 users, 3,416 items, about 165 items per user, T=200).
 
     .venv/bin/python bench/train_speed.py [--epochs 1] [--device auto] [--datasets beauty ml1m-shaped]
