@@ -1,4 +1,4 @@
-"""Figures 3-6 render from small synthetic tidy CSVs, with labelled axes and a legend."""
+"""Figures 3-6 and the perturbation profile render from small synthetic tidy CSVs, labelled, with a legend."""
 
 from __future__ import annotations
 
@@ -11,7 +11,12 @@ from matplotlib.figure import Figure
 
 from catrec.errors import CatrecError
 from catrec.report.plots import build_figure, plot_figure
-from catrec.vocabulary import ATTACK_SUMMARY_COLUMNS, CURVE_SUMMARY_COLUMNS, EPSILON_METHODS
+from catrec.vocabulary import (
+    ATTACK_SUMMARY_COLUMNS,
+    CURVE_SUMMARY_COLUMNS,
+    EPSILON_METHODS,
+    PROFILE_SUMMARY_COLUMNS,
+)
 
 DATASETS = ("video", "beauty")
 MODELS = ("sasrec", "gru4rec")
@@ -205,3 +210,52 @@ def test_missing_column_names_file_and_column(tmp_path: Path) -> None:
     synthetic_attacks().drop(columns=["k"]).to_csv(source, index=False)
     with pytest.raises(CatrecError, match=r"attacks\.csv.*'k'"):
         plot_figure("fig6", source, tmp_path / "fig6.pdf", ["model=sasrec"])
+
+
+def synthetic_profile() -> pd.DataFrame:
+    """adv_global spreads epsilon evenly over 20 positions; adv_cas puts most of it on the last ones."""
+    rows = []
+    for dataset in DATASETS:
+        for model in MODELS:
+            for method in ("adv_global", "adv_cas"):
+                for seed in (1, 2):
+                    for position in range(1, 21):
+                        norm = 10 / np.sqrt(20) if method == "adv_global" else 8.0 * 0.5 ** (position - 1)
+                        rows.append(
+                            {
+                                "dataset": dataset,
+                                "model": model,
+                                "method": method,
+                                "epsilon": 10.0,
+                                "seed": seed,
+                                "position_from_end": position,
+                                "mean_norm": norm,
+                                "total_norm": 10.0 + seed,
+                            }
+                        )
+    return pd.DataFrame(rows, columns=PROFILE_SUMMARY_COLUMNS)
+
+
+def test_perturbation_profile_figure(tmp_path: Path) -> None:
+    source = tmp_path / "perturbation_profile.csv"
+    synthetic_profile().to_csv(source, index=False)
+    output = tmp_path / "fig_perturbation.pdf"
+    plot_figure("perturbation", source, output, [])
+    assert output.read_bytes().startswith(b"%PDF")
+    assert output.with_suffix(".png").stat().st_size > 20_000
+    drawn = build_figure("perturbation", synthetic_profile(), {"model": "sasrec", "max_position": "10"})
+    assert len(drawn.axes) == len(DATASETS)
+    for ax in drawn.axes:
+        assert (
+            ax.get_xlabel() == "position from the end (1 = last item)" and ax.get_ylabel() and ax.get_title()
+        )
+        # The norms span decades: a log axis; the legend names each method with its mean total norm.
+        assert ax.get_yscale() == "log"
+        lines = {line.get_label(): line for line in ax.lines}
+        assert set(lines) == {"adv_global (total 11.5)", "adv_cas (total 11.5)"}
+        assert list(lines["adv_cas (total 11.5)"].get_xdata()) == list(range(1, 11))
+        assert lines["adv_cas (total 11.5)"].get_ydata()[0] == pytest.approx(8.0)
+        assert {text.get_text() for text in ax.get_legend().get_texts()} == set(lines)
+    assert "ε = 10" in drawn.get_suptitle()
+    with pytest.raises(CatrecError, match="max_position=0"):
+        build_figure("perturbation", synthetic_profile(), {"max_position": "0"})

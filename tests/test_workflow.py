@@ -23,13 +23,19 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 import yaml
 from conftest import REPO_ROOT
 
-from catrec.config import validate_hparams
+from catrec.config import read_hparams
 from catrec.toy import write_toy_zip
-from catrec.vocabulary import CLEAN_METHODS
+from catrec.vocabulary import (
+    CLEAN_METHODS,
+    PROFILE_SUMMARY_COLUMNS,
+    SEQUENCE_METHODS,
+    SIGNIFICANCE_COLUMNS,
+)
 
 BIN_DIR = Path(sys.executable).parent
 
@@ -135,8 +141,12 @@ def test_non_finite_epsilon_fails_naming_the_key(tmp_path: Path, epsilon: str) -
 
 
 def test_rule_hparams_pass_the_cli_validation(tmp_path: Path) -> None:
-    """The --hparams every training rule builds from the config satisfy validate_hparams."""
-    targets = ["results/metrics/toy/sasrec/adv_cas.json", "results/attacks/toy/gru4rec/adv_cas.csv"]
+    """The --hparams every rule builds from the config pass the stage's own check (``read_hparams``)."""
+    targets = [
+        "results/metrics/toy/sasrec/seed42/adv_cas/eps1.json",
+        "results/attacks/toy/gru4rec/seed42/adv_cas/eps1.csv",
+        "results/profiles/toy/sasrec/seed42/adv_cas/eps1.csv",
+    ]
     config = str(REPO_ROOT / "config/smoke.yaml")
     result = snakemake(tmp_path, "-n", "-p", "--cores", "1", *targets, "--configfile", config)
     commands = [
@@ -145,10 +155,14 @@ def test_rule_hparams_pass_the_cli_validation(tmp_path: Path) -> None:
         if "--hparams" in line
     ]
     stages = {command[1] for command in commands}
-    assert stages == {"pretrain", "finetune", "attack"}
+    assert stages == {"pretrain", "finetune", "attack", "profile"}
     for command in commands:
         hparams = json.loads(command[command.index("--hparams") + 1])
-        assert validate_hparams(hparams) == hparams
+        # The profile rebuilds the run's loss from the finetune stage's settings.
+        stage = "finetune" if command[1] == "profile" else command[1]
+        model = command[command.index("--model") + 1]
+        method = command[command.index("--method") + 1] if "--method" in command else None
+        assert read_hparams(hparams, stage, model=model, method=method) == hparams
 
 
 @pytest.fixture(scope="module")
@@ -288,12 +302,42 @@ def test_smoke_dag_builds_every_table_and_figure(smoke_run: dict[str, object]) -
         for ext in ("csv", "md", "tex"):
             assert (workdir / f"results/tables/{table}.{ext}").stat().st_size > 0
     assert (workdir / "results/tables/table2_vs_paper.md").exists()
-    for figure in ("fig3", "fig4", "fig5", "fig6", "fig6_gru4rec"):
+    for figure in ("fig3", "fig4", "fig5", "fig6", "fig6_gru4rec", "fig_perturbation"):
         for ext in ("pdf", "png"):
             assert (workdir / f"figures/{figure}.{ext}").stat().st_size > 1000
     assert (workdir / "results/raw/toy/toy.zip").exists()
-    for rule in ("download", "preprocess", "pretrain", "finetune", "attack", "plot"):
+    for rule in (
+        "download",
+        "preprocess",
+        "pretrain",
+        "finetune",
+        "attack",
+        "plot",
+        "profile",
+        "user_metrics",
+    ):
         assert any((workdir / "logs" / rule).rglob("*.log")), f"no log for rule {rule}"
+
+
+@pytest.mark.slow
+def test_smoke_dag_writes_the_profile_and_the_significance_table(smoke_run: dict[str, object]) -> None:
+    workdir, config = smoke_run["workdir"], smoke_run["config"]
+    assert isinstance(workdir, Path) and isinstance(config, dict)
+    profile = pd.read_csv(workdir / "results/summary/perturbation_profile.csv")
+    assert list(profile.columns) == PROFILE_SUMMARY_COLUMNS
+    profiled = [method for method in config["methods"] if method in SEQUENCE_METHODS]
+    assert set(profile["method"]) == set(profiled) and set(profile["model"]) == set(config["models"])
+    assert (profile["position_from_end"] >= 1).all() and (profile["mean_norm"] > 0).all()
+    assert set(profile["epsilon"]) == {float(config["adversarial"]["epsilon"])}
+    significance = pd.read_csv(workdir / "results/tables/significance.csv")
+    assert list(significance.columns) == SIGNIFICANCE_COLUMNS
+    others = set(config["methods"]) - {"adv_cas"}
+    assert set(significance["method_b"]) == others and set(significance["method_a"]) == {"adv_cas"}
+    assert set(significance["test"]) == {"wilcoxon", "ttest_rel"}
+    assert (workdir / "results/tables/significance.md").stat().st_size > 0
+    users = pd.read_csv(workdir / "results/users/toy/sasrec/seed42/base.csv")
+    metrics = json.loads((workdir / "results/metrics/toy/sasrec/seed42/base.json").read_text())
+    assert users["ndcg@10"].mean() == pytest.approx(metrics["test"]["ndcg@10"], abs=1e-6)
 
 
 @pytest.mark.slow

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from catrec.errors import CatrecError
-from catrec.vocabulary import CASCADE_TERMS, DEVICES, FIGURE_KINDS, MODELS
+from catrec.vocabulary import CASCADE_TERMS, DEVICES, FIGURE_KINDS, MODELS, SIGNIFICANCE_REFERENCE
 
 
 def _hparams(value: str) -> dict[str, Any]:
@@ -171,6 +171,38 @@ def cmd_attack(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_profile(args: argparse.Namespace) -> None:
+    from catrec.stages.profile import write_profile
+
+    write_profile(
+        data_dir=args.data,
+        hparams=args.hparams,
+        dataset=args.dataset,
+        model_name=args.model,
+        method=args.method,
+        checkpoint=args.checkpoint,
+        cascade=args.cascade,
+        output=args.output,
+        batches=args.batches,
+        device=args.device,
+        threads=args.threads,
+    )
+
+
+def cmd_user_metrics(args: argparse.Namespace) -> None:
+    from catrec.stages.users import write_user_metrics
+
+    write_user_metrics(
+        data_dir=args.data,
+        max_len=args.max_len,
+        model_name=args.model,
+        checkpoint=args.checkpoint,
+        output=args.output,
+        device=args.device,
+        threads=args.threads,
+    )
+
+
 def cmd_prune_state(args: argparse.Namespace) -> None:
     from catrec.state import prune_state
 
@@ -191,6 +223,12 @@ def cmd_table2(args: argparse.Namespace) -> None:
     from catrec.report.tables import write_table2
 
     write_table2(args.metrics, args.paper, args.output_prefix)
+
+
+def cmd_significance(args: argparse.Namespace) -> None:
+    from catrec.report.significance import write_significance
+
+    write_significance(args.users, args.output_prefix, reference=args.method_a)
 
 
 def cmd_plot(args: argparse.Namespace) -> None:
@@ -316,6 +354,32 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--output", type=Path, required=True, help="tidy CSV of metrics under attack")
 
     sub = add(
+        "profile",
+        cmd_profile,
+        "Perturbation profile of a fine-tuned model: the norm its method adds to S by position from the end "
+        "(post hoc, nothing is trained).",
+    )
+    add_training_args(sub)
+    sub.add_argument(
+        "--method", required=True, help="a method that perturbs S (adv_seq, adv_global, adv_cas*)"
+    )
+    sub.add_argument("--checkpoint", type=Path, required=True, help="the fine-tuned model (.pt)")
+    sub.add_argument("--cascade", type=Path, help="cascade matrix (.pt) the run used, needed by adv_cas*")
+    sub.add_argument(
+        "--batches", type=_positive(int), default=20, help="training batches to measure (default: 20)"
+    )
+    sub.add_argument("--output", type=Path, required=True, help="tidy CSV of the profile")
+
+    sub = add("user-metrics", cmd_user_metrics, "Per-user test NDCG@10 and HT@10 of one trained model.")
+    sub.add_argument("--data", type=Path, required=True, help="preprocessed dataset directory")
+    sub.add_argument("--max-len", type=_positive(int), required=True, help="T")
+    sub.add_argument("--model", required=True, choices=list(MODELS))
+    sub.add_argument("--checkpoint", type=Path, required=True)
+    sub.add_argument("--output", type=Path, required=True, help="CSV: user, ndcg@10, hit@10")
+    sub.add_argument("--device", choices=DEVICES, default="auto", help="auto: CUDA when available")
+    sub.add_argument("--threads", type=int, default=1, help="CPU threads (ignored on a GPU)")
+
+    sub = add(
         "prune-state",
         cmd_prune_state,
         "Remove resumable state that no result uses any more (runs whose results a newer run replaced).",
@@ -325,7 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--dry-run", action="store_true", help="only list what would be removed")
 
     sub = add("collect", cmd_collect, "Gather per-run results into one tidy CSV.")
-    sub.add_argument("kind", choices=["metrics", "curves", "attacks"])
+    sub.add_argument("kind", choices=["metrics", "curves", "attacks", "profiles"])
     sub.add_argument("inputs", type=Path, nargs="+")
     sub.add_argument("--output", type=Path, required=True)
 
@@ -333,6 +397,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--metrics", type=Path, required=True, help="tidy metrics CSV (catrec collect metrics)")
     sub.add_argument("--paper", type=Path, required=True, help="CSV of the paper's Table 2")
     sub.add_argument("--output-prefix", type=Path, required=True, help="directory for table2*.csv/md/tex")
+
+    sub = add(
+        "significance",
+        cmd_significance,
+        "Wilcoxon (over users, per seed) and paired t-tests (over seeds) of adv_cas against each method.",
+    )
+    sub.add_argument(
+        "--users", type=Path, nargs="+", required=True, help="per-user metrics CSVs (catrec user-metrics)"
+    )
+    sub.add_argument("--output-prefix", type=Path, required=True, help="writes PREFIX.csv and PREFIX.md")
+    sub.add_argument(
+        "--method-a", default=SIGNIFICANCE_REFERENCE, help="the method tested against the others"
+    )
 
     sub = add("plot", cmd_plot, "Render a figure from tidy CSV (never trains).")
     sub.add_argument("figure", choices=sorted(set(FIGURE_KINDS.values())))

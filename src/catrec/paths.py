@@ -7,8 +7,9 @@ level of its paths, so seeds, the paper's epsilon, the epsilon sweep and overlay
     results/{kind}/{dataset}/{model}/seed{seed}/{method}.{ext}              base, continued
     results/{kind}/{dataset}/{model}/seed{seed}/{method}/eps{epsilon}.{ext} methods that take epsilon
 
-with kind ``models`` (.pt), ``curves`` (.csv), ``metrics`` (.json) and ``attacks`` (.csv). Templates use
-Snakemake's wildcard syntax; ``run_file`` fills them.
+with kind ``models`` (.pt), ``curves`` (.csv), ``metrics`` (.json), ``attacks`` (.csv), ``profiles``
+(.csv, the perturbation profile) and ``users`` (.csv, per-user test metrics). Templates use Snakemake's
+wildcard syntax; ``run_file`` fills them.
 """
 
 from __future__ import annotations
@@ -27,8 +28,16 @@ CASCADE = "results/cascade/{dataset}/{terms}.pt"
 STATE_ROOT = "results/state"
 SUMMARY = "results/summary/{summary}.csv"
 TABLES = "results/tables"
+SIGNIFICANCE = f"{TABLES}/significance"
 
-EXTENSIONS = {"models": "pt", "curves": "csv", "metrics": "json", "attacks": "csv"}
+EXTENSIONS = {
+    "models": "pt",
+    "curves": "csv",
+    "metrics": "json",
+    "attacks": "csv",
+    "profiles": "csv",
+    "users": "csv",
+}
 SEED_DIR = "{dataset}/{model}/seed{seed}"
 PRETRAIN_RUN = f"{SEED_DIR}/pretrain"
 CLEAN_RUN = f"{SEED_DIR}/{{method}}"

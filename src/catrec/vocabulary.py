@@ -45,7 +45,14 @@ MODELS = tuple(MODEL_KEYS_OF)
 DEVICES = ("auto", "cpu", "cuda")
 
 # figure target -> the plot kind that draws it (``catrec plot``); common.smk adds each one's data.
-FIGURE_KINDS = {"fig3": "fig3", "fig4": "fig4", "fig5": "fig5", "fig6": "fig6", "fig6_gru4rec": "fig6"}
+FIGURE_KINDS = {
+    "fig3": "fig3",
+    "fig4": "fig4",
+    "fig5": "fig5",
+    "fig6": "fig6",
+    "fig6_gru4rec": "fig6",
+    "fig_perturbation": "perturbation",
+}
 
 METRICS = ("ndcg@10", "hit@10")
 # Lists, not tuples: pandas reads a tuple passed to groupby / set_index as one key.
@@ -69,3 +76,29 @@ ATTACK_COLUMNS = [
 # Collected summaries: a run's rows with its full identity (epsilon and seed come from the file's path).
 CURVE_SUMMARY_COLUMNS = [*RUN_KEYS, "epsilon", "seed", *CURVE_COLUMNS]
 ATTACK_SUMMARY_COLUMNS = [*RUN_KEYS, "epsilon", "seed", *ATTACK_COLUMNS[len(RUN_KEYS) :]]
+
+# Perturbation profile (per run of a SEQUENCE_METHODS method): the mean norm of the level-1 / adv_seq
+# perturbation of S in the network's input space by position from the end (1 = last item), and the mean total
+# norm of a batch's perturbation (the same on every row of a run).
+PROFILE_COLUMNS = [*RUN_KEYS, "position_from_end", "mean_norm", "total_norm"]
+PROFILE_SUMMARY_COLUMNS = [*RUN_KEYS, "epsilon", "seed", *PROFILE_COLUMNS[len(RUN_KEYS) :]]
+# Per-user test metrics of one run; `user` is the user's id in sequences.txt.
+USER_METRICS_COLUMNS = ["user", *METRICS]
+# Significance of adv_cas (method_a) against every other method: a Wilcoxon signed-rank test over users per
+# seed, and a paired t-test over seeds of the mean (`seed` empty); `n` counts the pairs.
+SIGNIFICANCE_REFERENCE = "adv_cas"
+SIGNIFICANCE_COLUMNS = [
+    "dataset",
+    "model",
+    "method_a",
+    "method_b",
+    "epsilon",
+    "seed",
+    "metric",
+    "test",
+    "statistic",
+    "p_value",
+    "n",
+    "mean_a",
+    "mean_b",
+]

@@ -16,6 +16,8 @@ from catrec.vocabulary import (
     EPSILON_METHODS,
     FIGURE_KINDS,
     MODELS as MODEL_NAMES,
+    SEQUENCE_METHODS,
+    SIGNIFICANCE_REFERENCE,
 )
 
 try:
@@ -141,15 +143,29 @@ def state_dir(wildcards):
     ).format(**wildcards)
 
 
+def cascade_input(wildcards):
+    """The cascade file the run's method reads (adv_cas*), as a named input; none for the others."""
+    terms = CASCADE_TERMS_OF.get(wildcards.method)
+    if not terms:
+        return {}
+    return {"cascade": paths.CASCADE.format(dataset=wildcards.dataset, terms=terms)}
+
+
 def finetune_inputs(wildcards):
-    inputs = {
+    return {
         **data_files(wildcards),
         "pretrained": run_file("models", wildcards, "pretrain"),
+        **cascade_input(wildcards),
     }
-    terms = CASCADE_TERMS_OF.get(wildcards.method)
-    if terms:
-        inputs["cascade"] = paths.CASCADE.format(dataset=wildcards.dataset, terms=terms)
-    return inputs
+
+
+def profile_inputs(wildcards):
+    """What the perturbation profile rebuilds the run's loss from: its data, model and cascade."""
+    return {
+        **data_files(wildcards),
+        "model": run_file("models", wildcards),
+        **cascade_input(wildcards),
+    }
 
 
 def cascade_arg(wildcards, input):
@@ -190,6 +206,17 @@ def epsilon_files():
     ]
 
 
+# The perturbation profile covers the configured methods that perturb the sequence input S.
+PROFILE_METHODS = [method for method in METHODS if method in SEQUENCE_METHODS]
+# Training batches each profile measures (``catrec profile --batches``).
+PROFILE_BATCHES = 20
+# Significance compares adv_cas with every other method of Table 2.
+SIGNIFICANCE = (
+    [paths.SIGNIFICANCE + ext for ext in (".csv", ".md")]
+    if SIGNIFICANCE_REFERENCE in METHODS and len(METHODS) > 1
+    else []
+)
+
 FIG5 = config["figures"]["fig5"]
 FIG6 = config["figures"]["fig6"]
 
@@ -212,6 +239,7 @@ SUMMARIES = {
         "attacks",
         runs("attacks", DATASETS, [FIG6["supplementary_model"]], FIG6["methods"]),
     ),
+    "perturbation_profile": ("profiles", runs("profiles", methods=PROFILE_METHODS)),
 }
 
 # figure target -> (summary it reads, plot options); the plot kind is catrec.vocabulary.FIGURE_KINDS.
@@ -237,6 +265,7 @@ FIGURES = {
             f"methods={','.join(FIG6['methods'])}",
         ],
     ),
+    "fig_perturbation": ("perturbation_profile", []),
 }
 assert set(FIGURES) == set(
     FIGURE_KINDS
@@ -256,5 +285,12 @@ def final_targets():
         ext=["csv", "md", "tex"],
     )
     tables += expand("results/tables/table2_vs_paper.{ext}", ext=["csv", "md"])
-    figures = expand("figures/{figure}.{ext}", figure=list(FIGURES), ext=["pdf", "png"])
-    return tables + figures + ["results/summary/attacks.csv"]
+    # Without a method that perturbs S there is no profile to draw.
+    drawn = [
+        f for f in FIGURES if PROFILE_METHODS or FIGURES[f][0] != "perturbation_profile"
+    ]
+    figures = expand("figures/{figure}.{ext}", figure=drawn, ext=["pdf", "png"])
+    summaries = ["results/summary/attacks.csv"]
+    if PROFILE_METHODS:
+        summaries.append(paths.SUMMARY.format(summary="perturbation_profile"))
+    return tables + SIGNIFICANCE + figures + summaries

@@ -19,6 +19,8 @@ from catrec.vocabulary import (
     CURVE_SUMMARY_COLUMNS,
     METRICS,
     METRICS_COLUMNS,
+    PROFILE_COLUMNS,
+    PROFILE_SUMMARY_COLUMNS,
     RUN_KEYS,
 )
 
@@ -53,13 +55,22 @@ def _curve_rows(path: Path) -> pd.DataFrame:
     return read_table_csv(path, CURVE_COLUMNS).assign(**_identity(path))
 
 
-def _attack_rows(path: Path) -> pd.DataFrame:
+def _labelled_rows(path: Path, columns: list[str]) -> pd.DataFrame:
+    """A per-run CSV whose rows name their run (dataset, model, method): checked against the path."""
     identity = _identity(path)
-    rows = read_table_csv(path, ATTACK_COLUMNS)
+    rows = read_table_csv(path, columns)
     for key in RUN_KEYS:
         if (rows[key].astype(str) != identity[key]).any():
             raise CatrecError(f"{path}: column '{key}' disagrees with the path ({identity[key]})")
     return rows.assign(epsilon=identity["epsilon"], seed=identity["seed"])
+
+
+def _attack_rows(path: Path) -> pd.DataFrame:
+    return _labelled_rows(path, ATTACK_COLUMNS)
+
+
+def _profile_rows(path: Path) -> pd.DataFrame:
+    return _labelled_rows(path, PROFILE_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -73,6 +84,7 @@ _KINDS = {
     "metrics": _Kind(_metrics_rows, METRICS_COLUMNS, ("epsilon", "seed", "split")),
     "curves": _Kind(_curve_rows, CURVE_SUMMARY_COLUMNS, ("epsilon", "seed", "epoch", "split")),
     "attacks": _Kind(_attack_rows, ATTACK_SUMMARY_COLUMNS, ("epsilon", "seed", "attack", "position", "k")),
+    "profiles": _Kind(_profile_rows, PROFILE_SUMMARY_COLUMNS, ("epsilon", "seed", "position_from_end")),
 }
 
 

@@ -1,4 +1,4 @@
-"""Figures 3-6 of the paper, drawn from the tidy summary CSVs only (plotting never trains or evaluates).
+"""Figures 3-6 of the paper and the perturbation profile, from the tidy summary CSVs only (never training).
 
 Figures are built on a bare ``matplotlib.figure.Figure`` rather than through ``pyplot``: no GUI backend and
 no global figure registry are involved (saving renders with Agg), so this works headless and in tests.
@@ -16,7 +16,7 @@ import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FuncFormatter, NullFormatter
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
 from catrec.errors import CatrecError
 from catrec.io import atomic_path
@@ -235,6 +235,66 @@ def _fig6(data: pd.DataFrame, options: Mapping[str, str], source: str) -> Figure
     return figure
 
 
+def _perturbation(data: pd.DataFrame, options: Mapping[str, str], source: str) -> Figure:
+    """Mean norm of the perturbation of S by position from the end, one line per method (beyond the paper)."""
+    data = _nonempty(data, source, "a perturbation profile")
+    datasets = _select(data, options, "dataset", "dataset", source)
+    models = _select(data, options, "model", "model", source)
+    methods = _select(data, options, "methods", "method", source)
+    limit = options.get("max_position")
+    if limit is not None:
+        if not limit.isdigit() or int(limit) < 1:
+            raise CatrecError(f"{source}: option max_position={limit} must be a positive integer")
+        data = data[data["position_from_end"] <= int(limit)]
+    figure, axes = _new_figure(len(datasets), len(models), 4.4, 4.2)
+    for row, dataset in enumerate(datasets):
+        for column, model in enumerate(models):
+            ax = axes[row, column]
+            runs = data[(data["dataset"] == dataset) & (data["model"] == model)]
+            if runs.empty:
+                ax.set_axis_off()
+                continue
+            positive = []
+            for method in methods:
+                run = runs[runs["method"] == method]
+                if run.empty:
+                    continue
+                # Seeds (and several epsilons, if given) are averaged.
+                line = run.groupby("position_from_end")["mean_norm"].mean()
+                total = run.groupby("seed")["total_norm"].first().mean()
+                ax.plot(
+                    line.index,
+                    line.to_numpy(),
+                    color=_method_color(method),
+                    marker="o" if len(line) <= 20 else None,
+                    markersize=3,
+                    label=f"{method} (total {total:.3g})",
+                )
+                positive += [value for value in line.to_numpy() if value > 0]
+            # Log scale when the norms span more than a decade: the last positions next to the first ones.
+            if positive and max(positive) > 10 * min(positive):
+                ax.set_yscale("log", nonpositive="mask")
+            ax.set(
+                title=f"{label(model)} on {label(dataset)}",
+                xlabel="position from the end (1 = last item)",
+                ylabel="mean ‖δ‖ at the position",
+            )
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            # Below the panel: the lines start at the last item, where a legend inside would hide them.
+            ax.legend(
+                loc="upper center",
+                bbox_to_anchor=(0.5, -0.25),
+                ncol=2,
+                fontsize=7,
+                title="method (total: mean ‖δ‖ of a batch)",
+                title_fontsize=7,
+            )
+    epsilons = sorted(data["epsilon"].dropna().unique())
+    at = f" at ε = {', '.join(f'{value:g}' for value in epsilons)}" if epsilons else ""
+    figure.suptitle(f"Perturbation of the network's input S by position{at} (training batches)")
+    return figure
+
+
 _FIGURES = {
     "fig3": _Figure(
         _fig3,
@@ -255,6 +315,11 @@ _FIGURES = {
         ("dataset", "model", "method", "attack", "position", "k", "hit@10"),
         frozenset({"dataset", "model", "methods"}),
         required=frozenset({"model"}),
+    ),
+    "perturbation": _Figure(
+        _perturbation,
+        ("dataset", "model", "method", "epsilon", "seed", "position_from_end", "mean_norm", "total_norm"),
+        frozenset({"dataset", "model", "methods", "max_position"}),
     ),
 }
 

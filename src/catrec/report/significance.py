@@ -1,0 +1,207 @@
+"""``catrec significance``: is adv_cas better than each other method, beyond noise? From per-user metrics.
+
+Per dataset x model, adv_cas (``method_a``) against every other method (``method_b``) at the same epsilon
+(methods without epsilon: their only run), for each metric:
+
+- ``wilcoxon``: a Wilcoxon signed-rank test over the users of one seed, paired by user (``n`` = users paired;
+  zero differences, e.g. users both models miss, are dropped as in Wilcoxon's original test,
+  ``zero_method='wilcox'``);
+- ``ttest_rel``: a paired t-test over seeds of the per-seed mean (``seed`` empty, ``n`` = seeds paired;
+  statistic and p-value NaN with fewer than 2 seeds).
+
+Two-sided p-values (scipy.stats). A test with nothing to compare (all differences zero) gives NaN.
+``significance_frame`` is pure; ``write_significance`` reads the per-user CSVs and writes the table.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from catrec.errors import CatrecError
+from catrec.paths import parse_run
+from catrec.report.frames import DATASET_ORDER, MODEL_ORDER, label, ordered, read_table_csv
+from catrec.report.tables import Cell, Table, _number, _write_table
+from catrec.vocabulary import (
+    METHODS,
+    METRICS,
+    SIGNIFICANCE_COLUMNS,
+    SIGNIFICANCE_REFERENCE,
+    USER_METRICS_COLUMNS,
+)
+
+ZERO_METHOD = "wilcox"
+_UNIT = ["dataset", "model", "method", "epsilon", "seed"]
+
+
+def wilcoxon_test(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
+    """(statistic, two-sided p) of the signed-rank test of paired ``a`` - ``b``; NaN if all pairs tie."""
+    differences = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    if not np.any(differences != 0):
+        return math.nan, math.nan
+    result = stats.wilcoxon(a, b, zero_method=ZERO_METHOD)
+    return float(result.statistic), float(result.pvalue)
+
+
+def paired_t_test(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
+    """(t, two-sided p) of the paired t-test; NaN with fewer than 2 pairs or constant differences."""
+    differences = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    if len(differences) < 2 or np.all(differences == differences[0]):
+        return math.nan, math.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        result = stats.ttest_rel(a, b)
+    return float(result.statistic), float(result.pvalue)
+
+
+def _same_epsilon(frame: pd.DataFrame, epsilon: float) -> pd.Series:
+    """Runs without epsilon, and those at ``epsilon``."""
+    return frame["epsilon"].isna() | (frame["epsilon"] == epsilon)
+
+
+def significance_frame(users: pd.DataFrame, reference: str = SIGNIFICANCE_REFERENCE) -> pd.DataFrame:
+    """The tests of ``reference`` against every other method in ``users`` (columns ``SIGNIFICANCE_COLUMNS``).
+
+    ``users``: one row per run and user: ``dataset, model, method, epsilon, seed, user`` and the metrics.
+    """
+    duplicated = users.duplicated([*_UNIT, "user"])
+    if duplicated.any():
+        row = users[duplicated].iloc[0]
+        raise CatrecError(f"user {row['user']} appears twice in run {dict(row[_UNIT])}")
+    rows = []
+    for dataset in ordered(users["dataset"], DATASET_ORDER):
+        for model in ordered(users.loc[users["dataset"] == dataset, "model"], MODEL_ORDER):
+            group = users[(users["dataset"] == dataset) & (users["model"] == model)]
+            runs_a = group[group["method"] == reference]
+            for epsilon in sorted(runs_a["epsilon"].unique(), key=lambda value: (math.isnan(value), value)):
+                a = runs_a[runs_a["epsilon"].isna() if math.isnan(epsilon) else runs_a["epsilon"] == epsilon]
+                others = group[(group["method"] != reference) & _same_epsilon(group, epsilon)]
+                identity = {"dataset": dataset, "model": model, "method_a": reference, "epsilon": epsilon}
+                for method in ordered(others["method"], METHODS):
+                    b = others[others["method"] == method]
+                    for metric in METRICS:
+                        rows += _tests(a, b, metric, {**identity, "method_b": method, "metric": metric})
+    frame = pd.DataFrame(rows, columns=SIGNIFICANCE_COLUMNS)
+    # Integers, the t-test's seed empty (not 42.0 and NaN).
+    return frame.astype({"seed": "Int64", "n": "Int64", "epsilon": float})
+
+
+def _tests(
+    a: pd.DataFrame, b: pd.DataFrame, metric: str, identity: dict[str, object]
+) -> list[dict[str, object]]:
+    """The Wilcoxon test of each seed both methods ran, then the t-test over those seeds."""
+    rows = []
+    seeds = sorted(set(a["seed"]) & set(b["seed"]))
+    for seed in seeds:
+        paired = pd.merge(
+            a.loc[a["seed"] == seed, ["user", metric]],
+            b.loc[b["seed"] == seed, ["user", metric]],
+            on="user",
+            suffixes=("_a", "_b"),
+        )
+        x, y = paired[f"{metric}_a"].to_numpy(), paired[f"{metric}_b"].to_numpy()
+        statistic, p_value = wilcoxon_test(x, y) if len(paired) else (math.nan, math.nan)
+        rows.append(
+            {
+                **identity,
+                "seed": seed,
+                "test": "wilcoxon",
+                "statistic": statistic,
+                "p_value": p_value,
+                "n": len(paired),
+                "mean_a": x.mean() if len(x) else math.nan,
+                "mean_b": y.mean() if len(y) else math.nan,
+            }
+        )
+    means_a = a[a["seed"].isin(seeds)].groupby("seed")[metric].mean().sort_index()
+    means_b = b[b["seed"].isin(seeds)].groupby("seed")[metric].mean().sort_index()
+    statistic, p_value = paired_t_test(means_a.to_numpy(), means_b.to_numpy())
+    rows.append(
+        {
+            **identity,
+            "seed": None,
+            "test": "ttest_rel",
+            "statistic": statistic,
+            "p_value": p_value,
+            "n": len(seeds),
+            "mean_a": means_a.mean() if seeds else math.nan,
+            "mean_b": means_b.mean() if seeds else math.nan,
+        }
+    )
+    return rows
+
+
+def read_user_metrics(paths: Sequence[Path]) -> pd.DataFrame:
+    """The per-user CSVs of ``catrec user-metrics``, each row with its run's identity (from the path)."""
+    if not paths:
+        raise CatrecError("significance: no per-user metrics files")
+    frames = []
+    for path in paths:
+        try:
+            identity = parse_run(path)
+        except ValueError as exc:
+            raise CatrecError(str(exc)) from exc
+        frames.append(read_table_csv(Path(path), numeric=USER_METRICS_COLUMNS).assign(**identity))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _p_value(value: float) -> Cell:
+    text = "—" if pd.isna(value) else (f"{value:.2e}" if value < 1e-3 else f"{value:.3f}")
+    return Cell(text, bold=not pd.isna(value) and value < 0.05)
+
+
+def _layout(frame: pd.DataFrame, reference: str) -> Table:
+    rows = []
+    for _, record in frame.iterrows():
+        seed = "all (means)" if pd.isna(record["seed"]) else str(int(record["seed"]))
+        rows.append(
+            [
+                Cell(label(record["dataset"])),
+                Cell(label(record["model"])),
+                Cell(record["method_b"]),
+                Cell(_number(record["epsilon"], "g")),
+                Cell(label(record["metric"])),
+                Cell("Wilcoxon" if record["test"] == "wilcoxon" else "paired t"),
+                Cell(seed),
+                Cell(str(int(record["n"]))),
+                Cell(_number(record["mean_a"], ".4f")),
+                Cell(_number(record["mean_b"], ".4f")),
+                Cell(_number(record["statistic"], ".4g")),
+                _p_value(record["p_value"]),
+            ]
+        )
+    return Table(
+        header=[
+            "dataset",
+            "model",
+            "vs",
+            "ε",
+            "metric",
+            "test",
+            "seed",
+            "n",
+            reference,
+            "other",
+            "statistic",
+            "p",
+        ],
+        rows=rows,
+        align="lllrllrrrrrr",
+        caption=f"{reference} against each other method on test metrics: Wilcoxon signed-rank over users per "
+        "seed (zero differences dropped), paired t-test over seeds of the means; two-sided p, bold p < 0.05.",
+    )
+
+
+def write_significance(inputs: Sequence[Path], prefix: Path, reference: str = SIGNIFICANCE_REFERENCE) -> None:
+    """Write ``prefix.csv`` (raw numbers) and ``prefix.md`` from the per-user metrics of Table 2's runs."""
+    users = read_user_metrics(inputs)
+    if reference not in set(users["method"]):
+        raise CatrecError(f"significance: no per-user metrics of '{reference}' among the inputs")
+    frame = significance_frame(users, reference)
+    _write_table(prefix, frame, _layout(frame, reference), formats=("csv", "md"))

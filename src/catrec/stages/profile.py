@@ -1,0 +1,89 @@
+"""Stage ``profile``: the perturbation profile (``catrec.profile``) of one fine-tuned model; its tidy CSV.
+
+Post hoc: the fine-tuned weights are loaded and the run's loss is rebuilt exactly as ``catrec finetune``
+builds it (same ``--hparams``, same cascade file), then evaluated on a fixed number of training batches drawn
+as in training (``batch_size``, ``bucket_by_length`` of the run; the sampler seeded from the run's seed, so
+every method of a seed sees the same batches). Nothing is trained.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from catrec.adversarial import AdversarialLoss, make_loss
+from catrec.data.batches import iterate_batches
+from catrec.data.sequences import SequenceData
+from catrec.errors import CatrecError
+from catrec.io import atomic_path
+from catrec.models import load_model
+from catrec.profile import input_space_perturbations, position_profile
+from catrec.runtime import configure, sampler_seed
+from catrec.stages.common import prepare
+from catrec.stages.finetune import load_cascade
+from catrec.trainer import TrainConfig
+from catrec.vocabulary import CASCADE_TERMS_OF, PROFILE_COLUMNS, SEQUENCE_METHODS
+
+
+def write_profile(
+    *,
+    data_dir: str | Path,
+    hparams: Mapping[str, Any],
+    dataset: str,
+    model_name: str,
+    method: str,
+    checkpoint: str | Path,
+    cascade: str | Path | None,
+    output: str | Path,
+    batches: int = 20,
+    device: str = "auto",
+    threads: int = 1,
+) -> None:
+    """Profile the perturbation ``method`` adds to S for the model in ``checkpoint``; write the tidy CSV."""
+    if method not in SEQUENCE_METHODS:
+        raise CatrecError(
+            f"method '{method}' does not perturb the sequence input (one of {', '.join(SEQUENCE_METHODS)})"
+        )
+    if batches < 1:
+        raise CatrecError(f"--batches must be at least 1, got {batches}")
+    values = prepare(hparams, "finetune", model=model_name, method=method)
+    config = TrainConfig.from_hparams(values)
+    torch_device = configure(device, threads)
+    model = load_model(checkpoint, torch_device)
+    if model.config.name != model_name or model.config.max_len != values["max_len"]:
+        raise CatrecError(
+            f"{checkpoint} holds {model.config.name} with max_len {model.config.max_len}; "
+            f"expected {model_name} with max_len {values['max_len']}"
+        )
+    data = SequenceData.from_dir(data_dir, values["max_len"])
+    if data.num_items != model.config.num_items:
+        raise CatrecError(
+            f"{checkpoint}: model has {model.config.num_items} items, {data_dir} has {data.num_items}"
+        )
+    cascade_matrix = None
+    if method in CASCADE_TERMS_OF:
+        if cascade is None:
+            raise CatrecError(f"method '{method}' needs a cascade matrix (--cascade)")
+        cascade_matrix = load_cascade(cascade, method, config.batch_size)
+    loss = make_loss(method, values, cascade_matrix, data)
+    assert isinstance(loss, AdversarialLoss)  # every SEQUENCE_METHODS method has one
+    generator = torch.Generator().manual_seed(sampler_seed(config.seed))
+    drawn = itertools.islice(
+        iterate_batches(data, config.batch_size, generator, config.bucket_by_length), batches
+    )
+    measured = list(input_space_perturbations(model, loss, (batch.to(torch_device) for batch in drawn)))
+    rows = position_profile([p for p, _ in measured], [real for _, real in measured])
+    labels = {"dataset": dataset, "model": model_name, "method": method}
+    with atomic_path(output) as temp, open(temp, "w", newline="") as stream:
+        writer = csv.DictWriter(stream, fieldnames=PROFILE_COLUMNS)
+        writer.writeheader()
+        writer.writerows({**labels, **row} for row in rows)
+    print(
+        f"profile {dataset}/{model_name} {method}: {len(measured)} batches, "
+        f"mean total norm {rows[0]['total_norm']:.6g}"
+    )

@@ -1,0 +1,157 @@
+"""Per-user test metrics (``catrec user-metrics``) and the significance of adv_cas against the other methods:
+scipy's Wilcoxon and paired t-test values on known samples, pairing, n, and the CLIs on the toy data."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy import stats
+
+from catrec import paths
+from catrec.cli import main
+from catrec.data.sequences import SequenceData
+from catrec.models import ModelConfig, build_model, load_model, save_model
+from catrec.report.significance import paired_t_test, significance_frame, wilcoxon_test
+from catrec.trainer import evaluate
+from catrec.vocabulary import SIGNIFICANCE_COLUMNS, USER_METRICS_COLUMNS
+
+MAX_LEN = 20
+
+
+def test_wilcoxon_and_t_test_are_scipys() -> None:
+    a = [0.5, 0.2, 0.0, 1.0, 0.3, 0.0, 0.7, 0.4]
+    b = [0.4, 0.1, 0.0, 0.2, 0.35, 0.0, 0.1, 0.45]
+    expected = stats.wilcoxon(a, b, zero_method="wilcox")
+    assert wilcoxon_test(a, b) == pytest.approx((expected.statistic, expected.pvalue))
+    t = stats.ttest_rel([0.3, 0.32, 0.35], [0.28, 0.31, 0.30])
+    assert paired_t_test([0.3, 0.32, 0.35], [0.28, 0.31, 0.30]) == pytest.approx((t.statistic, t.pvalue))
+    # Nothing to test: all pairs tie, fewer than two seeds, or constant differences.
+    assert all(math.isnan(value) for value in wilcoxon_test([1.0, 0.0], [1.0, 0.0]))
+    assert all(math.isnan(value) for value in paired_t_test([0.3], [0.2]))
+    assert all(math.isnan(value) for value in paired_t_test([0.5, 0.75], [0.25, 0.5]))
+
+
+def _users(method: str, epsilon: float, seed: int, values: list[float]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "dataset": "toy",
+            "model": "sasrec",
+            "method": method,
+            "epsilon": epsilon,
+            "seed": seed,
+            "user": range(1, len(values) + 1),
+            "ndcg@10": values,
+            "hit@10": [float(value > 0) for value in values],
+        }
+    )
+
+
+def test_significance_pairs_users_and_seeds() -> None:
+    rng = np.random.default_rng(0)
+    values = {
+        (method, seed): rng.uniform(0, 1, 30).round(2).tolist()
+        for method in ("adv_cas", "base", "adv_global")
+        for seed in (1, 2, 3)
+    }
+    frames = [_users("adv_cas", 10.0, seed, values["adv_cas", seed]) for seed in (1, 2, 3)]
+    frames += [_users("base", math.nan, seed, values["base", seed]) for seed in (1, 2, 3)]
+    frames += [_users("adv_global", 10.0, seed, values["adv_global", seed]) for seed in (1, 2)]
+    # adv_global at another epsilon is not compared with adv_cas at 10; shuffled rows still pair by user.
+    frames.append(_users("adv_global", 1.0, 1, [0.0] * 30))
+    users = pd.concat(frames, ignore_index=True).sample(frac=1, random_state=0)
+    frame = significance_frame(users)
+    assert list(frame.columns) == SIGNIFICANCE_COLUMNS
+    assert frame["method_b"].unique().tolist() == ["base", "adv_global"]
+    assert set(frame["method_a"]) == {"adv_cas"} and set(frame["epsilon"]) == {10.0}
+
+    ndcg = frame[frame["metric"] == "ndcg@10"]
+    wilcoxon = ndcg[(ndcg["test"] == "wilcoxon") & (ndcg["method_b"] == "base")].set_index("seed")
+    assert wilcoxon.index.tolist() == [1, 2, 3]
+    for seed in (1, 2, 3):
+        expected = stats.wilcoxon(values["adv_cas", seed], values["base", seed], zero_method="wilcox")
+        assert wilcoxon.loc[seed, "statistic"] == pytest.approx(expected.statistic)
+        assert wilcoxon.loc[seed, "p_value"] == pytest.approx(expected.pvalue)
+        assert wilcoxon.loc[seed, "n"] == 30
+        assert wilcoxon.loc[seed, "mean_a"] == pytest.approx(np.mean(values["adv_cas", seed]))
+
+    t_rows = ndcg[ndcg["test"] == "ttest_rel"].set_index("method_b")
+    assert t_rows["seed"].isna().all()
+    means = {key: np.mean(value) for key, value in values.items()}
+    expected = stats.ttest_rel(
+        [means["adv_cas", s] for s in (1, 2, 3)], [means["base", s] for s in (1, 2, 3)]
+    )
+    assert t_rows.loc["base", "statistic"] == pytest.approx(expected.statistic)
+    assert t_rows.loc["base", "p_value"] == pytest.approx(expected.pvalue)
+    assert t_rows.loc["base", "n"] == 3
+    # adv_global ran seeds 1 and 2 only: paired over those two.
+    expected = stats.ttest_rel(
+        [means["adv_cas", s] for s in (1, 2)], [means["adv_global", s] for s in (1, 2)]
+    )
+    assert t_rows.loc["adv_global", "n"] == 2
+    assert t_rows.loc["adv_global", "p_value"] == pytest.approx(expected.pvalue)
+    assert len(frame[(frame["metric"] == "hit@10") & (frame["test"] == "wilcoxon")]) == 5
+
+
+def _toy_model(directory: Path, data_dir: Path, seed: int) -> Path:
+    torch.manual_seed(seed)
+    num_items = json.loads((data_dir / "stats.json").read_text())["items"]
+    config = ModelConfig(
+        name="sasrec",
+        num_items=num_items,
+        max_len=MAX_LEN,
+        hidden_size=16,
+        dropout=0.2,
+        num_blocks=1,
+        num_heads=1,
+        layer_norm="pre",
+        num_layers=1,
+    )
+    path = directory / f"model{seed}.pt"
+    save_model(path, build_model(config))
+    return path
+
+
+def test_user_metrics_and_significance_cli(tmp_path: Path, toy_data_dir: Path) -> None:
+    runs = {"adv_cas": 10.0, "base": None, "adv_global": 10.0}
+    outputs = []
+    for index, (method, epsilon) in enumerate(runs.items()):
+        checkpoint = _toy_model(tmp_path, toy_data_dir, index)
+        output = tmp_path / paths.run_file(
+            "users", dataset="toy", model="sasrec", seed=42, method=method, epsilon=epsilon
+        )
+        argv = ["user-metrics", "--data", str(toy_data_dir), "--max-len", str(MAX_LEN), "--model", "sasrec"]
+        argv += ["--checkpoint", str(checkpoint), "--output", str(output), "--device", "cpu"]
+        assert main(argv) == 0
+        users = pd.read_csv(output)
+        assert list(users.columns) == USER_METRICS_COLUMNS
+        data = SequenceData.from_dir(toy_data_dir, MAX_LEN)
+        assert users["user"].tolist() == list(range(1, data.num_users + 1))
+        # The per-user values average to what the run's metrics report.
+        scores = evaluate(load_model(checkpoint, torch.device("cpu")), data, "test")
+        assert users["ndcg@10"].mean() == pytest.approx(scores["ndcg@10"], abs=1e-6)
+        assert users["hit@10"].mean() == pytest.approx(scores["hit@10"], abs=1e-6)
+        outputs.append(output)
+
+    prefix = tmp_path / "tables" / "significance"
+    assert main(["significance", "--users", *map(str, outputs), "--output-prefix", str(prefix)]) == 0
+    table = pd.read_csv(prefix.with_suffix(".csv"))
+    assert list(table.columns) == SIGNIFICANCE_COLUMNS
+    assert sorted(set(table["method_b"])) == ["adv_global", "base"]
+    # One seed: a Wilcoxon row per comparison and metric, and a t-test row with n = 1 and no p-value.
+    wilcoxon = table[table["test"] == "wilcoxon"]
+    assert len(wilcoxon) == 4 and (wilcoxon["seed"] == 42).all() and (wilcoxon["n"] == 300).all()
+    assert wilcoxon["p_value"].between(0, 1).all()
+    t_rows = table[table["test"] == "ttest_rel"]
+    assert len(t_rows) == 4 and t_rows["seed"].isna().all() and (t_rows["n"] == 1).all()
+    assert t_rows["p_value"].isna().all()
+    markdown = prefix.with_suffix(".md").read_text()
+    assert "Wilcoxon" in markdown and "adv_global" in markdown
+
+    # Without adv_cas there is nothing to test.
+    assert main(["significance", "--users", str(outputs[1]), "--output-prefix", str(tmp_path / "none")]) == 2

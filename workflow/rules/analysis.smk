@@ -1,0 +1,79 @@
+# Stage 6, post hoc (nothing is trained): the perturbation profile of each run of a method that perturbs S
+# (issue 10), per-user test metrics of every run of Table 2, and their significance tests.
+
+
+rule profile:
+    input:
+        unpack(profile_inputs),
+    output:
+        paths.run_template("profiles", "adv_cas"),
+    log:
+        "logs/profile/{dataset}/{model}/seed{seed}/{method}/eps{epsilon}.log",
+    wildcard_constraints:
+        method="|".join(SEQUENCE_METHODS),
+    conda:
+        ENV
+    threads: 1 if USE_GPU else config["threads"]
+    resources:
+        gpu=1 if USE_GPU else 0,
+        device=config["device"],
+    params:
+        # The run's own fine-tuning settings: the loss is rebuilt exactly as it was trained with.
+        hparams=stage_params("finetune"),
+        data=lambda wildcards, input: Path(input.sequences).parent,
+        cascade=cascade_arg,
+        batches=PROFILE_BATCHES,
+    shell:
+        "catrec profile --data {params.data:q} --hparams {params.hparams:q} --dataset {wildcards.dataset}"
+        " --model {wildcards.model} --method {wildcards.method} --checkpoint {input.model:q}"
+        " {params.cascade} --batches {params.batches} --device {resources.device} --threads {threads}"
+        " --output {output:q} > {log:q} 2>&1"
+
+
+rule user_metrics:
+    input:
+        unpack(data_files),
+        model=lambda wildcards: run_file("models", wildcards),
+    output:
+        paths.run_template("users", "adv_cas"),
+    log:
+        "logs/user_metrics/{dataset}/{model}/seed{seed}/{method}/eps{epsilon}.log",
+    wildcard_constraints:
+        method="|".join(EPSILON_METHODS),
+    conda:
+        ENV
+    threads: 1 if USE_GPU else config["threads"]
+    resources:
+        gpu=1 if USE_GPU else 0,
+        device=config["device"],
+    params:
+        data=lambda wildcards, input: Path(input.sequences).parent,
+        max_len=lambda wildcards: config["datasets"][wildcards.dataset]["max_len"],
+    shell:
+        "catrec user-metrics --data {params.data:q} --max-len {params.max_len} --model {wildcards.model}"
+        " --checkpoint {input.model:q} --device {resources.device} --threads {threads}"
+        " --output {output:q} > {log:q} 2>&1"
+
+
+use rule user_metrics as user_metrics_clean with:
+    output:
+        paths.run_template("users", "continued"),
+    log:
+        "logs/user_metrics/{dataset}/{model}/seed{seed}/{method}.log",
+    wildcard_constraints:
+        method="|".join(CLEAN_METHODS),
+
+
+rule significance:
+    input:
+        runs("users"),
+    output:
+        multiext(paths.SIGNIFICANCE, ".csv", ".md"),
+    log:
+        "logs/significance.log",
+    conda:
+        ENV
+    params:
+        prefix=lambda wildcards, output: Path(output[0]).with_suffix(""),
+    shell:
+        "catrec significance --users {input:q} --output-prefix {params.prefix:q} > {log:q} 2>&1"
