@@ -12,7 +12,13 @@ import pytest
 from catrec.errors import CatrecError
 from catrec.report.collect import collect
 from catrec.report.tables import write_table1, write_table2
-from catrec.vocabulary import ATTACK_COLUMNS, ATTACK_SUMMARY_COLUMNS, CURVE_COLUMNS, CURVE_SUMMARY_COLUMNS
+from catrec.vocabulary import (
+    ATTACK_COLUMNS,
+    ATTACK_SUMMARY_COLUMNS,
+    CURVE_COLUMNS,
+    CURVE_SUMMARY_COLUMNS,
+    RUN_KEYS,
+)
 
 PAPER_DIR = Path(__file__).resolve().parents[1] / "config" / "paper"
 
@@ -152,6 +158,24 @@ def test_collect_metrics(tmp_path: Path) -> None:
     again = tmp_path / "again.csv"
     collect("metrics", list(reversed(inputs)), again)
     assert again.read_bytes() == output.read_bytes()
+
+
+def test_collect_metrics_long_has_one_row_per_metric(tmp_path: Path) -> None:
+    inputs = [
+        write_json(tmp_path / "a.json", metrics_record("video", "adv_cas", 0, 0.3, epsilon=10.0)),
+        write_json(tmp_path / "b.json", metrics_record("video", "base", 0, 0.2)),
+    ]
+    collect("metrics", inputs, tmp_path / "wide.csv")
+    collect("metrics", inputs, tmp_path / "long.csv", long=True)
+    wide, long = pd.read_csv(tmp_path / "wide.csv"), pd.read_csv(tmp_path / "long.csv")
+    assert list(long.columns) == [*RUN_KEYS, "epsilon", "seed", "split", "metric", "value"]
+    assert len(long) == 2 * len(wide) and set(long["metric"]) == {"ndcg@10", "hit@10"}
+    back = long.pivot_table(index=[*RUN_KEYS, "seed", "split"], columns="metric", values="value")
+    merged = wide.set_index([*RUN_KEYS, "seed", "split"]).join(back, rsuffix="_long")
+    assert (merged["ndcg@10"] == merged["ndcg@10_long"]).all()
+    assert long.loc[long["method"] == "base", "epsilon"].isna().all()
+    with pytest.raises(CatrecError, match="metrics only"):
+        collect("attacks", inputs, tmp_path / "x.csv", long=True)
 
 
 def test_collect_metrics_names_missing_split(tmp_path: Path) -> None:

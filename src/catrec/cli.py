@@ -216,7 +216,7 @@ def cmd_prune_state(args: argparse.Namespace) -> None:
 def cmd_collect(args: argparse.Namespace) -> None:
     from catrec.report.collect import collect
 
-    collect(args.kind, args.inputs, args.output)
+    collect(args.kind, args.inputs, args.output, long=args.long)
 
 
 def cmd_table2(args: argparse.Namespace) -> None:
@@ -392,6 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("kind", choices=["metrics", "curves", "attacks", "profiles"])
     sub.add_argument("inputs", type=Path, nargs="+")
     sub.add_argument("--output", type=Path, required=True)
+    sub.add_argument("--long", action="store_true", help="metrics: one row per metric (metric, value)")
 
     sub = add("table2", cmd_table2, "Render Table 2 and the comparison with the paper's numbers.")
     sub.add_argument("--metrics", type=Path, required=True, help="tidy metrics CSV (catrec collect metrics)")

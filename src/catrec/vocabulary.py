@@ -60,6 +60,7 @@ RUN_KEYS = ["dataset", "model", "method"]
 
 CURVE_COLUMNS = ["epoch", "phase", "split", *METRICS, "loss", "seconds"]
 METRICS_COLUMNS = [*RUN_KEYS, "epsilon", "seed", "split", *METRICS]
+METRICS_LONG_COLUMNS = [*RUN_KEYS, "epsilon", "seed", "split", "metric", "value"]
 ATTACK_COLUMNS = [
     *RUN_KEYS,
     "attack",

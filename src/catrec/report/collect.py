@@ -19,6 +19,7 @@ from catrec.vocabulary import (
     CURVE_SUMMARY_COLUMNS,
     METRICS,
     METRICS_COLUMNS,
+    METRICS_LONG_COLUMNS,
     PROFILE_COLUMNS,
     PROFILE_SUMMARY_COLUMNS,
     RUN_KEYS,
@@ -88,12 +89,24 @@ _KINDS = {
 }
 
 
-def collect(kind: str, inputs: Sequence[Path], output: Path) -> None:
-    """Concatenate per-run results of one ``kind`` into a tidy CSV, sorted so reruns give identical files."""
+def collect(kind: str, inputs: Sequence[Path], output: Path, *, long: bool = False) -> None:
+    """Concatenate per-run results of one ``kind`` into a tidy CSV, sorted so reruns give identical files.
+
+    ``long`` (metrics only) writes one row per metric instead: ``METRICS_LONG_COLUMNS``.
+    """
     if kind not in _KINDS:
         raise CatrecError(f"unknown kind '{kind}' (expected one of {', '.join(_KINDS)})")
     if not inputs:
         raise CatrecError(f"collect {kind}: no input files")
+    if long and kind != "metrics":
+        raise CatrecError(f"collect {kind}: --long applies to metrics only")
     spec = _KINDS[kind]
-    frame = pd.concat([spec.read(Path(path))[spec.columns] for path in inputs], ignore_index=True)
-    write_csv(sort_runs(frame, then=spec.sort_then), output)
+    frame = sort_runs(
+        pd.concat([spec.read(Path(path))[spec.columns] for path in inputs], ignore_index=True),
+        then=spec.sort_then,
+    )
+    if long:
+        identity = [column for column in METRICS_COLUMNS if column not in METRICS]
+        frame = frame.melt(id_vars=identity, value_vars=list(METRICS), var_name="metric", value_name="value")
+        frame = sort_runs(frame, then=("epsilon", "seed", "split", "metric"))[METRICS_LONG_COLUMNS]
+    write_csv(frame, output)
