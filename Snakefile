@@ -1,8 +1,10 @@
-# catrec: Cascade-guided Adversarial Training (Tan et al.), end to end.
-#   snakemake --cores 8 all                                  the paper's experiment (config/config.yaml)
-#   snakemake --cores all all --configfile config/smoke.yaml the toy experiment (make demo)
-#   snakemake figures/fig6.pdf                               one figure, and only what it needs
-# A --configfile replaces config/config.yaml instead of being merged into it.
+# catrec: Cascade-guided Adversarial Training (Tan et al.), end to end. From the repository root, after
+# `make install` and `source .venv/bin/activate` (the rules call `catrec`):
+#   snakemake --cores 8 all                                   the paper's experiment (config/config.yaml)
+#   snakemake --cores all all --configfile config/smoke.yaml  the toy experiment (what `make demo` runs)
+#   snakemake --cores 8 figures/fig6.pdf                      one figure, and only the jobs it needs
+#   snakemake -n all                                          the plan of the paper's experiment, nothing run
+# A --configfile replaces config/config.yaml instead of being merged into it. Keys: config/README.md.
 
 from snakemake.utils import min_version
 

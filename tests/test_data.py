@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import BEAUTY_PATH, ML100K_PATH, require_shared
+import yaml
+from conftest import BEAUTY_PATH, ML100K_PATH, REPO_ROOT, require_shared
 
 from catrec.cli import main
 from catrec.data.raw import (
+    export,
     kcore,
     leave_one_out,
     load_sequences,
@@ -22,12 +24,14 @@ from catrec.data.raw import (
     parse_amazon_json,
     parse_ml1m,
     parse_pairs,
+    parse_recbole,
     parse_sequences,
     preprocess,
     remap_ids,
 )
 from catrec.errors import CatrecError
 from catrec.toy import generate_sequences, write_toy_zip
+from catrec.vocabulary import DATA_FORMATS
 
 FIXTURES = Path(__file__).parent / "fixtures" / "data"
 OUTPUTS = ["item_map.tsv", "sequences.txt", "stats.json", "user_map.tsv"]
@@ -106,6 +110,30 @@ def test_parse_sequences_and_pairs(tmp_path: Path) -> None:
     assert list(parse_pairs(pairs)) == [("u1", "b", None), ("u2", "c", None), ("u1", "a", None)]
 
 
+def test_parse_recbole_finds_columns_by_name_and_type(tmp_path: Path) -> None:
+    inter = tmp_path / "data.inter"
+    # Columns in any order; extra columns are ignored; a :float user_id-like field is not the user.
+    inter.write_text(
+        "rating:float\ttimestamp:float\titem_id:token\tuser_score:float\tuser_id:token\n"
+        "5\t300\ti1\t0.5\tu1\n\n4\t100\ti2\t0.1\tu2\n"
+    )
+    assert list(parse_recbole(inter)) == [("u1", "i1", 300.0), ("u2", "i2", 100.0)]
+    # Without user_id / item_id the only token column starting with user / item counts; no timestamp column:
+    # records keep file order.
+    inter.write_text("item:token\tuser_name:token\tstamp:float\nb\tx\t2\na\tx\t1\n")
+    assert list(parse_recbole(inter)) == [("x", "b", None), ("x", "a", None)]
+
+
+@pytest.mark.parametrize("fmt", DATA_FORMATS)
+def test_every_format_is_a_cli_choice_and_in_the_schema(fmt: str) -> None:
+    schema = yaml.safe_load((REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    dataset = schema["properties"]["datasets"]["additionalProperties"]
+    assert fmt in dataset["properties"]["format"]["enum"]
+    with pytest.raises(SystemExit) as caught:
+        main(["preprocess", "--format", fmt, "--help"])
+    assert caught.value.code == 0
+
+
 MALFORMED = [
     # (format, file name, content, bad line number, fragment of the message)
     ("ml-1m", "ratings.dat", "1::10::5::300\n1::20::5\n", 2, "UserID::MovieID"),
@@ -127,6 +155,18 @@ MALFORMED = [
     ("sequences", "seq.txt", "1 2 3\n4\n", 2, "no items"),
     ("sequences", "seq.txt", "1 2 3\n2 3\n1 4\n", 3, "appears twice"),
     ("pairs", "pairs.txt", "1 2\n1 2 3\n", 2, "expected 'user item'"),
+    ("recbole", "data.inter", "\n196\t242\t3\t881250949\n", 2, "name:type"),
+    ("recbole", "data.inter", "user_id:float\titem_id:token\n1\t2\n", 1, "no user column"),
+    ("recbole", "data.inter", "user_a:token\tuser_b:token\titem_id:token\n", 1, "several user columns"),
+    ("recbole", "data.inter", "user_id:token\titem_id:token\n1\t2\n1\t2\t3\n", 3, "2 tab-separated"),
+    ("recbole", "data.inter", "user_id:token\titem_id:token\n1\t2\n\t3\n", 3, "empty"),
+    (
+        "recbole",
+        "data.inter",
+        "user_id:token\titem_id:token\ttimestamp:float\n1\t2\t5\n1\t3\tnan\n",
+        3,
+        "not finite",
+    ),
 ]
 
 
@@ -379,3 +419,58 @@ def test_toy_zip_keeps_every_user(tmp_path: Path) -> None:
     assert stats["users"] == 400
     # Nothing was filtered, so the sequences come back exactly as generated.
     assert load_sequences(tmp_path / "out" / "sequences.txt") == generate_sequences(400, 120, seed=0)
+
+
+# ---------------------------------------------------------------------------------------------- recbole
+
+
+def test_ml100k_recbole_matches_the_ml1m_path(tmp_path: Path) -> None:
+    inter = require_shared(ML100K_PATH)
+    argv = ["preprocess", "--format", "recbole", "--input", str(inter), "--output-dir", str(tmp_path / "rb")]
+    assert main([*argv, "--min-count", "5"]) == 0
+    stats = json.loads((tmp_path / "rb" / "stats.json").read_text())
+    assert (stats["users"], stats["items"], stats["interactions"]) == (943, 1_349, 99_287)
+
+    # The same ratings as ml-1m's ratings.dat give the same outputs, maps included.
+    ratings = tmp_path / "ratings.dat"
+    rows = [line.split("\t") for line in inter.read_text().splitlines()[1:] if line]
+    ratings.write_text("".join(f"{u}::{i}::{r}::{t}\n" for u, i, r, t in rows))
+    preprocess("ml-1m", ratings, tmp_path / "ml", min_count=5)
+    assert read_outputs(tmp_path / "rb") == read_outputs(tmp_path / "ml")
+
+
+def round_trip(data_dir: Path, work: Path) -> Path:
+    """export --format recbole, then preprocess --format recbole --min-count 0; the re-imported directory."""
+    inter = work / "export.inter"
+    assert main(["export", "--format", "recbole", "--data", str(data_dir), "--output", str(inter)]) == 0
+    argv = ["preprocess", "--format", "recbole", "--input", str(inter), "--output-dir", str(work / "back")]
+    assert main([*argv, "--min-count", "0"]) == 0
+    return work / "back"
+
+
+def test_recbole_export_round_trips_exactly(tmp_path: Path) -> None:
+    # Repeated items and ids out of order within a sequence: positions, not ids, carry the order.
+    pairs = tmp_path / "pairs.txt"
+    raw = {"u1": ["b", "a", "b", "c"], "u2": ["c", "b", "a"], "u3": ["a", "c", "b", "a", "c"]}
+    pairs.write_text("".join(f"{user} {item}\n" for user, items in raw.items() for item in items))
+    preprocess("pairs", pairs, tmp_path / "data", min_count=0)
+    back = round_trip(tmp_path / "data", tmp_path)
+    assert (back / "sequences.txt").read_text() == (tmp_path / "data" / "sequences.txt").read_text()
+    assert read_outputs(back)[1] == read_outputs(tmp_path / "data")[1]
+    lines = (tmp_path / "export.inter").read_text().splitlines()
+    assert lines[:3] == ["user_id:token\titem_id:token\ttimestamp:float", "1\t1\t1", "1\t2\t2"]
+
+
+def test_ml100k_recbole_export_round_trips_exactly(tmp_path: Path) -> None:
+    preprocess("recbole", require_shared(ML100K_PATH), tmp_path / "data", min_count=5)
+    back = round_trip(tmp_path / "data", tmp_path)
+    assert (back / "sequences.txt").read_bytes() == (tmp_path / "data" / "sequences.txt").read_bytes()
+    assert (back / "stats.json").read_bytes() == (tmp_path / "data" / "stats.json").read_bytes()
+
+
+def test_export_of_a_missing_directory_is_one_error_line(tmp_path: Path) -> None:
+    with pytest.raises(CatrecError, match="sequences.txt: no such file"):
+        export("recbole", tmp_path / "nothing", tmp_path / "out.inter")
+    with pytest.raises(CatrecError, match="unknown export format"):
+        export("parquet", tmp_path, tmp_path / "out.inter")
+    assert not (tmp_path / "out.inter").exists()

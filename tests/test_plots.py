@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import itertools
+import math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 
 from catrec.errors import CatrecError
-from catrec.report.plots import build_figure, plot_figure
+from catrec.report.plots import METHOD_COLORS, build_figure, plot_figure
 from catrec.vocabulary import (
     ATTACK_SUMMARY_COLUMNS,
     CURVE_SUMMARY_COLUMNS,
     EPSILON_METHODS,
     PROFILE_SUMMARY_COLUMNS,
 )
+from catrec.vocabulary import METHODS as ALL_METHODS
 
 DATASETS = ("video", "beauty")
 MODELS = ("sasrec", "gru4rec")
@@ -188,6 +192,92 @@ def test_fig6_random_baseline_is_dashed_and_in_legend() -> None:
     assert len(drawn.axes[0].lines) == 4
     legend_texts = {text.get_text() for text in drawn.legends[0].get_texts()}
     assert {"base", "adv_cas", "gradient attack", "random replacement"} <= legend_texts
+
+
+def test_fig6_random_lines_share_the_method_colour_and_carry_a_marker() -> None:
+    methods = list(METHODS)
+    drawn = build_figure("fig6", synthetic_attacks(), {"model": "sasrec", "methods": ",".join(methods)})
+    lines = drawn.axes[0].lines
+    gradient = [line for line in lines if line.get_linestyle() == "-"]
+    random = [line for line in lines if line.get_linestyle() == "--"]
+    assert len(gradient) == len(random) == len(methods)
+    for solid, dashed, method in zip(gradient, random, methods, strict=True):
+        assert to_rgb(solid.get_color()) == to_rgb(dashed.get_color()) == to_rgb(METHOD_COLORS[method])
+        assert dashed.get_marker() not in (None, "None", "", " ")
+        assert dashed.get_marker() != solid.get_marker()
+
+
+def _lab(color: str) -> tuple[float, float, float]:
+    """sRGB (D65) to CIELAB."""
+
+    def linear(channel: float) -> float:
+        return channel / 12.92 if channel <= 0.04045 else ((channel + 0.055) / 1.055) ** 2.4
+
+    r, g, b = map(linear, to_rgb(color))
+    xyz = (
+        (0.4124 * r + 0.3576 * g + 0.1805 * b) / 0.95047,
+        0.2126 * r + 0.7152 * g + 0.0722 * b,
+        (0.0193 * r + 0.1192 * g + 0.9505 * b) / 1.08883,
+    )
+    fx, fy, fz = (t ** (1 / 3) if t > (6 / 29) ** 3 else t / (3 * (6 / 29) ** 2) + 4 / 29 for t in xyz)
+    return 116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)
+
+
+def _ciede2000(lab1: tuple[float, float, float], lab2: tuple[float, float, float]) -> float:
+    """The CIEDE2000 colour difference (Sharma, Wu and Dalal 2005); about 2.3 is just noticeable."""
+    (l1, a1, b1), (l2, a2, b2) = lab1, lab2
+    c_mean = (math.hypot(a1, b1) + math.hypot(a2, b2)) / 2
+    g = 0.5 * (1 - math.sqrt(c_mean**7 / (c_mean**7 + 25**7)))
+    a1, a2 = (1 + g) * a1, (1 + g) * a2
+    c1, c2 = math.hypot(a1, b1), math.hypot(a2, b2)
+    h1, h2 = (math.degrees(math.atan2(b, a)) % 360 for a, b in ((a1, b1), (a2, b2)))
+    if c1 * c2 == 0:
+        dh, h_mean = 0.0, h1 + h2
+    else:
+        dh = h2 - h1 - 360 * round((h2 - h1) / 360)
+        h_mean = ((h1 + h2) / 2 + (180 if abs(h1 - h2) > 180 else 0)) % 360
+    d_hue = 2 * math.sqrt(c1 * c2) * math.sin(math.radians(dh / 2))
+    l_mean, c_mean = (l1 + l2) / 2, (c1 + c2) / 2
+    t = (
+        1
+        - 0.17 * math.cos(math.radians(h_mean - 30))
+        + 0.24 * math.cos(math.radians(2 * h_mean))
+        + 0.32 * math.cos(math.radians(3 * h_mean + 6))
+        - 0.20 * math.cos(math.radians(4 * h_mean - 63))
+    )
+    s_l = 1 + 0.015 * (l_mean - 50) ** 2 / math.sqrt(20 + (l_mean - 50) ** 2)
+    s_c, s_h = 1 + 0.045 * c_mean, 1 + 0.015 * c_mean * t
+    r_c = 2 * math.sqrt(c_mean**7 / (c_mean**7 + 25**7))
+    r_t = -math.sin(math.radians(60 * math.exp(-(((h_mean - 275) / 25) ** 2)))) * r_c
+    terms = ((l2 - l1) / s_l, (c2 - c1) / s_c, d_hue / s_h)
+    return math.sqrt(sum(term**2 for term in terms) + r_t * terms[1] * terms[2])
+
+
+@pytest.mark.parametrize(
+    ("lab1", "lab2", "expected"),
+    # Sharma, Wu and Dalal's test data, pairs 1, 7, 17 and 25.
+    [
+        ((50, 2.6772, -79.7751), (50, 0, -82.7485), 2.0425),
+        ((50, 0, 0), (50, -1, 2), 2.3669),
+        ((50, 2.5, 0), (56, -27, -3), 31.9030),
+        ((60.2574, -34.0099, 36.2677), (60.4626, -34.1751, 39.4387), 1.2644),
+    ],
+)
+def test_ciede2000_reproduces_the_reference_data(lab1: tuple, lab2: tuple, expected: float) -> None:
+    assert _ciede2000(lab1, lab2) == pytest.approx(expected, abs=1e-4)
+
+
+def test_method_colours_are_pairwise_clearly_distinct() -> None:
+    assert list(METHOD_COLORS) == list(ALL_METHODS)
+    # Far above the just-noticeable difference: the old pairs (continued / adv_cas, adv_global /
+    # adv_cas_temporal in seaborn's colorblind palette) were at 12 and 15.
+    for first, second in itertools.combinations(ALL_METHODS, 2):
+        difference = _ciede2000(_lab(METHOD_COLORS[first]), _lab(METHOD_COLORS[second]))
+        assert difference >= 20, f"{first} and {second} look alike (CIEDE2000 {difference:.1f})"
+    # Nor like the black and grey lines of pretraining, the start of fine-tuning and the legend's styles.
+    for method, color in METHOD_COLORS.items():
+        for neutral in ("black", "grey"):
+            assert _ciede2000(_lab(color), _lab(neutral)) >= 20, f"{method} looks like {neutral}"
 
 
 @pytest.mark.parametrize(

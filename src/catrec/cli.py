@@ -17,7 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from catrec.errors import CatrecError
-from catrec.vocabulary import CASCADE_TERMS, DEVICES, FIGURE_KINDS, MODELS, SIGNIFICANCE_REFERENCE
+from catrec.vocabulary import (
+    CASCADE_TERMS,
+    DATA_FORMATS,
+    DEVICES,
+    EXPORT_FORMATS,
+    FIGURE_KINDS,
+    MODELS,
+    SIGNIFICANCE_REFERENCE,
+)
 
 
 def _hparams(value: str) -> dict[str, Any]:
@@ -102,6 +110,13 @@ def cmd_preprocess(args: argparse.Namespace) -> None:
 
     stats = preprocess(args.format, args.input, args.output_dir, min_count=args.min_count)
     print(json.dumps(stats))
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from catrec.data.raw import export
+
+    rows = export(args.format, args.data, args.output)
+    print(f"{args.output}: {rows} interactions")
 
 
 def cmd_table1(args: argparse.Namespace) -> None:
@@ -231,6 +246,12 @@ def cmd_significance(args: argparse.Namespace) -> None:
     write_significance(args.users, args.output_prefix, reference=args.method_a)
 
 
+def cmd_compute(args: argparse.Namespace) -> None:
+    from catrec.report.compute import write_compute
+
+    write_compute(args.benchmarks, args.output_prefix, allow_missing=args.allow_missing)
+
+
 def cmd_plot(args: argparse.Namespace) -> None:
     from catrec.report.plots import plot_figure
 
@@ -290,14 +311,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--output", type=Path, required=True)
 
     sub = add("preprocess", cmd_preprocess, "Parse a raw file, order per user, k-core filter, remap ids.")
-    sub.add_argument(
-        "--format", required=True, choices=["ml-1m", "amazon-json", "amazon-csv", "sequences", "pairs"]
-    )
+    sub.add_argument("--format", required=True, choices=DATA_FORMATS)
     sub.add_argument("--input", type=Path, required=True)
     sub.add_argument("--output-dir", type=Path, required=True)
     sub.add_argument(
         "--min-count", type=int, default=5, help="k of the iterative k-core filter (0 disables it)"
     )
+
+    sub = add(
+        "export",
+        cmd_export,
+        "Write a preprocessed dataset for another toolkit (recbole: an atomic .inter file with our order).",
+    )
+    sub.add_argument("--format", required=True, choices=EXPORT_FORMATS)
+    sub.add_argument("--data", type=Path, required=True, help="preprocessed dataset directory")
+    sub.add_argument("--output", type=Path, required=True, help="file to write, e.g. ml-100k.inter")
 
     sub = add("table1", cmd_table1, "Render Table 1 (dataset statistics beside the paper's).")
     sub.add_argument("--stats", type=_named_path, action="append", required=True, metavar="NAME=STATS_JSON")
@@ -410,6 +438,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--output-prefix", type=Path, required=True, help="writes PREFIX.csv and PREFIX.md")
     sub.add_argument(
         "--method-a", default=SIGNIFICANCE_REFERENCE, help="the method tested against the others"
+    )
+
+    sub = add(
+        "compute",
+        cmd_compute,
+        "Tabulate the cost of every job (seconds, peak memory) from Snakemake's benchmark files.",
+    )
+    sub.add_argument("benchmarks", type=Path, nargs="+", help="benchmark files, benchmarks/{stage}/<run>.tsv")
+    sub.add_argument("--output-prefix", type=Path, required=True, help="writes PREFIX.csv and PREFIX.md")
+    sub.add_argument(
+        "--allow-missing",
+        action="store_true",
+        help="a benchmark file that does not exist (a job run before benchmarks were recorded) is a row "
+        "without numbers instead of an error",
     )
 
     sub = add("plot", cmd_plot, "Render a figure from tidy CSV (never trains).")

@@ -10,6 +10,11 @@ level of its paths, so seeds, the paper's epsilon, the epsilon sweep and overlay
 with kind ``models`` (.pt), ``curves`` (.csv), ``metrics`` (.json), ``attacks`` (.csv), ``profiles``
 (.csv, the perturbation profile) and ``users`` (.csv, per-user test metrics). Templates use Snakemake's
 wildcard syntax; ``run_file`` fills them.
+
+Each job of a costly stage (``catrec.vocabulary.BENCHMARK_STAGES``) writes Snakemake's ``benchmark:`` file
+beside the same run path, ``benchmarks/{stage}/<run>.tsv`` (``benchmarks/cascade/{dataset}/{terms}.tsv``
+for the cascade); ``benchmark_template`` gives the rules' templates, ``parse_benchmark`` reads the identity
+back.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from catrec.vocabulary import EPSILON_METHODS
+from catrec.vocabulary import BENCHMARK_STAGES, EPSILON_METHODS
 
 RESULTS = "results"
 DATA_DIR = "results/data/{dataset}"
@@ -29,6 +34,10 @@ STATE_ROOT = "results/state"
 SUMMARY = "results/summary/{summary}.csv"
 TABLES = "results/tables"
 SIGNIFICANCE = f"{TABLES}/significance"
+COMPUTE = f"{TABLES}/compute"
+
+BENCHMARKS = "benchmarks"
+CASCADE_BENCHMARK = f"{BENCHMARKS}/cascade/{{dataset}}/{{terms}}.tsv"
 
 EXTENSIONS = {
     "models": "pt",
@@ -71,14 +80,19 @@ def state_dir(method: str, epsilon: float | str | None = "{epsilon}") -> str:
     return f"{STATE_ROOT}/{run_name(method, epsilon)}"
 
 
+def _run_path(dataset: str, model: str, seed: int | str, method: str, epsilon: float | str | None) -> str:
+    """One run's path below its kind (or stage), without the extension."""
+    label = epsilon_label(epsilon) if method in EPSILON_METHODS and epsilon is not None else None
+    return run_name(method, label).format(
+        dataset=dataset, model=model, seed=seed, method=method, epsilon=label
+    )
+
+
 def run_file(
     kind: str, *, dataset: str, model: str, seed: int | str, method: str, epsilon: float | str | None = None
 ) -> str:
     """The concrete path of one run's file."""
-    label = epsilon_label(epsilon) if method in EPSILON_METHODS and epsilon is not None else None
-    return run_template(kind, method, label).format(
-        dataset=dataset, model=model, seed=seed, method=method, epsilon=label
-    )
+    return f"{RESULTS}/{kind}/{_run_path(dataset, model, seed, method, epsilon)}.{EXTENSIONS[kind]}"
 
 
 def parse_run(path: str | Path) -> dict[str, Any]:
@@ -98,3 +112,72 @@ def parse_run(path: str | Path) -> dict[str, Any]:
         "epsilon": epsilon,
         "seed": int(seed_dir.name[4:]),
     }
+
+
+def _benchmarked(stage: str) -> str:
+    if stage not in BENCHMARK_STAGES:
+        raise ValueError(
+            f"unknown benchmarked stage '{stage}' (expected one of {', '.join(BENCHMARK_STAGES)})"
+        )
+    return stage
+
+
+def benchmark_template(
+    stage: str, method: str = "pretrain", epsilon: float | str | None = "{epsilon}"
+) -> str:
+    """``benchmarks/{stage}/...``: the benchmark file of a job of ``stage``, wildcards as in its log."""
+    if _benchmarked(stage) == "cascade":
+        return CASCADE_BENCHMARK
+    return f"{BENCHMARKS}/{stage}/{run_name(method, epsilon)}.tsv"
+
+
+def benchmark_file(
+    stage: str,
+    *,
+    dataset: str,
+    model: str | None = None,
+    seed: int | str | None = None,
+    method: str = "pretrain",
+    epsilon: float | str | None = None,
+    terms: str | None = None,
+) -> str:
+    """The concrete benchmark path of one job: a run's (identity as in ``run_file``) or a cascade's."""
+    if _benchmarked(stage) == "cascade":
+        return CASCADE_BENCHMARK.format(dataset=dataset, terms=terms)
+    if model is None or seed is None:
+        raise ValueError(f"the benchmark of a {stage} job needs model and seed")
+    return f"{BENCHMARKS}/{stage}/{_run_path(dataset, model, seed, method, epsilon)}.tsv"
+
+
+def parse_benchmark(path: str | Path) -> dict[str, Any]:
+    """A benchmark file's identity: ``stage`` and, as ``parse_run`` gives them, the run's keys.
+
+    Cascade benchmarks name a dataset and the cascade ``terms``; model, method and seed are empty (None) and
+    epsilon NaN. Run benchmarks have ``terms`` None.
+    """
+    path = Path(path)
+    parts = path.parts
+    if len(parts) >= 4 and parts[-4] == BENCHMARKS and parts[-3] == "cascade" and path.suffix == ".tsv":
+        return {
+            "stage": "cascade",
+            "dataset": parts[-2],
+            "model": None,
+            "method": None,
+            "epsilon": math.nan,
+            "seed": None,
+            "terms": path.stem,
+        }
+    try:
+        run = parse_run(path)
+    except ValueError:
+        run = None
+    depth = 5 if run is None or math.isnan(run["epsilon"]) else 6
+    if (
+        run is None
+        or path.suffix != ".tsv"
+        or len(parts) < depth + 1
+        or parts[-depth - 1] != BENCHMARKS
+        or parts[-depth] not in BENCHMARK_STAGES
+    ):
+        raise ValueError(f"{path}: not a benchmark path {BENCHMARKS}/{{stage}}/<run>.tsv")
+    return {"stage": parts[-depth], **run, "terms": None}

@@ -39,6 +39,11 @@ SEQUENCE_METHODS = tuple(method for method, keys in ADVERSARIAL_KEYS_OF.items() 
 EPSILON_METHODS = tuple(method for method, keys in ADVERSARIAL_KEYS_OF.items() if "epsilon" in keys)
 CLEAN_METHODS = tuple(method for method in METHODS if method not in EPSILON_METHODS)
 
+# Raw formats `catrec preprocess --format` reads (the config's `datasets.*.format`), and those
+# `catrec export --format` writes.
+DATA_FORMATS = ("ml-1m", "amazon-json", "amazon-csv", "sequences", "pairs", "recbole")
+EXPORT_FORMATS = ("recbole",)
+
 # The keys of each `model:` section that a model reads, besides `hidden_size` and `dropout`.
 MODEL_KEYS_OF = {"sasrec": ("num_blocks", "num_heads", "layer_norm"), "gru4rec": ("num_layers",)}
 MODELS = tuple(MODEL_KEYS_OF)
@@ -53,6 +58,12 @@ FIGURE_KINDS = {
     "fig6_gru4rec": "fig6",
     "fig_perturbation": "perturbation",
 }
+
+# The stages whose jobs write a Snakemake `benchmark:` file (benchmarks/{stage}/...; the rule of each, its
+# `*_clean` variant included), and the columns of results/tables/compute.csv gathered from them: `seconds`
+# is the job's wall-clock time, `max_rss_mb` its peak resident memory in MiB (Snakemake's `s`, `max_rss`).
+BENCHMARK_STAGES = ("pretrain", "cascade", "finetune", "attack", "profile", "user_metrics")
+COMPUTE_COLUMNS = ["stage", "dataset", "model", "method", "seed", "seconds", "max_rss_mb"]
 
 METRICS = ("ndcg@10", "hit@10")
 # Lists, not tuples: pandas reads a tuple passed to groupby / set_index as one key.

@@ -9,6 +9,8 @@ rule profile:
         paths.run_template("profiles", "adv_cas"),
     log:
         "logs/profile/{dataset}/{model}/seed{seed}/{method}/eps{epsilon}.log",
+    benchmark:
+        paths.benchmark_template("profile", "adv_cas")
     wildcard_constraints:
         method="|".join(SEQUENCE_METHODS),
     conda:
@@ -38,6 +40,8 @@ rule user_metrics:
         paths.run_template("users", "adv_cas"),
     log:
         "logs/user_metrics/{dataset}/{model}/seed{seed}/{method}/eps{epsilon}.log",
+    benchmark:
+        paths.benchmark_template("user_metrics", "adv_cas")
     wildcard_constraints:
         method="|".join(EPSILON_METHODS),
     conda:
@@ -60,6 +64,8 @@ use rule user_metrics as user_metrics_clean with:
         paths.run_template("users", "continued"),
     log:
         "logs/user_metrics/{dataset}/{model}/seed{seed}/{method}.log",
+    benchmark:
+        paths.benchmark_template("user_metrics", "continued")
     wildcard_constraints:
         method="|".join(CLEAN_METHODS),
 

@@ -9,6 +9,8 @@ rule attack:
         paths.run_template("attacks", "adv_cas"),
     log:
         "logs/attack/{dataset}/{model}/seed{seed}/{method}/eps{epsilon}.log",
+    benchmark:
+        paths.benchmark_template("attack", "adv_cas")
     wildcard_constraints:
         method="|".join(EPSILON_METHODS),
     conda:
@@ -31,5 +33,7 @@ use rule attack as attack_clean with:
         paths.run_template("attacks", "continued"),
     log:
         "logs/attack/{dataset}/{model}/seed{seed}/{method}.log",
+    benchmark:
+        paths.benchmark_template("attack", "continued")
     wildcard_constraints:
         method="|".join(CLEAN_METHODS),

@@ -3,6 +3,7 @@
 # (shlex.join) and rules quote paths with {...:q}.
 
 import json
+import math
 import shlex
 from pathlib import Path
 
@@ -272,6 +273,51 @@ assert set(FIGURES) == set(
 ), "every figure of catrec.vocabulary has its data here"
 
 
+# The benchmarked stage whose jobs write the run files of each kind (besides pretrain and finetune).
+STAGE_OF_KIND = {"attacks": "attack", "profiles": "profile", "users": "user_metrics"}
+
+
+def compute_jobs():
+    """{benchmark file: one output of its job} for every job of BENCHMARK_STAGES that `all` runs.
+
+    Found from the run files the summaries and significance read: each needs its run's pretraining, its
+    fine-tuning and (adv_cas*) its cascade, and is itself the output of an attack, profile or user_metrics job.
+    """
+    jobs = {}
+    users = runs("users") if SIGNIFICANCE else []
+    for kind, files in [*SUMMARIES.values(), ("users", users)]:
+        for path in files:
+            run = paths.parse_run(path)
+            method = run["method"]
+            epsilon = None if math.isnan(run["epsilon"]) else run["epsilon"]
+            seed_run = {
+                "dataset": run["dataset"],
+                "model": run["model"],
+                "seed": run["seed"],
+            }
+            pretrain = paths.run_file("metrics", **seed_run, method="pretrain")
+            jobs[paths.benchmark_file("pretrain", **seed_run)] = pretrain
+            if method == "pretrain":
+                continue
+            this_run = {**seed_run, "method": method, "epsilon": epsilon}
+            jobs[paths.benchmark_file("finetune", **this_run)] = paths.run_file(
+                "metrics", **this_run
+            )
+            terms = CASCADE_TERMS_OF.get(method)
+            if terms:
+                cascade = {"dataset": run["dataset"], "terms": terms}
+                jobs[paths.benchmark_file("cascade", **cascade)] = paths.CASCADE.format(
+                    **cascade
+                )
+            if kind in STAGE_OF_KIND:
+                jobs[paths.benchmark_file(STAGE_OF_KIND[kind], **this_run)] = path
+    return jobs
+
+
+COMPUTE_JOBS = compute_jobs()
+COMPUTE = [paths.COMPUTE + ext for ext in (".csv", ".md")]
+
+
 def plot_options(wildcards):
     return shlex.join(
         arg for option in FIGURES[wildcards.figure][1] for arg in ("--option", option)
@@ -293,4 +339,4 @@ def final_targets():
     summaries = ["results/summary/attacks.csv"]
     if PROFILE_METHODS:
         summaries.append(paths.SUMMARY.format(summary="perturbation_profile"))
-    return tables + SIGNIFICANCE + figures + summaries
+    return tables + SIGNIFICANCE + COMPUTE + figures + summaries

@@ -9,6 +9,8 @@ rule cascade:
         paths.CASCADE,
     log:
         "logs/cascade/{dataset}/{terms}.log",
+    benchmark:
+        paths.benchmark_template("cascade")
     wildcard_constraints:
         terms="|".join(CASCADE_TERMS),
     conda:
@@ -31,6 +33,8 @@ rule finetune:
         metrics=paths.run_template("metrics", "adv_cas"),
     log:
         "logs/finetune/{dataset}/{model}/seed{seed}/{method}/eps{epsilon}.log",
+    benchmark:
+        paths.benchmark_template("finetune", "adv_cas")
     wildcard_constraints:
         method="|".join(EPSILON_METHODS),
     conda:
@@ -60,5 +64,7 @@ use rule finetune as finetune_clean with:
         metrics=paths.run_template("metrics", "continued"),
     log:
         "logs/finetune/{dataset}/{model}/seed{seed}/{method}.log",
+    benchmark:
+        paths.benchmark_template("finetune", "continued")
     wildcard_constraints:
         method="|".join(CLEAN_METHODS),

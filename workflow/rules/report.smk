@@ -52,3 +52,23 @@ rule plot:
         options=plot_options,
     shell:
         "catrec plot {params.kind} --input {input:q} --output {output.pdf:q} {params.options} > {log:q} 2>&1"
+
+
+# The cost of every training, fine-tuning, cascade, attack, profile and user-metrics job, from their
+# benchmark files. Its inputs are the jobs' outputs, not the benchmark files: a job that ran before benchmarks
+# were recorded is not re-run for one (--allow-missing leaves its row without numbers).
+rule compute:
+    input:
+        list(COMPUTE_JOBS.values()),
+    output:
+        multiext(paths.COMPUTE, ".csv", ".md"),
+    log:
+        "logs/compute.log",
+    conda:
+        ENV
+    params:
+        benchmarks=shlex.join(COMPUTE_JOBS),
+        prefix=lambda wildcards, output: Path(output[0]).with_suffix(""),
+    shell:
+        "catrec compute {params.benchmarks} --allow-missing --output-prefix {params.prefix:q}"
+        " > {log:q} 2>&1"

@@ -10,6 +10,8 @@ rule pretrain:
         metrics=paths.run_template("metrics", "pretrain"),
     log:
         "logs/pretrain/{dataset}/{model}/seed{seed}.log",
+    benchmark:
+        paths.benchmark_template("pretrain")
     conda:
         ENV
     threads: 1 if USE_GPU else config["threads"]

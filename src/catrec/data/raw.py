@@ -6,7 +6,8 @@ ids contiguous from 1 (0 is padding), items in chronological order.
 ``preprocess`` turns one raw file into that format:
 
 1. A parser (one per ``--format``) yields ``(user, item, timestamp or None)`` records in file order; original
-   ids stay strings. Files ending in ``.gz`` are read through gzip.
+   ids stay strings. Files ending in ``.gz`` are read through gzip. ``recbole`` reads RecBole atomic
+   ``.inter`` files, finding the user, item and timestamp columns in the typed header (``parse_recbole``).
 2. Records are grouped per user and sorted by timestamp. The sort is stable, so ties keep file order;
    formats without timestamps (``sequences``, ``pairs``) keep file order as it is.
 3. Iterative k-core (as in S3-Rec / ICLRec): users and items with fewer than ``min_count`` interactions
@@ -20,6 +21,10 @@ ids contiguous from 1 (0 is padding), items in chronological order.
    contiguous file such as ``Beauty.txt`` keeps its ids and numeric ids keep their natural order. Otherwise
    (Amazon's ``reviewerID``/``asin`` strings) the new ids follow the order of first appearance in the raw
    file, which is deterministic for a given file.
+
+``export`` writes a preprocessed directory back out for other toolkits: ``recbole`` is a RecBole atomic
+``.inter`` file whose timestamps are the positions in each sequence, so RecBole trains on exactly our order
+and split, and reading it back (``--format recbole --min-count 0``) gives the same ``sequences.txt``.
 
 Outputs (``sequences.txt``, ``stats.json``, ``user_map.tsv``, ``item_map.tsv``) are written to temporary
 files and renamed into place only after everything succeeded; bad input raises ``CatrecError`` naming the
@@ -41,6 +46,7 @@ from typing import Any, TextIO
 
 from catrec.errors import CatrecError
 from catrec.io import atomic_path
+from catrec.vocabulary import DATA_FORMATS, EXPORT_FORMATS
 
 Record = tuple[str, str, float | None]
 """One interaction as parsed: (original user id, original item id, timestamp or None)."""
@@ -51,6 +57,12 @@ LEAVE_ONE_OUT_MIN = 3  # items a user needs: at least one training item, the val
 
 def load_sequences(path: str | Path) -> list[list[int]]:
     """Read ``user item item ...`` lines into per-user item lists, ordered by user id."""
+    sequences = read_user_sequences(path)
+    return [sequences[user] for user in sorted(sequences)]
+
+
+def read_user_sequences(path: str | Path) -> dict[int, list[int]]:
+    """Read ``user item item ...`` lines into ``{user id: items}``, in file order."""
     path = Path(path)
     sequences: dict[int, list[int]] = {}
     with open(path) as handle:
@@ -67,7 +79,7 @@ def load_sequences(path: str | Path) -> list[list[int]]:
             if user in sequences:
                 raise CatrecError(f"{path}:{line_number}: user {user} appears twice")
             sequences[user] = items
-    return [sequences[user] for user in sorted(sequences)]
+    return sequences
 
 
 def leave_one_out(sequence: list[int]) -> tuple[list[int], int, int]:
@@ -106,10 +118,14 @@ def _numbered_lines(path: Path, encoding: str = "utf-8") -> Iterator[tuple[int, 
         raise _error(path, line_number + 1, f"cannot read: {exc}") from exc
 
 
-def _record(path: Path, line_number: int, user: str, item: str, timestamp: Any) -> Record:
-    """Validate the fields common to the timestamped formats."""
+def _check_ids(path: Path, line_number: int, user: str, item: str) -> None:
     if not user or not item:
         raise _error(path, line_number, "empty user or item id")
+
+
+def _record(path: Path, line_number: int, user: str, item: str, timestamp: Any) -> Record:
+    """Validate the fields common to the timestamped formats."""
+    _check_ids(path, line_number, user, item)
     try:
         time = float(timestamp)
     except (TypeError, ValueError) as exc:
@@ -209,13 +225,76 @@ def parse_pairs(path: str | Path) -> Iterator[Record]:
         yield fields[0], fields[1], None
 
 
+def _recbole_column(
+    path: Path,
+    line_number: int,
+    fields: list[tuple[str, str]],
+    field_type: str,
+    name: str,
+    prefix: str | None,
+) -> int | None:
+    """Index of the header field ``name:field_type``, else of the only ``prefix*:field_type``, else None."""
+    typed = [index for index, (field, type_) in enumerate(fields) if type_ == field_type]
+    exact = [index for index in typed if fields[index][0] == name]
+    if exact or prefix is None:
+        return exact[0] if exact else None
+    candidates = [index for index in typed if fields[index][0].startswith(prefix)]
+    if len(candidates) > 1:
+        found = ", ".join(f"{fields[index][0]}:{field_type}" for index in candidates)
+        raise _error(path, line_number, f"several {prefix} columns ({found}) and none named {name}")
+    return candidates[0] if candidates else None
+
+
+def parse_recbole(path: str | Path) -> Iterator[Record]:
+    """RecBole atomic ``.inter`` file: tab-separated, a typed header like ``user_id:token item_id:token ...``.
+
+    The user column is the ``:token`` field named ``user_id``, else the only ``:token`` field whose name
+    starts with ``user``; the item column likewise; the timestamp is the ``:float`` field named
+    ``timestamp``. Without one, records keep file order (as RecBole does). Other columns are not read.
+    """
+    path = Path(path)
+    lines = _numbered_lines(path)
+    header = next(lines, None)
+    if header is None:
+        return
+    header_line, text = header
+    fields = []
+    for field in text.rstrip("\r\n").split("\t"):
+        name, sep, field_type = field.strip().partition(":")
+        if not sep or not name or not field_type:
+            raise _error(path, header_line, f"expected a RecBole header of name:type fields, got {field!r}")
+        fields.append((name, field_type))
+    ids = []
+    for kind in ("user", "item"):
+        column = _recbole_column(path, header_line, fields, "token", f"{kind}_id", kind)
+        if column is None:
+            raise _error(
+                path, header_line, f"no {kind} column ({kind}_id:token or {kind}*:token) in the header"
+            )
+        ids.append(column)
+    user_column, item_column = ids
+    time_column = _recbole_column(path, header_line, fields, "float", "timestamp", None)
+    for line_number, line in lines:
+        values = [value.strip() for value in line.rstrip("\r\n").split("\t")]
+        if len(values) != len(fields):
+            raise _error(path, line_number, f"expected {len(fields)} tab-separated fields, got {len(values)}")
+        user, item = values[user_column], values[item_column]
+        if time_column is not None:
+            yield _record(path, line_number, user, item, values[time_column])
+        else:
+            _check_ids(path, line_number, user, item)
+            yield user, item, None
+
+
 PARSERS: dict[str, Callable[[str | Path], Iterator[Record]]] = {
     "ml-1m": parse_ml1m,
     "amazon-json": parse_amazon_json,
     "amazon-csv": parse_amazon_csv,
     "sequences": parse_sequences,
     "pairs": parse_pairs,
+    "recbole": parse_recbole,
 }
+assert tuple(PARSERS) == DATA_FORMATS, "every format of catrec.vocabulary has its parser"
 
 
 # ------------------------------------------------------------------------------------- transformations
@@ -347,3 +426,41 @@ def preprocess(
         },
     )
     return stats
+
+
+# ----------------------------------------------------------------------------------------------- export
+
+RECBOLE_HEADER = ("user_id:token", "item_id:token", "timestamp:float")
+
+
+def export_recbole(data_dir: str | Path, output: str | Path) -> int:
+    """Write a preprocessed ``sequences.txt`` as a RecBole atomic ``.inter`` file; returns the row count.
+
+    One row per interaction, user by user in ``sequences.txt`` order, with our ids as tokens and, as the
+    timestamp, the item's position in the user's sequence (1, 2, ...): RecBole's chronological ordering then
+    reproduces ours, and ``preprocess --format recbole --min-count 0`` reads the file back to the same
+    ``sequences.txt``.
+    """
+    source = Path(data_dir) / "sequences.txt"
+    if not source.is_file():
+        raise CatrecError(f"{source}: no such file (expected a directory written by catrec preprocess)")
+    sequences = read_user_sequences(source)
+    rows = [
+        f"{user}\t{item}\t{position}\n"
+        for user, items in sequences.items()
+        for position, item in enumerate(items, start=1)
+    ]
+    with atomic_path(Path(output)) as temp:
+        temp.write_text("\t".join(RECBOLE_HEADER) + "\n" + "".join(rows), encoding="utf-8")
+    return len(rows)
+
+
+EXPORTERS: dict[str, Callable[[str | Path, str | Path], int]] = {"recbole": export_recbole}
+assert tuple(EXPORTERS) == EXPORT_FORMATS, "every export format of catrec.vocabulary has its writer"
+
+
+def export(fmt: str, data_dir: str | Path, output: str | Path) -> int:
+    """Write the preprocessed dataset in ``data_dir`` to ``output`` in format ``fmt``; returns the rows."""
+    if fmt not in EXPORTERS:
+        raise CatrecError(f"unknown export format '{fmt}' (expected one of {', '.join(EXPORTERS)})")
+    return EXPORTERS[fmt](data_dir, output)

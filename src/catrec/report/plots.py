@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.axes import Axes
+from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
@@ -32,8 +33,23 @@ from catrec.vocabulary import METHODS, METRICS
 
 PNG_DPI = 150
 SINGLE_POSITIONS = ("first", "middle", "last")
-# One colour per method in every figure, so a method is recognised across figures.
-_PALETTE = sns.color_palette("colorblind", 10)
+# One colour per method of catrec.vocabulary.METHODS, the same in every figure, so a method is recognised
+# across figures. A qualitative palette picked so that every pair is clearly apart (CIEDE2000 >= 24; seaborn's
+# "colorblind" palette gave continued/adv_cas and adv_global/adv_cas_temporal pairs at 12 and 15). Black and
+# grey stay free for pretraining, the start of fine-tuning and the legend's line styles.
+METHOD_COLORS = {
+    "base": "#0072B2",  # blue
+    "continued": "#17BECF",  # cyan
+    "adv_linear": "#117733",  # green
+    "adv_seq": "#BCBD22",  # olive
+    "adv_global": "#AA4499",  # purple
+    "adv_cas": "#E41A1C",  # red
+    "adv_cas_temporal": "#FF7F00",  # orange
+    "adv_cas_cross": "#332288",  # indigo
+}
+assert tuple(METHOD_COLORS) == METHODS, "every method of catrec.vocabulary has its colour"
+# Methods outside the vocabulary (a future one, a typo'd CSV) still get a stable colour.
+_EXTRA_PALETTE = sns.color_palette("dark", 10)
 _STYLE = {"axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 9}
 
 
@@ -46,8 +62,9 @@ class _Figure:
 
 
 def _method_color(method: str) -> tuple[float, float, float]:
-    index = METHODS.index(method) if method in METHODS else len(METHODS) + sum(map(ord, method))
-    return _PALETTE[index % len(_PALETTE)]
+    if method in METHOD_COLORS:
+        return to_rgb(METHOD_COLORS[method])
+    return _EXTRA_PALETTE[sum(map(ord, method)) % len(_EXTRA_PALETTE)]
 
 
 def _select(data: pd.DataFrame, options: Mapping[str, str], key: str, column: str, source: str) -> list[str]:
@@ -209,7 +226,12 @@ def _fig6(data: pd.DataFrame, options: Mapping[str, str], source: str) -> Figure
     datasets = _select(attacked, options, "dataset", "dataset", source)
     methods = _select(attacked, options, "methods", "method", source)
     figure, axes = _new_figure(1, len(datasets), 3.6, 3.4)
-    styles = {"gradient": {"linestyle": "-", "marker": "o"}, "random": {"linestyle": "--", "alpha": 0.55}}
+    # Random replacement: dashed, in the method's colour, with its own marker, so each method's pair of lines
+    # reads as one.
+    styles = {
+        "gradient": {"linestyle": "-", "marker": "o", "markersize": 5},
+        "random": {"linestyle": "--", "marker": "x", "markersize": 6, "alpha": 0.85},
+    }
     style_labels = {"gradient": "gradient attack", "random": "random replacement"}
     for ax, dataset in zip(axes.flat, datasets, strict=True):
         runs = attacked[attacked["dataset"] == dataset]
