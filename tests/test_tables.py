@@ -171,7 +171,7 @@ def test_collect_metrics_long_has_one_row_per_metric(tmp_path: Path) -> None:
     assert list(long.columns) == [*RUN_KEYS, "epsilon", "seed", "split", "metric", "value"]
     assert len(long) == 2 * len(wide) and set(long["metric"]) == {"ndcg@10", "hit@10"}
     back = long.pivot_table(index=[*RUN_KEYS, "seed", "split"], columns="metric", values="value")
-    merged = wide.set_index([*RUN_KEYS, "seed", "split"]).join(back, rsuffix="_long")
+    merged = wide.merge(back.reset_index(), on=[*RUN_KEYS, "seed", "split"], suffixes=("", "_long"))
     assert (merged["ndcg@10"] == merged["ndcg@10_long"]).all()
     assert long.loc[long["method"] == "base", "epsilon"].isna().all()
     with pytest.raises(CatrecError, match="metrics only"):
