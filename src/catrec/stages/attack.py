@@ -8,12 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from catrec.attack import AttackConfig, attack_rows
-from catrec.data.sequences import SequenceData
-from catrec.errors import CatrecError
 from catrec.io import atomic_path
-from catrec.models import load_model
 from catrec.runtime import configure
-from catrec.stages.common import prepare
+from catrec.stages.common import load_model_and_data, prepare
 from catrec.vocabulary import ATTACK_COLUMNS
 
 
@@ -40,14 +37,13 @@ def run_attacks(
     """Attack the model in ``checkpoint`` on the test inputs of ``data_dir``; write the tidy attacks CSV."""
     values = prepare(hparams, "attack", model=model_name)
     config = AttackConfig.from_hparams(values)
-    model = load_model(checkpoint, configure(device, threads))
-    if model.config.name != model_name:
-        raise CatrecError(f"{checkpoint}: holds a {model.config.name} model, not {model_name}")
-    data = SequenceData.from_dir(data_dir, values["max_len"])
-    if data.num_items != model.config.num_items:
-        raise CatrecError(
-            f"{checkpoint}: model has {model.config.num_items} items, {data_dir} has {data.num_items}"
-        )
+    model, data = load_model_and_data(
+        checkpoint,
+        data_dir,
+        model_name=model_name,
+        max_len=values["max_len"],
+        device=configure(device, threads),
+    )
     rows = attack_rows(
         model, data.eval_inputs("test"), data.eval_targets("test"), data.eval_exclude("test"), config
     )

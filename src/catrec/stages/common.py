@@ -7,10 +7,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from catrec.config import read_hparams
-from catrec.io import atomic_path
+from catrec.data.sequences import SequenceData
+from catrec.errors import CatrecError
+from catrec.io import atomic_path, load_torch_file
+from catrec.models import SequentialRecommender, load_model
 from catrec.runtime import seed_everything
-from catrec.vocabulary import METRICS
+from catrec.vocabulary import CASCADE_TERMS_OF, METRICS
 
 
 def prepare(
@@ -21,6 +26,41 @@ def prepare(
     if "seed" in values:
         seed_everything(values["seed"])
     return values
+
+
+def load_model_and_data(
+    checkpoint: str | Path, data_dir: str | Path, *, model_name: str, max_len: int, device: torch.device
+) -> tuple[SequentialRecommender, SequenceData]:
+    """A saved model and the dataset it is run on, checked against each other and the expected model."""
+    model = load_model(checkpoint, device)
+    if model.config.name != model_name or model.config.max_len != max_len:
+        raise CatrecError(
+            f"{checkpoint} holds {model.config.name} with max_len {model.config.max_len}; "
+            f"expected {model_name} with max_len {max_len}"
+        )
+    data = SequenceData.from_dir(data_dir, max_len)
+    if data.num_items != model.config.num_items:
+        raise CatrecError(
+            f"{checkpoint}: model has {model.config.num_items} items, {data_dir} has {data.num_items}"
+        )
+    return model, data
+
+
+def method_cascade(method: str, path: str | Path | None, batch_size: int) -> torch.Tensor | None:
+    """The cascade matrix ``method`` needs (None for methods without one), checked against the training."""
+    if method not in CASCADE_TERMS_OF:
+        return None
+    if path is None:
+        raise CatrecError(f"method '{method}' needs a cascade matrix (--cascade)")
+    path = Path(path)
+    if not path.exists():
+        raise CatrecError(f"cascade file {path} (for method '{method}') does not exist")
+    payload = load_torch_file(path)
+    expected = {"terms": CASCADE_TERMS_OF[method], "batch_size": batch_size}
+    for key, value in expected.items():
+        if payload[key] != value:
+            raise CatrecError(f"{path} has {key}={payload[key]!r}; method '{method}' needs {key}={value!r}")
+    return payload["cascade"]
 
 
 def data_inputs(data_dir: str | Path) -> dict[str, Path]:

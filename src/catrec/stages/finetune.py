@@ -11,31 +11,21 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from catrec.adversarial import make_loss
-from catrec.data.sequences import SPLITS, SequenceData
-from catrec.errors import CatrecError
-from catrec.io import load_torch_file, write_text_atomically
-from catrec.models import load_model, save_model
+from catrec.data.sequences import SPLITS
+from catrec.io import write_text_atomically
+from catrec.models import save_model
 from catrec.runtime import configure
-from catrec.stages.common import data_inputs, prepare, write_metrics_json
+from catrec.stages.common import (
+    data_inputs,
+    load_model_and_data,
+    method_cascade,
+    prepare,
+    write_metrics_json,
+)
 from catrec.state import run_state
 from catrec.trainer import TrainConfig, evaluate, fit
-from catrec.vocabulary import CASCADE_TERMS_OF, CURVE_COLUMNS
-
-
-def load_cascade(path: str | Path, method: str, batch_size: int) -> torch.Tensor:
-    """The cascade matrix saved by ``catrec cascade``, checked against what ``method`` and training expect."""
-    path = Path(path)
-    if not path.exists():
-        raise CatrecError(f"cascade file {path} (for method '{method}') does not exist")
-    payload = load_torch_file(path)
-    expected = {"terms": CASCADE_TERMS_OF[method], "batch_size": batch_size}
-    for key, value in expected.items():
-        if payload[key] != value:
-            raise CatrecError(f"{path} has {key}={payload[key]!r}; method '{method}' needs {key}={value!r}")
-    return payload["cascade"]
+from catrec.vocabulary import CURVE_COLUMNS
 
 
 def finetune(
@@ -57,13 +47,9 @@ def finetune(
     """Fine-tune ``pretrained`` with ``method``, resuming this run's own state under ``state_dir``."""
     values = prepare(hparams, "finetune", model=model_name, method=method)
     torch_device = configure(device, threads)
-    model = load_model(pretrained, torch_device)
-    if model.config.name != model_name or model.config.max_len != values["max_len"]:
-        raise CatrecError(
-            f"{pretrained} holds {model.config.name} with max_len {model.config.max_len}; "
-            f"expected {model_name} with max_len {values['max_len']}"
-        )
-    data = SequenceData.from_dir(data_dir, values["max_len"])
+    model, data = load_model_and_data(
+        pretrained, data_dir, model_name=model_name, max_len=values["max_len"], device=torch_device
+    )
     record = {"dataset": dataset, "model": model_name, "method": method, "seed": values["seed"]}
 
     if method == "base":
@@ -77,12 +63,9 @@ def finetune(
 
     config = TrainConfig.from_hparams(values)
     inputs = {**data_inputs(data_dir), "pretrained": Path(pretrained)}
-    cascade_matrix = None
-    if method in CASCADE_TERMS_OF:
-        if cascade is None:
-            raise CatrecError(f"method '{method}' needs a cascade matrix (--cascade)")
-        cascade_matrix = load_cascade(cascade, method, config.batch_size)
-        inputs["cascade"] = Path(cascade)
+    cascade_matrix = method_cascade(method, cascade, config.batch_size)
+    if cascade_matrix is not None:
+        inputs["cascade"] = Path(str(cascade))
     state = run_state(
         state_dir,
         stage="finetune",

@@ -18,16 +18,13 @@ import torch
 
 from catrec.adversarial import AdversarialLoss, make_loss
 from catrec.data.batches import iterate_batches
-from catrec.data.sequences import SequenceData
 from catrec.errors import CatrecError
 from catrec.io import atomic_path
-from catrec.models import load_model
 from catrec.profile import input_space_perturbations, position_profile
 from catrec.runtime import configure, sampler_seed
-from catrec.stages.common import prepare
-from catrec.stages.finetune import load_cascade
+from catrec.stages.common import load_model_and_data, method_cascade, prepare
 from catrec.trainer import TrainConfig
-from catrec.vocabulary import CASCADE_TERMS_OF, PROFILE_COLUMNS, SEQUENCE_METHODS
+from catrec.vocabulary import PROFILE_COLUMNS, SEQUENCE_METHODS
 
 
 def write_profile(
@@ -54,22 +51,10 @@ def write_profile(
     values = prepare(hparams, "finetune", model=model_name, method=method)
     config = TrainConfig.from_hparams(values)
     torch_device = configure(device, threads)
-    model = load_model(checkpoint, torch_device)
-    if model.config.name != model_name or model.config.max_len != values["max_len"]:
-        raise CatrecError(
-            f"{checkpoint} holds {model.config.name} with max_len {model.config.max_len}; "
-            f"expected {model_name} with max_len {values['max_len']}"
-        )
-    data = SequenceData.from_dir(data_dir, values["max_len"])
-    if data.num_items != model.config.num_items:
-        raise CatrecError(
-            f"{checkpoint}: model has {model.config.num_items} items, {data_dir} has {data.num_items}"
-        )
-    cascade_matrix = None
-    if method in CASCADE_TERMS_OF:
-        if cascade is None:
-            raise CatrecError(f"method '{method}' needs a cascade matrix (--cascade)")
-        cascade_matrix = load_cascade(cascade, method, config.batch_size)
+    model, data = load_model_and_data(
+        checkpoint, data_dir, model_name=model_name, max_len=values["max_len"], device=torch_device
+    )
+    cascade_matrix = method_cascade(method, cascade, config.batch_size)
     loss = make_loss(method, values, cascade_matrix, data)
     assert isinstance(loss, AdversarialLoss)  # every SEQUENCE_METHODS method has one
     generator = torch.Generator().manual_seed(sampler_seed(config.seed))

@@ -9,12 +9,10 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from catrec.data.sequences import SequenceData
-from catrec.errors import CatrecError
 from catrec.io import atomic_path
 from catrec.metrics import rank_users
-from catrec.models import load_model
 from catrec.runtime import configure
+from catrec.stages.common import load_model_and_data
 from catrec.vocabulary import USER_METRICS_COLUMNS
 
 
@@ -30,17 +28,9 @@ def write_user_metrics(
     threads: int = 1,
 ) -> None:
     """Write ``user, ndcg@10, hit@10`` of every user on ``split`` (``user``: 1..m, sequences.txt order)."""
-    model = load_model(checkpoint, configure(device, threads))
-    if model.config.name != model_name or model.config.max_len != max_len:
-        raise CatrecError(
-            f"{checkpoint} holds {model.config.name} with max_len {model.config.max_len}; "
-            f"expected {model_name} with max_len {max_len}"
-        )
-    data = SequenceData.from_dir(data_dir, max_len)
-    if data.num_items != model.config.num_items:
-        raise CatrecError(
-            f"{checkpoint}: model has {model.config.num_items} items, {data_dir} has {data.num_items}"
-        )
+    model, data = load_model_and_data(
+        checkpoint, data_dir, model_name=model_name, max_len=max_len, device=configure(device, threads)
+    )
     ndcg, hit = rank_users(model, data.eval_inputs(split), data.eval_targets(split), data.eval_exclude(split))
     # SequenceData keeps the users in id order; catrec preprocess numbers them 1..m, so `user` is that id.
     rows = zip(range(1, data.num_users + 1), ndcg.tolist(), hit.tolist(), strict=True)
