@@ -313,7 +313,8 @@ def _perturbation(data: pd.DataFrame, options: Mapping[str, str], source: str) -
             )
     epsilons = sorted(data["epsilon"].dropna().unique())
     at = f" at ε = {', '.join(f'{value:g}' for value in epsilons)}" if epsilons else ""
-    figure.suptitle(f"Perturbation of the network's input S by position{at} (training batches)")
+    # Two lines: one panel is narrower than the whole sentence.
+    figure.suptitle(f"Perturbation of the network's input S by position\n{at.strip()} (training batches)")
     return figure
 
 
