@@ -6,7 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
+from catrec.models import ModelConfig, build_model, save_model
 from catrec.toy import generate_sequences
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -47,4 +49,15 @@ def toy_data_dir(tmp_path_factory: pytest.TempPathFactory, toy_sequences: list[l
 def require_shared(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"shared data not found: {path}")
+    return path
+
+
+def save_untrained_model(path: Path, name: str, num_items: int, max_len: int, seed: int = 0) -> Path:
+    """A small freshly initialised model of ``name`` saved as the pipeline saves models (stage inputs)."""
+    torch.manual_seed(seed)
+    config = ModelConfig(
+        name=name, num_items=num_items, max_len=max_len, hidden_size=16, dropout=0.2,
+        num_blocks=1, num_heads=1, layer_norm="pre", num_layers=1,
+    )  # fmt: skip
+    save_model(path, build_model(config))
     return path

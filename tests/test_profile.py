@@ -10,12 +10,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, save_untrained_model
 
 from catrec import paths
 from catrec.cli import main
 from catrec.config import load_config, stage_hparams
-from catrec.models import ModelConfig, build_model, save_model
 from catrec.profile import position_profile
 from catrec.report.collect import collect
 from catrec.stages.cascade import write_cascade
@@ -52,21 +51,7 @@ def test_position_profile_skips_positions_nobody_has() -> None:
 
 
 def _save_model(directory: Path, name: str, num_items: int) -> Path:
-    torch.manual_seed(0)
-    config = ModelConfig(
-        name=name,
-        num_items=num_items,
-        max_len=MAX_LEN,
-        hidden_size=16,
-        dropout=0.2,
-        num_blocks=1,
-        num_heads=1,
-        layer_norm="pre",
-        num_layers=1,
-    )
-    path = directory / f"{name}.pt"
-    save_model(path, build_model(config))
-    return path
+    return save_untrained_model(directory / f"{name}.pt", name, num_items, MAX_LEN)
 
 
 def _hparams(model: str, method: str) -> dict[str, object]:

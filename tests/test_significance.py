@@ -11,12 +11,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import save_untrained_model
 from scipy import stats
 
 from catrec import paths
 from catrec.cli import main
 from catrec.data.sequences import SequenceData
-from catrec.models import ModelConfig, build_model, load_model, save_model
+from catrec.models import load_model
 from catrec.report.significance import paired_t_test, significance_frame, wilcoxon_test
 from catrec.trainer import evaluate
 from catrec.vocabulary import SIGNIFICANCE_COLUMNS, USER_METRICS_COLUMNS
@@ -99,22 +100,8 @@ def test_significance_pairs_users_and_seeds() -> None:
 
 
 def _toy_model(directory: Path, data_dir: Path, seed: int) -> Path:
-    torch.manual_seed(seed)
     num_items = json.loads((data_dir / "stats.json").read_text())["items"]
-    config = ModelConfig(
-        name="sasrec",
-        num_items=num_items,
-        max_len=MAX_LEN,
-        hidden_size=16,
-        dropout=0.2,
-        num_blocks=1,
-        num_heads=1,
-        layer_norm="pre",
-        num_layers=1,
-    )
-    path = directory / f"model{seed}.pt"
-    save_model(path, build_model(config))
-    return path
+    return save_untrained_model(directory / f"model{seed}.pt", "sasrec", num_items, MAX_LEN, seed)
 
 
 def test_user_metrics_and_significance_cli(tmp_path: Path, toy_data_dir: Path) -> None:
