@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo lint bench clean
+.PHONY: install test test-slurm demo lint bench clean
 
 $(STAMP): pyproject.toml envs/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,15 @@ install: $(STAMP)
 
 test: install
 	$(BIN)/python -m pytest
+
+# The smoke DAG through a one-node SLURM cluster on 127.0.0.1 (root; installs slurm-wlm and munge if missing),
+# compared with a local run; the daemons are stopped whatever the outcome.
+SLURM_DIR ?= /tmp/catrec-slurm
+test-slurm: install
+	bash tests/slurm/cluster.sh start $(SLURM_DIR)
+	PATH=$(abspath $(BIN)):$$PATH CATREC_SLURM_DIR=$(SLURM_DIR) $(BIN)/python -m pytest -m slurm tests/slurm; \
+	status=$$?; bash tests/slurm/cluster.sh stop $(SLURM_DIR); \
+	if [ -f $(SLURM_DIR)/listing.txt ]; then cat $(SLURM_DIR)/listing.txt; fi; exit $$status
 
 demo: install
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake --cores all all --configfile config/smoke.yaml

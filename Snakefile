@@ -25,6 +25,21 @@ include: "workflow/rules/analysis.smk"
 include: "workflow/rules/report.smk"
 
 
+# Run where Snakemake runs, never as cluster jobs: downloads need the internet, which compute nodes often lack;
+# the others only write or summarise small files.
+localrules:
+    all,
+    download,
+    generate_toy,
+    extract,
+    table1,
+    collect,
+    table2,
+    plot,
+    compute,
+    significance,
+
+
 rule all:
     default_target: True
     input:

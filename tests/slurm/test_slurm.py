@@ -1,0 +1,136 @@
+"""The smoke DAG through a real SLURM scheduler (`make test-slurm`, not part of `make test`).
+
+`make test-slurm` starts a one-node cluster (tests/slurm/cluster.sh) and points CATREC_SLURM_DIR at it.
+The workflow runs twice from the same config: once locally, once with
+`--workflow-profile workflow/profiles/slurm`. The scheduler's own record (the job-completion log) must list
+every submitted job COMPLETED, in the partition the profile routes its rule to; no local rule may be
+submitted; the metrics must equal the local run's.
+"""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+pytestmark = pytest.mark.slurm
+
+REPO = Path(__file__).resolve().parents[2]
+SMOKE_CONFIG = REPO / "config" / "smoke.yaml"
+PROFILE = REPO / "workflow" / "profiles" / "slurm"
+SUMMARIES = ("metrics", "attacks")
+SUBMISSION = re.compile(r"Job \d+ has been submitted with SLURM jobid (\d+) \(log: .*/rule_(\w+)/")
+
+
+@pytest.fixture(scope="module")
+def cluster_dir() -> Path:
+    value = os.environ.get("CATREC_SLURM_DIR")
+    if not value:
+        pytest.fail("CATREC_SLURM_DIR is not set: run these tests with `make test-slurm`")
+    return Path(value)
+
+
+def snakemake(workdir: Path, *options: str) -> str:
+    """Run the smoke DAG in `workdir`; the log is returned and kept beside the results."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    command = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(SMOKE_CONFIG),
+        "--config",
+        "device=cpu",
+        *options,
+        "all",
+    ]
+    run = subprocess.run(command, capture_output=True, text=True, check=False)
+    log = run.stdout + run.stderr
+    (workdir / "snakemake.log").write_text(log)
+    assert run.returncode == 0, f"snakemake failed in {workdir}:\n{log[-4000:]}"
+    return log
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    workdir = tmp_path_factory.mktemp("local")
+    snakemake(workdir, "--cores", "2")
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def slurm_run(tmp_path_factory: pytest.TempPathFactory, cluster_dir: Path) -> tuple[Path, str]:
+    workdir = tmp_path_factory.mktemp("slurm")
+    log = snakemake(
+        workdir,
+        "--workflow-profile",
+        str(PROFILE),
+        # the test cluster has no accounting database (tests/slurm/cluster.sh says why)
+        "--slurm-status-command",
+        "squeue",
+        "--slurm-init-seconds-before-status-checks",
+        "2",
+    )
+    return workdir, log
+
+
+def local_rules() -> set[str]:
+    block = re.search(r"^localrules:\n((?:    \w+,\n)+)", (REPO / "Snakefile").read_text(), re.MULTILINE)
+    assert block, "the Snakefile has no localrules block"
+    return set(re.findall(r"(\w+),", block.group(1)))
+
+
+def gpu_partition_rules() -> set[str]:
+    text = (PROFILE / "config.yaml").read_text()
+    return set(re.findall(r"^  (\w+):\n(?:    .*\n)*?    slurm_partition: gpu$", text, re.MULTILINE))
+
+
+def scheduler_record(cluster_dir: Path) -> dict[str, dict[str, str]]:
+    """The job-completion log: job id -> its fields (JobState, Partition, ...)."""
+    record = {}
+    for line in (cluster_dir / "log" / "jobcomp.log").read_text().splitlines():
+        fields = dict(field.split("=", 1) for field in line.split() if "=" in field)
+        record[fields["JobId"]] = fields
+    return record
+
+
+def test_every_cluster_job_completed_in_its_partition(slurm_run: tuple[Path, str], cluster_dir: Path) -> None:
+    _, log = slurm_run
+    submitted = dict(SUBMISSION.findall(log))
+    cluster_jobs = len(re.findall(r"^rule \w+:$", log, re.MULTILINE))
+    assert submitted and len(submitted) == cluster_jobs, (
+        f"{len(submitted)} submissions for {cluster_jobs} non-local jobs"
+    )
+    record = scheduler_record(cluster_dir)
+    gpu_rules = gpu_partition_rules()
+    listing = ["jobid  rule                 part  state"]
+    for job_id, rule in sorted(submitted.items(), key=lambda item: int(item[0])):
+        fields = record.get(job_id, {})
+        state, partition = fields.get("JobState", "absent"), fields.get("Partition", "?")
+        listing.append(f"{job_id:>5}  {rule:<20} {partition:<5} {state}")
+        assert state == "COMPLETED", f"SLURM job {job_id} ({rule}): {fields or 'not in the record'}"
+        expected = "gpu" if rule in gpu_rules else "cpu"
+        assert partition == expected, f"SLURM job {job_id} ({rule}) ran in {partition}"
+    (cluster_dir / "listing.txt").write_text("\n".join(listing) + "\n")
+
+
+def test_local_rules_are_not_submitted(slurm_run: tuple[Path, str]) -> None:
+    _, log = slurm_run
+    submitted_rules = {rule for _, rule in SUBMISSION.findall(log)}
+    assert not submitted_rules & local_rules()
+    ran_locally = set(re.findall(r"^localrule (\w+):$", log, re.MULTILINE))
+    assert ran_locally and ran_locally <= local_rules()
+
+
+@pytest.mark.parametrize("summary", SUMMARIES)
+def test_results_equal_a_local_run(slurm_run: tuple[Path, str], local_run: Path, summary: str) -> None:
+    workdir, _ = slurm_run
+    path = Path("results") / "summary" / f"{summary}.csv"
+    pd.testing.assert_frame_equal(pd.read_csv(workdir / path), pd.read_csv(local_run / path))
