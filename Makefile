@@ -1,10 +1,12 @@
-# Two commands do all set-up on a fresh clone: `make test` and `make demo`.
+# Two commands do all set-up on a fresh clone: `make test` and `make demo`; `make report` then shows the results.
 PYTHON ?= python3
+# The experiment `make demo` runs and `make report` reports on; `make demo report CONFIG=...` for another.
+CONFIG ?= config/smoke.yaml
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-slurm demo lint bench clean
+.PHONY: install test test-slurm demo report lint bench clean
 
 $(STAMP): pyproject.toml envs/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +29,11 @@ test-slurm: install
 	if [ -f $(SLURM_DIR)/listing.txt ]; then cat $(SLURM_DIR)/listing.txt; fi; exit $$status
 
 demo: install
-	PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake --cores all all --configfile config/smoke.yaml
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake --cores all all --configfile $(CONFIG)
+
+# Reads the outputs a finished run of CONFIG left (`make demo` first); runs nothing.
+report: install
+	$(BIN)/snakemake --report results/report.html --configfile $(CONFIG)
 
 lint: install
 	$(BIN)/ruff check .

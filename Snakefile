@@ -4,6 +4,7 @@
 #   snakemake --cores all all --configfile config/smoke.yaml  the toy experiment (what `make demo` runs)
 #   snakemake --cores 8 figures/fig6.pdf                      one figure, and only the jobs it needs
 #   snakemake -n all                                          the plan of the paper's experiment, nothing run
+#   snakemake --report results/report.html                    the HTML report of the results (`make report`)
 # A --configfile replaces config/config.yaml instead of being merged into it. Keys: config/README.md.
 
 from snakemake.utils import min_version
@@ -14,6 +15,9 @@ min_version("9.0")
 if not workflow.config_settings.configfiles:
 
     configfile: f"{workflow.basedir}/config/config.yaml"
+
+
+report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"

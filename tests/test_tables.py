@@ -92,6 +92,10 @@ def test_write_table1(tmp_path: Path) -> None:
     assert "ML-1M & 6,040 & 3,416 & 987,540 & 4.786\\% &" in latex
     assert "Toy & 300 & 100 & 6,000 & 20.000\\% & --- & --- & --- & --- \\\\" in latex
     assert "\\#Users" in latex
+    page = prefix.with_suffix(".html").read_text()
+    assert '<tr><th colspan="1"></th><th colspan="4">ours</th><th colspan="4">paper</th></tr>' in page
+    assert '<td class="l">Toy</td><td class="r">300</td>' in page and '<th class="r">#Users</th>' in page
+    assert "<caption>Table 1: Statistics of the datasets" in page
     assert not list(prefix.parent.glob(".*.part")), "temp files must not be left behind"
 
 
@@ -371,7 +375,7 @@ def test_table2_with_one_seed_shows_no_spread(tmp_path: Path) -> None:
     assert "±" not in markdown.replace("mean ± std", "")
 
 
-def test_table2_markdown_and_latex_bold_the_best(table2_dir: Path) -> None:
+def test_table2_markdown_latex_and_html_bold_the_best(table2_dir: Path) -> None:
     markdown = (table2_dir / "table2.md").read_text()
     header = next(line for line in markdown.splitlines() if line.startswith("| Model"))
     assert "Beauty NDCG@10 | Beauty vs Base | Beauty HT@10" in header and "Toy NDCG@10" in header
@@ -388,6 +392,8 @@ def test_table2_markdown_and_latex_bold_the_best(table2_dir: Path) -> None:
     latex = (table2_dir / "table2.tex").read_text()
     assert "\\multicolumn{4}{c}{Beauty}" in latex
     assert "adv\\_linear & \\textbf{0.0300} & \\textbf{50.00\\%} & 0.0450 & -10.00\\%" in latex
+    page = (table2_dir / "table2.html").read_text()
+    assert '<td class="r"><b>0.0300</b></td><td class="r"><b>50.00%</b></td>' in page
 
 
 def test_table2_vs_paper(table2_dir: Path) -> None:

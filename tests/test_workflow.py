@@ -7,6 +7,7 @@ extract -> preprocess is exercised through Snakemake exactly as for ML-1M. It fi
 
 from __future__ import annotations
 
+import base64
 import copy
 import functools
 import hashlib
@@ -32,6 +33,7 @@ from catrec.config import read_hparams
 from catrec.toy import write_toy_zip
 from catrec.vocabulary import (
     CLEAN_METHODS,
+    FIGURE_KINDS,
     PROFILE_SUMMARY_COLUMNS,
     SEQUENCE_METHODS,
     SIGNIFICANCE_COLUMNS,
@@ -267,7 +269,13 @@ def smoke_run(
     snakemake(workdir, "figures/fig6.pdf", *common)
     after_fig6 = sorted(str(p.relative_to(workdir)) for p in workdir.rglob("*") if p.is_file())
     snakemake(workdir, "all", *common)
-    return {"workdir": workdir, "config": config, "fig6_plan": fig6_plan, "after_fig6": after_fig6}
+    return {
+        "workdir": workdir,
+        "config": config,
+        "config_path": config_path,
+        "fig6_plan": fig6_plan,
+        "after_fig6": after_fig6,
+    }
 
 
 @pytest.mark.slow
@@ -338,6 +346,64 @@ def test_smoke_dag_writes_the_profile_and_the_significance_table(smoke_run: dict
     users = pd.read_csv(workdir / "results/users/toy/sasrec/seed42/base.csv")
     metrics = json.loads((workdir / "results/metrics/toy/sasrec/seed42/base.json").read_text())
     assert users["ndcg@10"].mean() == pytest.approx(metrics["test"]["ndcg@10"], abs=1e-6)
+
+
+# What `snakemake --report` shows, by category: every table (its HTML rendering) and every figure (its PNG).
+REPORT_GROUPS = {
+    "Tables": {
+        f"results/tables/{table}.html" for table in ("table1", "table2", "table2_vs_paper", "significance")
+    },
+    "Figures": {f"figures/{figure}.png" for figure in FIGURE_KINDS if figure != "fig_perturbation"},
+    "Analysis": {"figures/fig_perturbation.png"},
+    "Compute": {"results/tables/compute.html"},
+}
+REPORT_ITEMS = set().union(*REPORT_GROUPS.values())
+
+
+def report(workdir: Path, config: Path) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """Run `snakemake --report` in ``workdir``; its results, categories and description, from the page."""
+    snakemake(workdir, "--report", "report.html", "--configfile", str(config))
+    page = (workdir / "report.html").read_text()
+
+    def script(name: str) -> Any:
+        found = re.search(rf'<script id="{name}">\s*var \w+ = (.*?);\s*</script>', page, flags=re.S)
+        assert found, f"no {name} in the report"
+        return json.loads(found.group(1))
+
+    return script("results"), script("categories"), script("workflow-desc")
+
+
+def test_report_captions_and_groups_every_table_and_figure(tmp_path: Path) -> None:
+    """The report of the smoke DAG, made on empty stand-ins for its outputs: no run needed."""
+    config = REPO_ROOT / "config/smoke.yaml"
+    summary = snakemake(tmp_path, "--summary", "all", "--configfile", str(config)).stdout
+    # `--summary` tabulates every output of the DAG, one per line after its header: output_file, date, ...
+    for line in summary.splitlines()[1:]:
+        path = tmp_path / line.split("\t")[0]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+    results, categories, description = report(tmp_path, config)
+    assert set(results) == REPORT_ITEMS
+    for path, result in results.items():
+        # Docutils renders an error in a caption (a bad reference, a broken directive) as a system message.
+        assert result["caption"] and "system-message" not in result["caption"], path
+        assert "datasets" in result["labels"] or "jobs" in result["labels"], path
+    assert "system-message" not in description and "toy" in description
+    for figure in ("fig5", "fig6", "fig6_gru4rec"):
+        assert "Why random replacement can hurt more" in results[f"figures/{figure}.png"]["caption"]
+    groups = {name: {path for paths in sub.values() for path in paths} for name, sub in categories.items()}
+    assert groups == REPORT_GROUPS
+
+
+@pytest.mark.slow
+def test_smoke_report_embeds_the_tables_and_figures(smoke_run: dict[str, object]) -> None:
+    workdir, config = smoke_run["workdir"], smoke_run["config_path"]
+    assert isinstance(workdir, Path) and isinstance(config, Path)
+    results, _, _ = report(workdir, config)
+    assert set(results) == REPORT_ITEMS
+    for path, result in results.items():
+        embedded = base64.b64decode(result["data_uri"].split(";base64,", 1)[1])
+        assert embedded == (workdir / path).read_bytes() and len(embedded) > 1000, path
 
 
 @pytest.mark.slow

@@ -330,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = add("table1", cmd_table1, "Render Table 1 (dataset statistics beside the paper's).")
     sub.add_argument("--stats", type=_named_path, action="append", required=True, metavar="NAME=STATS_JSON")
     sub.add_argument("--paper", type=Path, required=True, help="CSV of the paper's Table 1")
-    sub.add_argument("--output-prefix", type=Path, required=True, help="writes PREFIX.csv, .md and .tex")
+    sub.add_argument("--output-prefix", type=Path, required=True, help="writes PREFIX.{csv,md,tex,html}")
 
     def add_training_args(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--data", type=Path, required=True, help="preprocessed dataset directory")
@@ -425,7 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = add("table2", cmd_table2, "Render Table 2 and the comparison with the paper's numbers.")
     sub.add_argument("--metrics", type=Path, required=True, help="tidy metrics CSV (catrec collect metrics)")
     sub.add_argument("--paper", type=Path, required=True, help="CSV of the paper's Table 2")
-    sub.add_argument("--output-prefix", type=Path, required=True, help="directory for table2*.csv/md/tex")
+    sub.add_argument("--output-prefix", type=Path, required=True, help="directory for the table2* files")
 
     sub = add(
         "significance",
@@ -435,7 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument(
         "--users", type=Path, nargs="+", required=True, help="per-user metrics CSVs (catrec user-metrics)"
     )
-    sub.add_argument("--output-prefix", type=Path, required=True, help="writes PREFIX.csv and PREFIX.md")
+    sub.add_argument("--output-prefix", type=Path, required=True, help="writes PREFIX.csv, .md and .html")
     sub.add_argument(
         "--method-a", default=SIGNIFICANCE_REFERENCE, help="the method tested against the others"
     )
@@ -446,7 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Tabulate the cost of every job (seconds, peak memory) from Snakemake's benchmark files.",
     )
     sub.add_argument("benchmarks", type=Path, nargs="+", help="benchmark files, benchmarks/{stage}/<run>.tsv")
-    sub.add_argument("--output-prefix", type=Path, required=True, help="writes PREFIX.csv and PREFIX.md")
+    sub.add_argument("--output-prefix", type=Path, required=True, help="writes PREFIX.csv, .md and .html")
     sub.add_argument(
         "--allow-missing",
         action="store_true",

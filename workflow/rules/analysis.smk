@@ -75,6 +75,12 @@ rule significance:
         runs("users"),
     output:
         multiext(paths.SIGNIFICANCE, ".csv", ".md"),
+        html=report(
+            f"{paths.SIGNIFICANCE}.html",
+            caption="../report/significance.rst",
+            category="Tables",
+            labels={"table": "Table 2 significance", **run_labels(runs("users"))},
+        ),
     log:
         "logs/significance.log",
     conda:

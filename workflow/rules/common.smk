@@ -191,6 +191,24 @@ def runs(
     ]
 
 
+def run_labels(files):
+    """Report labels: the datasets, models and methods of the run files a table or figure is made from.
+
+    Methods read "all" where every configured method is among them (curves add pretraining).
+    """
+    identities = [paths.parse_run(path) for path in files]
+
+    def names(key):
+        return list(dict.fromkeys(identity[key] for identity in identities))
+
+    methods = names("method")
+    return {
+        "datasets": ", ".join(names("dataset")),
+        "models": ", ".join(names("model")),
+        "methods": "all" if set(METHODS) <= set(methods) else ", ".join(methods),
+    }
+
+
 def curve_files():
     return runs("curves", methods=["pretrain", *METHODS])
 
@@ -213,7 +231,7 @@ PROFILE_METHODS = [method for method in METHODS if method in SEQUENCE_METHODS]
 PROFILE_BATCHES = 20
 # Significance compares adv_cas with every other method of Table 2.
 SIGNIFICANCE = (
-    [paths.SIGNIFICANCE + ext for ext in (".csv", ".md")]
+    [paths.SIGNIFICANCE + ext for ext in (".csv", ".md", ".html")]
     if SIGNIFICANCE_REFERENCE in METHODS and len(METHODS) > 1
     else []
 )
@@ -272,6 +290,24 @@ assert set(FIGURES) == set(
     FIGURE_KINDS
 ), "every figure of catrec.vocabulary has its data here"
 
+# figure target -> (report category, name in the report): the paper's figures, and our perturbation profile.
+REPORT_FIGURES = {
+    "fig3": ("Figures", "Figure 3"),
+    "fig4": ("Figures", "Figure 4"),
+    "fig5": ("Figures", "Figure 5"),
+    "fig6": ("Figures", "Figure 6"),
+    "fig6_gru4rec": ("Figures", "Figure 6, supplement"),
+    "fig_perturbation": ("Analysis", "Perturbation profile"),
+}
+assert set(REPORT_FIGURES) == set(FIGURES), "every figure has its place in the report"
+
+
+def figure_labels(wildcards):
+    """Report labels of a figure: its name, and the datasets, models and methods it draws."""
+    summary = FIGURES[wildcards.figure][0]
+    name = REPORT_FIGURES[wildcards.figure][1]
+    return {"figure": name, **run_labels(SUMMARIES[summary][1])}
+
 
 # The benchmarked stage whose jobs write the run files of each kind (besides pretrain and finetune).
 STAGE_OF_KIND = {"attacks": "attack", "profiles": "profile", "users": "user_metrics"}
@@ -315,7 +351,7 @@ def compute_jobs():
 
 
 COMPUTE_JOBS = compute_jobs()
-COMPUTE = [paths.COMPUTE + ext for ext in (".csv", ".md")]
+COMPUTE = [paths.COMPUTE + ext for ext in (".csv", ".md", ".html")]
 
 
 def plot_options(wildcards):
@@ -328,9 +364,9 @@ def final_targets():
     tables = expand(
         "results/tables/{table}.{ext}",
         table=["table1", "table2"],
-        ext=["csv", "md", "tex"],
+        ext=["csv", "md", "tex", "html"],
     )
-    tables += expand("results/tables/table2_vs_paper.{ext}", ext=["csv", "md"])
+    tables += expand("results/tables/table2_vs_paper.{ext}", ext=["csv", "md", "html"])
     # Without a method that perturbs S there is no profile to draw.
     drawn = [
         f for f in FIGURES if PROFILE_METHODS or FIGURES[f][0] != "perturbation_profile"

@@ -75,6 +75,12 @@ rule table1:
         paper=PAPER_DIR / "table1.csv",
     output:
         multiext("results/tables/table1", ".csv", ".md", ".tex"),
+        html=report(
+            "results/tables/table1.html",
+            caption="../report/table1.rst",
+            category="Tables",
+            labels={"table": "Table 1", "datasets": ", ".join(DATASETS)},
+        ),
     log:
         "logs/table1.log",
     conda:

@@ -1,5 +1,9 @@
 # Stage 5: tidy summaries, Table 2 and the figures. Plot rules read only tidy CSV, so restyling a figure never
-# retrains a model.
+# retrains a model. The outputs marked report() (here, in data.smk and analysis.smk) make up the HTML report of
+# `snakemake --report`, each captioned by its workflow/report/*.rst.
+
+# Table 2 and its comparison with the paper cover the same runs.
+TABLE2_LABELS = run_labels(SUMMARIES["metrics"][1])
 
 
 rule collect:
@@ -26,6 +30,18 @@ rule table2:
     output:
         multiext("results/tables/table2", ".csv", ".md", ".tex"),
         multiext("results/tables/table2_vs_paper", ".csv", ".md"),
+        html=report(
+            "results/tables/table2.html",
+            caption="../report/table2.rst",
+            category="Tables",
+            labels={"table": "Table 2", **TABLE2_LABELS},
+        ),
+        vs_paper=report(
+            "results/tables/table2_vs_paper.html",
+            caption="../report/table2_vs_paper.rst",
+            category="Tables",
+            labels={"table": "Table 2 vs the paper", **TABLE2_LABELS},
+        ),
     log:
         "logs/table2.log",
     conda:
@@ -39,8 +55,14 @@ rule plot:
     input:
         lambda wildcards: paths.SUMMARY.format(summary=FIGURES[wildcards.figure][0]),
     output:
-        pdf=report("figures/{figure}.pdf", category="Figures"),
-        png="figures/{figure}.png",
+        pdf="figures/{figure}.pdf",
+        # The PNG, not the PDF: the report shows images inline, a PDF only through the browser's viewer.
+        png=report(
+            "figures/{figure}.png",
+            caption="../report/figures.rst",
+            category=lambda wildcards: REPORT_FIGURES[wildcards.figure][0],
+            labels=figure_labels,
+        ),
     log:
         "logs/plot/{figure}.log",
     wildcard_constraints:
@@ -62,6 +84,12 @@ rule compute:
         list(COMPUTE_JOBS.values()),
     output:
         multiext(paths.COMPUTE, ".csv", ".md"),
+        html=report(
+            f"{paths.COMPUTE}.html",
+            caption="../report/compute.rst",
+            category="Compute",
+            labels={"table": "Compute", "jobs": len(COMPUTE_JOBS)},
+        ),
     log:
         "logs/compute.log",
     conda:

@@ -10,7 +10,7 @@ the cascade, and so are ``model`` and ``seed`` for the cascade.
 
 ``read_benchmark`` parses one file and ``compute_frame`` gathers files, both without writing anything (with
 ``allow_missing``, a job whose file does not exist, one run before benchmarks were recorded, is a row
-without numbers); ``write_compute`` writes ``PREFIX.csv`` (``COMPUTE_COLUMNS``) and ``PREFIX.md``.
+without numbers); ``write_compute`` writes ``PREFIX.csv`` (``COMPUTE_COLUMNS``), ``.md`` and ``.html``.
 """
 
 from __future__ import annotations
@@ -157,6 +157,6 @@ def _layout(frame: pd.DataFrame) -> Table:
 
 
 def write_compute(paths: Sequence[str | Path], prefix: Path, *, allow_missing: bool = False) -> None:
-    """Write ``prefix.csv`` (``COMPUTE_COLUMNS``) and ``prefix.md`` from the benchmark files."""
+    """Write ``prefix.csv`` (``COMPUTE_COLUMNS``), ``.md`` and ``.html`` from the benchmark files."""
     frame = compute_frame(paths, allow_missing=allow_missing)
-    _write_table(prefix, frame, _layout(frame), formats=("csv", "md"))
+    _write_table(prefix, frame, _layout(frame), formats=("csv", "md", "html"))

@@ -199,9 +199,9 @@ def _layout(frame: pd.DataFrame, reference: str) -> Table:
 
 
 def write_significance(inputs: Sequence[Path], prefix: Path, reference: str = SIGNIFICANCE_REFERENCE) -> None:
-    """Write ``prefix.csv`` (raw numbers) and ``prefix.md`` from the per-user metrics of Table 2's runs."""
+    """Write ``prefix.{csv,md,html}`` from the per-user metrics of Table 2's runs (the CSV: raw numbers)."""
     users = read_user_metrics(inputs)
     if reference not in set(users["method"]):
         raise CatrecError(f"significance: no per-user metrics of '{reference}' among the inputs")
     frame = significance_frame(users, reference)
-    _write_table(prefix, frame, _layout(frame, reference), formats=("csv", "md"))
+    _write_table(prefix, frame, _layout(frame, reference), formats=("csv", "md", "html"))

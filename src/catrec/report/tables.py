@@ -1,11 +1,12 @@
 """Tables 1 and 2 of the paper, each beside the paper's numbers, from the tidy summaries.
 
-Every table is written three ways by one writer: CSV with raw numbers (for further analysis), Markdown and
-LaTeX (booktabs) with formatted, human-readable cells. All files are written atomically.
+Every table is written four ways by one writer: CSV with raw numbers (for further analysis), Markdown,
+LaTeX (booktabs) and HTML with formatted, human-readable cells. All files are written atomically.
 """
 
 from __future__ import annotations
 
+import html
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,7 +31,7 @@ from catrec.report.frames import (
 from catrec.vocabulary import METHODS, METRICS, RUN_KEYS
 
 # ---------------------------------------------------------------------------------------------------------
-# One table model, three renderings
+# One table model, four renderings
 # ---------------------------------------------------------------------------------------------------------
 
 
@@ -42,10 +43,11 @@ class Cell:
 
 @dataclass
 class Table:
-    """A formatted table for Markdown and LaTeX.
+    """A formatted table for Markdown, LaTeX and HTML.
 
-    ``groups`` are (title, width) spans over the header (LaTeX ``\\multicolumn``; Markdown, which has a single
-    header row, prefixes the title to each column name). ``breaks`` are the row indices preceded by a rule.
+    ``groups`` are (title, width) spans over the header (LaTeX ``\\multicolumn``, HTML ``colspan``; Markdown,
+    which has a single header row, prefixes the title to each column name). ``breaks`` are the row indices
+    preceded by a rule. ``align`` has one letter per column, ``l`` or ``r``.
     """
 
     header: list[str]
@@ -118,11 +120,45 @@ def _latex(table: Table) -> str:
     return "\n".join(lines) + "\n"
 
 
+# The Snakemake report shows an HTML result inline (a Markdown or CSV one only as a download), so every table
+# has an HTML rendering; a standalone page, since the report shows it in its own frame.
+_HTML_STYLE = (
+    "body{font-family:system-ui,sans-serif;font-size:14px;margin:1em}"
+    "table{border-collapse:collapse}caption{font-weight:bold;text-align:left;padding-bottom:.5em}"
+    "th,td{padding:.2em .6em}thead{border-bottom:2px solid #333}tbody tr:nth-child(even){background:#f3f3f3}"
+    "tr.break{border-top:1px solid #333}.r{text-align:right}.l{text-align:left}"
+)
+
+
+def _html(table: Table) -> str:
+    def row(tag: str, cells: Sequence[Cell], breaks: bool = False) -> str:
+        rendered = []
+        for cell, align in zip(cells, table.align, strict=True):
+            text = html.escape(cell.text)
+            rendered.append(f'<{tag} class="{align}">{f"<b>{text}</b>" if cell.bold else text}</{tag}>')
+        rule = ' class="break"' if breaks else ""
+        return f"<tr{rule}>{''.join(rendered)}</tr>"
+
+    caption = html.escape(table.caption)
+    groups = "".join(f'<th colspan="{width}">{html.escape(title)}</th>' for title, width in table.groups)
+    lines = [
+        '<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">',
+        f"<title>{caption}</title>\n<style>{_HTML_STYLE}</style>\n</head>\n<body>\n<table>",
+        f"<caption>{caption}</caption>\n<thead>",
+        *([f"<tr>{groups}</tr>"] if groups else []),
+        row("th", [Cell(name) for name in table.header]),
+        "</thead>\n<tbody>",
+        *(row("td", cells, index in table.breaks) for index, cells in enumerate(table.rows)),
+        "</tbody>\n</table>\n</body>\n</html>",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def _write_table(
-    prefix: Path, frame: pd.DataFrame, table: Table, formats: Sequence[str] = ("csv", "md", "tex")
+    prefix: Path, frame: pd.DataFrame, table: Table, formats: Sequence[str] = ("csv", "md", "tex", "html")
 ) -> None:
-    """Write ``prefix.csv`` from the raw ``frame`` and ``prefix.md`` / ``prefix.tex`` from ``table``."""
-    renderers = {"md": _markdown, "tex": _latex}
+    """Write ``prefix.csv`` from the raw ``frame`` and each other one of ``formats`` from ``table``."""
+    renderers = {"md": _markdown, "tex": _latex, "html": _html}
     for suffix in formats:
         path = prefix.with_name(f"{prefix.name}.{suffix}")
         if suffix == "csv":
@@ -362,10 +398,10 @@ def _comparison_layout(frame: pd.DataFrame) -> Table:
 
 
 def write_table2(metrics_csv: Path, paper_path: Path, prefix: Path) -> None:
-    """Write ``prefix/table2.{csv,md,tex}`` and ``prefix/table2_vs_paper.{csv,md}`` from the tidy metrics."""
+    """Write ``prefix/table2.{csv,md,tex,html}`` and ``prefix/table2_vs_paper.{csv,md,html}``."""
     ours = _table2_frame(metrics_csv)
     _write_table(prefix / "table2", ours, _table2_layout(ours))
     comparison = _comparison_frame(ours, paper_path)
     _write_table(
-        prefix / "table2_vs_paper", comparison, _comparison_layout(comparison), formats=("csv", "md")
+        prefix / "table2_vs_paper", comparison, _comparison_layout(comparison), formats=("csv", "md", "html")
     )
