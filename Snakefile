@@ -1,5 +1,5 @@
 # catrec: Cascade-guided Adversarial Training (Tan et al.), end to end. From the repository root, after
-# `make install` and `source .venv/bin/activate` (the rules call `catrec`):
+# `make install` and `source .venv/bin/activate` (the rules call `python -m catrec` on this checkout's src/):
 #   snakemake --cores 8 all                                   the paper's experiment (config/config.yaml)
 #   snakemake --cores all all --configfile config/smoke.yaml  the toy experiment (what `make demo` runs)
 #   snakemake --cores 8 figures/fig6.pdf                      one figure, and only the jobs it needs

@@ -26,7 +26,7 @@ rule profile:
         cascade=cascade_arg,
         batches=PROFILE_BATCHES,
     shell:
-        "catrec profile --data {params.data:q} --hparams {params.hparams:q} --dataset {wildcards.dataset}"
+        "python -m catrec profile --data {params.data:q} --hparams {params.hparams:q} --dataset {wildcards.dataset}"
         " --model {wildcards.model} --method {wildcards.method} --checkpoint {input.model:q}"
         " {params.cascade} --batches {params.batches} --device {resources.device} --threads {threads}"
         " --output {output:q} > {log:q} 2>&1"
@@ -54,7 +54,7 @@ rule user_metrics:
         data=lambda wildcards, input: Path(input.sequences).parent,
         max_len=lambda wildcards: config["datasets"][wildcards.dataset]["max_len"],
     shell:
-        "catrec user-metrics --data {params.data:q} --max-len {params.max_len} --model {wildcards.model}"
+        "python -m catrec user-metrics --data {params.data:q} --max-len {params.max_len} --model {wildcards.model}"
         " --checkpoint {input.model:q} --device {resources.device} --threads {threads}"
         " --output {output:q} > {log:q} 2>&1"
 
@@ -88,4 +88,4 @@ rule significance:
     params:
         prefix=lambda wildcards, output: Path(output[0]).with_suffix(""),
     shell:
-        "catrec significance --users {input:q} --output-prefix {params.prefix:q} > {log:q} 2>&1"
+        "python -m catrec significance --users {input:q} --output-prefix {params.prefix:q} > {log:q} 2>&1"

@@ -23,7 +23,7 @@ rule attack:
         hparams=stage_params("attack"),
         data=lambda wildcards, input: Path(input.sequences).parent,
     shell:
-        "catrec attack --data {params.data:q} --hparams {params.hparams:q} --dataset {wildcards.dataset}"
+        "python -m catrec attack --data {params.data:q} --hparams {params.hparams:q} --dataset {wildcards.dataset}"
         " --model {wildcards.model} --method {wildcards.method} --device {resources.device} --threads {threads}"
         " --checkpoint {input.model:q} --output {output:q} > {log:q} 2>&1"
 

@@ -5,7 +5,23 @@
 import json
 import math
 import shlex
+import sys
 from pathlib import Path
+
+# The catrec code is reached from the checkout, not from an installed package: envs/catrec.yaml holds only
+# published packages (Snakemake copies it to .snakemake/conda/, where a relative `pip install -e ..` would
+# find nothing), so neither Snakemake itself nor a conda job could import an installed catrec.
+# This process (the imports below) gets src/ on sys.path ...
+CATREC_SRC = str(Path(workflow.basedir) / "src")
+sys.path.insert(0, CATREC_SRC)
+# ... and every job gets it on PYTHONPATH for `python -m catrec`. Set in the shell command, not in
+# os.environ: Snakemake drops PYTHONPATH from the environment of conda jobs, but the prefix runs after the
+# environment is activated. Cluster jobs re-parse the Snakefile, so they set it too. Braces are doubled
+# because Snakemake formats the prefix; `set -euo pipefail` is Snakemake's default prefix, which this replaces.
+_PYTHONPATH = shlex.quote(CATREC_SRC).replace("{", "{{").replace("}", "}}")
+shell.prefix(
+    f"set -euo pipefail; export PYTHONPATH={_PYTHONPATH}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
+)
 
 from catrec import paths
 from catrec.config import stage_hparams, validate_config

@@ -13,7 +13,7 @@ rule download:
     params:
         args=download_args,
     shell:
-        "catrec download {params.args} --output {output:q} > {log:q} 2>&1"
+        "python -m catrec download {params.args} --output {output:q} > {log:q} 2>&1"
 
 
 rule generate_toy:
@@ -28,7 +28,7 @@ rule generate_toy:
     params:
         args=toy_args,
     shell:
-        "catrec toy {params.args} --output {output:q} > {log:q} 2>&1"
+        "python -m catrec toy {params.args} --output {output:q} > {log:q} 2>&1"
 
 
 rule extract:
@@ -43,7 +43,7 @@ rule extract:
     params:
         member=lambda wildcards: source(wildcards)["member"],
     shell:
-        "catrec extract --archive {input:q} --member {params.member:q} --output {output:q} > {log:q} 2>&1"
+        "python -m catrec extract --archive {input:q} --member {params.member:q} --output {output:q} > {log:q} 2>&1"
 
 
 rule preprocess:
@@ -65,7 +65,7 @@ rule preprocess:
         ),
         output_dir=lambda wildcards, output: Path(output.sequences).parent,
     shell:
-        "catrec preprocess --format {params.format:q} --input {input:q} --output-dir {params.output_dir:q}"
+        "python -m catrec preprocess --format {params.format:q} --input {input:q} --output-dir {params.output_dir:q}"
         " --min-count {params.min_count:q} > {log:q} 2>&1"
 
 
@@ -92,5 +92,5 @@ rule table1:
             for arg in ("--stats", f"{d}=results/data/{d}/stats.json")
         ),
     shell:
-        "catrec table1 {params.stats} --paper {input.paper:q}"
+        "python -m catrec table1 {params.stats} --paper {input.paper:q}"
         " --output-prefix results/tables/table1 > {log:q} 2>&1"

@@ -20,7 +20,7 @@ rule cascade:
         max_len=lambda wildcards: config["datasets"][wildcards.dataset]["max_len"],
         batch_size=config["train"]["batch_size"],
     shell:
-        "catrec cascade --data {params.data:q} --max-len {params.max_len} --batch-size {params.batch_size}"
+        "python -m catrec cascade --data {params.data:q} --max-len {params.max_len} --batch-size {params.batch_size}"
         " --terms {wildcards.terms} --output {output:q} > {log:q} 2>&1"
 
 
@@ -49,7 +49,7 @@ rule finetune:
         cascade=cascade_arg,
         state=state_dir,
     shell:
-        "catrec finetune --data {params.data:q} --hparams {params.hparams:q} --dataset {wildcards.dataset}"
+        "python -m catrec finetune --data {params.data:q} --hparams {params.hparams:q} --dataset {wildcards.dataset}"
         " --model {wildcards.model} --method {wildcards.method} --pretrained {input.pretrained:q}"
         " {params.cascade} --device {resources.device} --threads {threads}"
         " --checkpoint {output.model:q} --curve {output.curve:q} --metrics {output.metrics:q}"

@@ -20,7 +20,7 @@ rule collect:
     params:
         kind=lambda wildcards: SUMMARIES[wildcards.summary][0],
     shell:
-        "catrec collect {params.kind} {input:q} --output {output:q} > {log:q} 2>&1"
+        "python -m catrec collect {params.kind} {input:q} --output {output:q} > {log:q} 2>&1"
 
 
 rule table2:
@@ -47,7 +47,7 @@ rule table2:
     conda:
         ENV
     shell:
-        "catrec table2 --metrics {input.metrics:q} --paper {input.paper:q} --output-prefix results/tables"
+        "python -m catrec table2 --metrics {input.metrics:q} --paper {input.paper:q} --output-prefix results/tables"
         " > {log:q} 2>&1"
 
 
@@ -73,7 +73,7 @@ rule plot:
         kind=lambda wildcards: FIGURE_KINDS[wildcards.figure],
         options=plot_options,
     shell:
-        "catrec plot {params.kind} --input {input:q} --output {output.pdf:q} {params.options} > {log:q} 2>&1"
+        "python -m catrec plot {params.kind} --input {input:q} --output {output.pdf:q} {params.options} > {log:q} 2>&1"
 
 
 # The cost of every training, fine-tuning, cascade, attack, profile and user-metrics job, from their
@@ -98,5 +98,5 @@ rule compute:
         benchmarks=shlex.join(COMPUTE_JOBS),
         prefix=lambda wildcards, output: Path(output[0]).with_suffix(""),
     shell:
-        "catrec compute {params.benchmarks} --allow-missing --output-prefix {params.prefix:q}"
+        "python -m catrec compute {params.benchmarks} --allow-missing --output-prefix {params.prefix:q}"
         " > {log:q} 2>&1"

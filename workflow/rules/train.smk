@@ -23,7 +23,7 @@ rule pretrain:
         data=lambda wildcards, input: Path(input.sequences).parent,
         state=state_dir,
     shell:
-        "catrec pretrain --data {params.data:q} --hparams {params.hparams:q} --dataset {wildcards.dataset}"
+        "python -m catrec pretrain --data {params.data:q} --hparams {params.hparams:q} --dataset {wildcards.dataset}"
         " --model {wildcards.model} --device {resources.device} --threads {threads}"
         " --checkpoint {output.model:q} --curve {output.curve:q} --metrics {output.metrics:q}"
         " --state-dir {params.state:q} > {log:q} 2>&1"
