@@ -22,7 +22,13 @@ system_conf=/etc/slurm/slurm.conf
 stop_daemons() {
     for daemon in slurmd slurmctld; do
         if [[ -f $dir/$daemon.pid ]]; then
-            kill "$(cat "$dir/$daemon.pid")" 2>/dev/null || true
+            pid=$(cat "$dir/$daemon.pid")
+            kill "$pid" 2>/dev/null || true
+            # wait for it to exit: a stopping slurmctld still writes its state directory
+            for _ in $(seq 100); do
+                kill -0 "$pid" 2>/dev/null || break
+                sleep 0.1
+            done
             rm -f "$dir/$daemon.pid"
         fi
     done
