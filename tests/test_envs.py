@@ -25,8 +25,15 @@ from packaging.utils import canonicalize_name
 
 ENV_FILE = REPO_ROOT / "envs" / "catrec.yaml"
 REQUIREMENTS = REPO_ROOT / "envs" / "requirements.txt"
-# In requirements.txt for `make test` / `make lint` only; the rules' environment does not need them.
-DEV_TOOLS = {"pytest", "ruff", "snakefmt"}
+# In requirements.txt for `make test` / `make lint`, or for the Snakemake that submits SLURM jobs (the jobs
+# run its Python, not the rules' environment); the rules' environment does not need them.
+DEV_TOOLS = {
+    "pytest",
+    "ruff",
+    "snakefmt",
+    "snakemake-executor-plugin-slurm",
+    "snakemake-executor-plugin-slurm-jobstep",
+}
 # What pip reads as something other than a name from the index: a VCS checkout, a URL, a local archive.
 VCS_OR_URL = re.compile(r"^(git|hg|svn|bzr)\+|://|^file:", re.IGNORECASE)
 ARCHIVE = re.compile(r"\.(whl|zip|tar\.gz|tgz|tar\.bz2|tar)$", re.IGNORECASE)
