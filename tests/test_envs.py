@@ -27,7 +27,7 @@ ENV_FILE = REPO_ROOT / "envs" / "catrec.yaml"
 REQUIREMENTS = REPO_ROOT / "envs" / "requirements.txt"
 # In requirements.txt for `make test` / `make lint`, or for the Snakemake that submits SLURM jobs (the jobs
 # run its Python, not the rules' environment); the rules' environment does not need them.
-DEV_TOOLS = {
+NOT_IN_RULE_ENV = {
     "pytest",
     "ruff",
     "snakefmt",
@@ -158,7 +158,7 @@ def test_env_pins_are_the_requirements_pins(tmp_path: Path) -> None:
         name: (version, required.get(name)) for name, version in env.items() if required.get(name) != version
     }
     assert not differing, f"catrec.yaml pin != requirements.txt pin: {differing}"
-    runtime = set(required) - DEV_TOOLS
+    runtime = set(required) - NOT_IN_RULE_ENV
     only_requirements, only_env = sorted(runtime - set(env)), sorted(set(env) - runtime)
     assert not only_requirements and not only_env, (
         f"in requirements.txt only: {only_requirements}; in catrec.yaml only: {only_env}"

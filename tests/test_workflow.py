@@ -33,6 +33,7 @@ from catrec.config import read_hparams
 from catrec.toy import write_toy_zip
 from catrec.vocabulary import (
     CLEAN_METHODS,
+    COMPUTE_COLUMNS,
     FIGURE_KINDS,
     PROFILE_SUMMARY_COLUMNS,
     SEQUENCE_METHODS,
@@ -314,6 +315,10 @@ def test_smoke_dag_builds_every_table_and_figure(smoke_run: dict[str, object]) -
         for ext in ("pdf", "png"):
             assert (workdir / f"figures/{figure}.{ext}").stat().st_size > 1000
     assert (workdir / "results/raw/toy/toy.zip").exists()
+    compute = pd.read_csv(workdir / "results/tables/compute.csv")
+    assert list(compute.columns) == COMPUTE_COLUMNS
+    assert {"pretrain", "finetune", "cascade", "attack"} <= set(compute["stage"])
+    assert (compute["seconds"] > 0).all() and (compute["max_rss_mb"] > 0).all()
     for rule in (
         "download",
         "preprocess",

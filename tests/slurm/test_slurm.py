@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 pytestmark = pytest.mark.slurm
 
@@ -88,8 +89,8 @@ def local_rules() -> set[str]:
 
 
 def gpu_partition_rules() -> set[str]:
-    text = (PROFILE / "config.yaml").read_text()
-    return set(re.findall(r"^  (\w+):\n(?:    .*\n)*?    slurm_partition: gpu$", text, re.MULTILINE))
+    resources = yaml.safe_load((PROFILE / "config.yaml").read_text())["set-resources"]
+    return {rule for rule, values in resources.items() if values.get("slurm_partition") == "gpu"}
 
 
 def scheduler_record(cluster_dir: Path) -> dict[str, dict[str, str]]:
