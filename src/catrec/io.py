@@ -9,6 +9,7 @@ collaborators.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pickle
 import uuid
@@ -45,15 +46,34 @@ def write_text_atomically(path: str | Path, text: str) -> None:
         temp.write_text(text, encoding="utf-8")
 
 
-def load_torch_file(path: str | Path, map_location: Any = "cpu") -> Any:
+def save_torch_file(path: str | Path, payload: Any) -> None:
+    """``torch.save`` of ``payload`` to ``path`` atomically, the same bytes whenever the payload is the same.
+
+    Saved through an open file, not the temporary path: torch names the zip's internal folder after a path it
+    is given (``.pretrain.pt.<pid>.<random>/data.pkl``), which would make identical runs write different
+    bytes, and a run's identity (``catrec.state``) hashes these bytes. torch reports a failed write (disk
+    full) as a RuntimeError; it becomes the same one-line CatrecError naming ``path`` as an OSError.
+    """
+    import torch
+
+    with atomic_path(path) as temp, open(temp, "wb") as handle:
+        try:
+            torch.save(payload, handle)
+            handle.flush()
+        except RuntimeError as exc:
+            raise OSError("the write failed") from exc
+
+
+def load_torch_file(path: str | Path, map_location: Any = "cpu", *, keys: tuple[str, ...] = ()) -> Any:
     """``torch.load`` of a file this pipeline wrote: tensors and plain containers only (``weights_only``).
 
-    A missing, truncated or foreign file is one CatrecError naming it.
+    A missing, truncated or foreign file is one CatrecError naming it; with ``keys``, so is a file that is
+    not a dict holding them (another program's ``.pt``).
     """
     import torch  # here, not at the top: the data stages import this module and need no torch
 
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        payload = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError as exc:
         raise CatrecError(f"{path}: no such file") from exc
     except pickle.UnpicklingError as exc:
@@ -63,6 +83,40 @@ def load_torch_file(path: str | Path, map_location: Any = "cpu") -> Any:
     except (RuntimeError, EOFError, OSError) as exc:
         failure = exc
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    else:
+        if keys and not isinstance(payload, dict):
+            raise CatrecError(f"{path}: holds a {type(payload).__name__}, not a catrec file with {keys[0]!r}")
+        missing = [key for key in keys if key not in payload]
+        if missing:
+            held = ", ".join(repr(key) for key in payload) or "nothing"
+            raise CatrecError(f"{path}: holds {held}, not a catrec file with {missing[0]!r}")
+        return payload
     raise CatrecError(
         f"{path}: truncated, damaged or not a catrec file ({reason}); delete it and rerun"
     ) from failure
+
+
+def read_text(path: str | Path) -> str:
+    """A text file this pipeline reads (UTF-8, a byte-order mark dropped); a missing or unreadable one is one
+    CatrecError naming it."""
+    try:
+        return Path(path).read_text(encoding="utf-8-sig")
+    except FileNotFoundError as exc:
+        raise CatrecError(f"{path}: file not found") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise CatrecError(f"{path}: cannot read ({reason})") from exc
+
+
+def read_json(path: str | Path, keys: tuple[str, ...] | list[str] = ()) -> dict[str, Any]:
+    """A JSON object with ``keys``; anything else (missing, not JSON, not an object) is one CatrecError."""
+    try:
+        record = json.loads(read_text(path))
+    except json.JSONDecodeError as exc:
+        raise CatrecError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(record, dict):
+        raise CatrecError(f"{path}: expected a JSON object")
+    missing = [key for key in keys if key not in record]
+    if missing:
+        raise CatrecError(f"{path}: missing key(s) {', '.join(repr(k) for k in missing)}")
+    return record

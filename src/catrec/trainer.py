@@ -21,7 +21,7 @@ from tqdm import tqdm
 from catrec.data.batches import Batch, iterate_batches, num_batches
 from catrec.data.sequences import SPLITS, SequenceData
 from catrec.errors import CatrecError
-from catrec.io import atomic_path, load_torch_file
+from catrec.io import atomic_path, load_torch_file, save_torch_file
 from catrec.losses import LossFn
 from catrec.metrics import rank_users
 from catrec.models import SequentialRecommender
@@ -223,8 +223,7 @@ def _save_checkpoint(
         "sampler_rng": sampler.get_state(),
         "progress": vars(progress),
     }
-    with atomic_path(path) as temp:
-        torch.save(state, temp)
+    save_torch_file(path, state)
 
 
 def _restore(

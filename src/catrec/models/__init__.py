@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from catrec.io import atomic_path, load_torch_file
+from catrec.io import load_torch_file, save_torch_file
 from catrec.vocabulary import MODEL_KEYS_OF
 
 
@@ -101,8 +101,7 @@ def build_model(config: ModelConfig) -> SequentialRecommender:
 
 
 def save_model(path: str | Path, model: SequentialRecommender) -> None:
-    with atomic_path(path) as temp:
-        torch.save({"config": model.config.to_dict(), "state_dict": model.state_dict()}, temp)
+    save_torch_file(path, {"config": model.config.to_dict(), "state_dict": model.state_dict()})
 
 
 def load_model(path: str | Path, device: torch.device | str) -> SequentialRecommender:

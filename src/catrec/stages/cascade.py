@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from catrec.cascade import cascade_matrix
 from catrec.data.sequences import SequenceData
-from catrec.io import atomic_path
+from catrec.io import save_torch_file
 
 
 def write_cascade(
@@ -21,5 +19,4 @@ def write_cascade(
     """
     inputs = SequenceData.from_dir(data_dir, max_len).train_inputs()
     payload = {"cascade": cascade_matrix(inputs, batch_size, terms), "terms": terms, "batch_size": batch_size}
-    with atomic_path(output) as temporary:
-        torch.save(payload, temporary)
+    save_torch_file(output, payload)
