@@ -5,13 +5,20 @@ Each test names its probe ("probe N" as numbered in the issue; "identity" for th
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 import torch
+from conftest import write_sequences_dir
 
+from catrec.cli import main
+from catrec.data.raw import preprocess
+from catrec.data.sequences import SequenceData
+from catrec.errors import CatrecError
 from catrec.models import ModelConfig, build_model, save_model
 
 
@@ -70,3 +77,101 @@ def test_probe1_disk_full_during_a_model_write_is_one_line_naming_the_path(tmp_p
     assert len(lines) == 1 and f"cannot write {target}" in lines[0]
     assert target.read_bytes() == b"earlier model"
     assert sorted(path.name for path in tmp_path.iterdir()) == ["model.pt"]
+
+
+# ------------------------------------------------------------------------------------- probe 2
+
+
+def _three_users(directory: Path) -> Path:
+    return write_sequences_dir(directory, [[1, 2, 3, 4], [2, 3, 4, 5], [3, 4, 5, 1]])
+
+
+def _edit_line(directory: Path, line_number: int, text: str) -> None:
+    """Replace one line of sequences.txt, keeping stats.json's count of interactions in step."""
+    path = directory / "sequences.txt"
+    lines = path.read_text().splitlines()
+    lines[line_number - 1] = text
+    path.write_text("\n".join(lines) + "\n")
+    stats = json.loads((directory / "stats.json").read_text())
+    stats["interactions"] = sum(len(line.split()) - 1 for line in lines)
+    (directory / "stats.json").write_text(json.dumps(stats))
+
+
+@pytest.mark.parametrize("line", ["3 3 4 0 1", "3 3 4 9 1", "3 3 4"])
+def test_probe2_bad_sequence_line_names_file_line_and_user_as_written(tmp_path: Path, line: str) -> None:
+    """Probe 2: item 0, an item beyond n, a 2-item line: the user was the 0-based position, no file."""
+    directory = _three_users(tmp_path)
+    _edit_line(directory, 3, line)
+    with pytest.raises(CatrecError, match=r"sequences\.txt:3: user 3\b"):
+        SequenceData.from_dir(directory, 5)
+
+
+def test_probe2_sequences_disagreeing_with_stats_or_user_map_are_refused(tmp_path: Path) -> None:
+    """Probe 2: an extra user line was accepted silently (stats.json and user_map.tsv never checked)."""
+    directory = _three_users(tmp_path)
+    with open(directory / "sequences.txt", "a") as handle:
+        handle.write("4 1 2 3\n")
+    with pytest.raises(CatrecError, match="stats.json"):
+        SequenceData.from_dir(directory, 5)
+
+    directory = _three_users(tmp_path / "mapped")
+    (directory / "user_map.tsv").write_text("new_id\toriginal_id\n1\ta\n2\tb\n")
+    with pytest.raises(CatrecError, match="user_map.tsv"):
+        SequenceData.from_dir(directory, 5)
+    (directory / "user_map.tsv").write_text("new_id\toriginal_id\n1\ta\n2\tb\n3\tc\n")
+    assert SequenceData.from_dir(directory, 5).num_users == 3
+
+
+# ------------------------------------------------------------------------------------- probe 8
+
+
+def test_probe8_utf8_byte_order_mark_is_dropped_from_text_inputs(tmp_path: Path) -> None:
+    """Probe 8: the BOM stayed in user_map.tsv (sequences), and broke the CSV and RecBole headers."""
+    bom = "\ufeff"
+    inputs = {
+        "sequences": "1 10 11 12\n2 11 12 13\n",
+        "amazon-csv": "user,item,rating,timestamp\nu1,a,5,1\nu1,b,4,2\nu1,c,3,3\n",
+        "recbole": "user_id:token\titem_id:token\ttimestamp:float\n1\t10\t1\n1\t11\t2\n1\t12\t3\n",
+    }
+    for fmt, text in inputs.items():
+        raw = tmp_path / f"{fmt}.txt"
+        raw.write_text(bom + text, encoding="utf-8")
+        preprocess(fmt, raw, tmp_path / fmt, min_count=0)
+        user_map = (tmp_path / fmt / "user_map.tsv").read_text(encoding="utf-8")
+        assert bom not in user_map, fmt
+    assert (tmp_path / "sequences" / "user_map.tsv").read_text().splitlines()[1] == "1\t1"
+
+
+# ------------------------------------------------------------------------------------- probe 12
+
+
+def test_probe12_missing_data_directory_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Probe 12: ``--data /nonexistent`` was a FileNotFoundError traceback."""
+    output = tmp_path / "cascade.pt"
+    args = ["cascade", "--data", str(tmp_path / "nonexistent"), "--max-len", "5", "--batch-size", "4"]
+    assert main([*args, "--output", str(output)]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "nonexistent" in error[0]
+    assert not output.exists()
+
+
+# ------------------------------------------------------------------------------------- probe 13
+
+
+def test_probe13_prune_state_with_corrupt_identity_or_missing_root_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Probe 13: a corrupt identity.json was a JSONDecodeError traceback; a missing root 'removed 0'."""
+    record = tmp_path / "state" / "pretrain" / "0123456789abcdef" / "identity.json"
+    record.parent.mkdir(parents=True)
+    record.write_text('{"stage": "pretrain", "metr')
+    assert main(["prune-state", str(tmp_path / "state")]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and str(record) in error[0]
+    assert record.exists()
+
+    assert main(["prune-state", str(tmp_path / "missing")]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and str(tmp_path / "missing") in error[0]

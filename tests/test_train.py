@@ -92,7 +92,7 @@ def test_leave_one_out_tensors_on_a_hand_built_case() -> None:
 
 
 def test_sequence_data_rejects_bad_input() -> None:
-    with pytest.raises(CatrecError, match="user 1"):
+    with pytest.raises(CatrecError, match="user 2"):
         SequenceData.from_sequences([[1, 2, 3], [1, 2]], num_items=5, max_len=4)
     with pytest.raises(CatrecError, match="1..3"):
         SequenceData.from_sequences([[1, 2, 4]], num_items=3, max_len=4)

@@ -32,7 +32,7 @@ import urllib3
 from tqdm import tqdm
 
 from catrec.errors import CatrecError
-from catrec.io import atomic_path, write_text_atomically
+from catrec.io import atomic_path, read_json, write_text_atomically
 
 CHUNK_SIZE = 1 << 16
 # The largest Amazon 2014 5-core file (Books, ~3 GB) fits with room to spare; the paper's files are < 100 MB.
@@ -102,13 +102,7 @@ def _checksum_problem(path: Path, expected: dict[str, str], name: str) -> str | 
 def _read_lock(lock_file: Path) -> dict[str, str]:
     if not lock_file.exists():
         return {}
-    try:
-        entries = json.loads(lock_file.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CatrecError(f"cannot read lock file {lock_file}: {exc}") from exc
-    if not isinstance(entries, dict):
-        raise CatrecError(f"lock file {lock_file} must hold a JSON object mapping file names to sha256")
-    return entries
+    return read_json(lock_file)
 
 
 def _record_lock(lock_file: Path, name: str, sha256: str) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from catrec.errors import CatrecError
-from catrec.io import write_text_atomically
+from catrec.io import read_json, write_text_atomically
 
 IDENTITY_FILE = "identity.json"
 # Settings that change how often a run is saved, not what it computes.
@@ -81,14 +81,15 @@ def prune_state(root: str | Path, *, finished: bool = False, dry_run: bool = Fal
     input changed since); with ``finished``, also when it holds this run's (the run is complete; its state
     would only serve rerunning it identically). State of runs without results yet (running, killed) is kept.
     """
+    if not Path(root).is_dir():
+        raise CatrecError(f"{root}: no such state directory")
     removed = []
     for record in sorted(Path(root).rglob(IDENTITY_FILE)):
         directory = record.parent
-        identity = json.loads(record.read_text())
-        metrics = Path(identity["metrics"])
+        metrics = Path(read_json(record, ["metrics"])["metrics"])
         if not metrics.exists():
             continue
-        current = json.loads(metrics.read_text()).get("run_id")
+        current = read_json(metrics).get("run_id")
         if current != directory.name or finished:
             removed.append(directory)
             if not dry_run:

@@ -63,23 +63,24 @@ def load_sequences(path: str | Path) -> list[list[int]]:
 
 def read_user_sequences(path: str | Path) -> dict[int, list[int]]:
     """Read ``user item item ...`` lines into ``{user id: items}``, in file order."""
+    return {user: items for _, user, items in read_sequence_lines(path)}
+
+
+def read_sequence_lines(path: str | Path) -> list[tuple[int, int, list[int]]]:
+    """``(line number, user id, items)`` of every ``user item item ...`` line, in file order."""
     path = Path(path)
-    sequences: dict[int, list[int]] = {}
-    with open(path) as handle:
-        for line_number, line in enumerate(handle, start=1):
-            fields = line.split()
-            if not fields:
-                continue
-            try:
-                user, *items = (int(field) for field in fields)
-            except ValueError as exc:
-                raise CatrecError(
-                    f"{path}:{line_number}: expected integer ids, got '{line.strip()}'"
-                ) from exc
-            if user in sequences:
-                raise CatrecError(f"{path}:{line_number}: user {user} appears twice")
-            sequences[user] = items
-    return sequences
+    lines: list[tuple[int, int, list[int]]] = []
+    seen: set[int] = set()
+    for line_number, line in _numbered_lines(path):
+        try:
+            user, *items = (int(field) for field in line.split())
+        except ValueError as exc:
+            raise _error(path, line_number, f"expected integer ids, got '{line.strip()}'") from exc
+        if user in seen:
+            raise _error(path, line_number, f"user {user} appears twice")
+        seen.add(user)
+        lines.append((line_number, user, items))
+    return lines
 
 
 def leave_one_out(sequence: list[int]) -> tuple[list[int], int, int]:
@@ -105,8 +106,12 @@ def _open_text(path: Path, encoding: str) -> TextIO:
     return open(path, encoding=encoding)
 
 
-def _numbered_lines(path: Path, encoding: str = "utf-8") -> Iterator[tuple[int, str]]:
-    """Yield ``(line number, line)`` for every non-blank line; read failures become ``CatrecError``."""
+def _numbered_lines(path: Path, encoding: str = "utf-8-sig") -> Iterator[tuple[int, str]]:
+    """Yield ``(line number, line)`` for every non-blank line; read failures become ``CatrecError``.
+
+    UTF-8 by default with a leading byte-order mark dropped (``utf-8-sig``): editors on Windows write one, and
+    it would otherwise become part of the first user id or header field.
+    """
     line_number = 0
     try:
         with _open_text(path, encoding) as handle:

@@ -8,7 +8,6 @@ recent item is in the last column.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from catrec.data.raw import leave_one_out, load_sequences
+from catrec.data.raw import leave_one_out, read_sequence_lines
 from catrec.errors import CatrecError
+from catrec.io import read_json, read_text
 
 SPLITS = ("valid", "test")
 
@@ -55,28 +55,65 @@ class SequenceData:
 
     @classmethod
     def from_dir(cls, data_dir: str | Path, max_len: int) -> SequenceData:
-        """Read ``sequences.txt`` and ``stats.json`` as written by ``catrec preprocess``."""
+        """Read ``sequences.txt`` and ``stats.json`` as written by ``catrec preprocess``.
+
+        The files must agree: users 1..m and the interactions stats.json counts, the users of
+        ``user_map.tsv`` where there is one (a hand-edited file would otherwise train on what no map names).
+        """
         data_dir = Path(data_dir)
-        stats = json.loads((data_dir / "stats.json").read_text())
-        return cls.from_sequences(load_sequences(data_dir / "sequences.txt"), int(stats["items"]), max_len)
+        stats_path = data_dir / "stats.json"
+        stats = read_json(stats_path, ["users", "items", "interactions"])
+        path = data_dir / "sequences.txt"
+        lines = sorted(read_sequence_lines(path), key=lambda line: line[1])
+        users = [user for _, user, _ in lines]
+        if users != list(range(1, len(users) + 1)) or len(users) != stats["users"]:
+            raise CatrecError(
+                f"{path}: users {_span(users)} disagree with {stats_path} (users 1..{stats['users']})"
+            )
+        interactions = sum(len(items) for _, _, items in lines)
+        if interactions != stats["interactions"]:
+            raise CatrecError(
+                f"{path}: {interactions} interactions, {stats_path} counts {stats['interactions']}"
+            )
+        user_map = data_dir / "user_map.tsv"
+        if user_map.exists():
+            mapped = [row.split("\t", 1)[0] for row in read_text(user_map).splitlines()[1:] if row.strip()]
+            if mapped != [str(user) for user in users]:
+                raise CatrecError(f"{path}: users {_span(users)} disagree with {user_map}")
+        return cls.from_sequences(
+            [items for _, _, items in lines],
+            int(stats["items"]),
+            max_len,
+            labels=[f"{path}:{line_number}: user {user}" for line_number, user, _ in lines],
+        )
 
     @classmethod
-    def from_sequences(cls, sequences: Sequence[Sequence[int]], num_items: int, max_len: int) -> SequenceData:
+    def from_sequences(
+        cls,
+        sequences: Sequence[Sequence[int]],
+        num_items: int,
+        max_len: int,
+        labels: Sequence[str] | None = None,
+    ) -> SequenceData:
+        """The split of ``sequences`` (users 1..m in order); errors name a user by ``labels`` (default
+        ``user <id>``)."""
         if max_len < 1:
             raise ValueError(f"max_len must be positive, got {max_len}")
+        if labels is None:
+            labels = [f"user {user}" for user in range(1, len(sequences) + 1)]
         training, valid_targets, test_targets, histories = [], [], [], []
-        for user, sequence in enumerate(sequences):
+        for label, sequence in zip(labels, sequences, strict=True):
             if not all(1 <= item <= num_items for item in sequence):
-                raise CatrecError(f"user {user}: item ids must lie in 1..{num_items}")
+                raise CatrecError(f"{label}: item ids must lie in 1..{num_items}")
             try:
                 train, valid, test = leave_one_out(list(sequence))
             except ValueError as exc:
-                raise CatrecError(f"user {user}: {exc}") from exc
+                raise CatrecError(f"{label}: {exc}") from exc
             # Negatives avoid the user's training items only, as the reference SASRec sampler does: the
             # validation and test items are unknown at training time.
             distinct = sorted(set(train))
             if len(distinct) == num_items:
-                raise CatrecError(f"user {user} trained on every item: no negative can be sampled")
+                raise CatrecError(f"{label} trained on every item: no negative can be sampled")
             training.append(train)
             valid_targets.append(valid)
             test_targets.append(test)
@@ -148,6 +185,13 @@ class SequenceData:
         # float64 makes uniform * free exact enough; the clamp guards the rounding of values just below 1.
         rank = torch.minimum((uniform * free).long(), free - 1)
         return rank + 1 + torch.searchsorted(self._gaps[users], rank, right=True)
+
+
+def _span(users: Sequence[int]) -> str:
+    """Users as a short description: ``1..400 (400)`` when contiguous, else the count and the extremes."""
+    if not users:
+        return "none"
+    return f"{min(users)}..{max(users)} ({len(users)})"
 
 
 def _check_split(split: str) -> str:

@@ -10,8 +10,9 @@ from pathlib import Path
 import pandas as pd
 
 from catrec.errors import CatrecError
+from catrec.io import read_json
 from catrec.paths import parse_run
-from catrec.report.frames import read_json, read_table_csv, sort_runs, write_csv
+from catrec.report.frames import read_table_csv, sort_runs, write_csv
 from catrec.vocabulary import (
     ATTACK_COLUMNS,
     ATTACK_SUMMARY_COLUMNS,

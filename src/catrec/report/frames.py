@@ -5,10 +5,8 @@ Shared by the collectors, the tables and the plots of ``catrec.report``.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
@@ -88,18 +86,3 @@ def read_table_csv(path: Path, columns: Iterable[str] = (), numeric: Iterable[st
         except (ValueError, TypeError) as exc:
             raise CatrecError(f"{path}: column '{column}' holds a non-number ({exc})") from exc
     return frame
-
-
-def read_json(path: Path, keys: Iterable[str]) -> dict[str, Any]:
-    try:
-        record = json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise CatrecError(f"{path}: file not found") from exc
-    except json.JSONDecodeError as exc:
-        raise CatrecError(f"{path}: not valid JSON ({exc})") from exc
-    if not isinstance(record, dict):
-        raise CatrecError(f"{path}: expected a JSON object")
-    missing = [key for key in keys if key not in record]
-    if missing:
-        raise CatrecError(f"{path}: missing key(s) {', '.join(repr(k) for k in missing)}")
-    return record

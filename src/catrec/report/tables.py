@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from catrec.errors import CatrecError
-from catrec.io import write_text_atomically
+from catrec.io import read_json, write_text_atomically
 from catrec.report.frames import (
     DATASET_ORDER,
     MISSING,
@@ -23,7 +23,6 @@ from catrec.report.frames import (
     STATS_KEYS,
     label,
     ordered,
-    read_json,
     read_table_csv,
     sort_runs,
     write_csv,
