@@ -6,20 +6,28 @@ Each test names its probe ("probe N" as numbered in the issue; "identity" for th
 from __future__ import annotations
 
 import json
+import re
+import shlex
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
-from conftest import write_sequences_dir
+import yaml
+from conftest import REPO_ROOT, write_sequences_dir
+from test_workflow import planned_runs, snakemake, write_config
 
 from catrec.cli import main
+from catrec.config import read_hparams, stage_hparams, validate_config
 from catrec.data.raw import preprocess
 from catrec.data.sequences import SequenceData
 from catrec.errors import CatrecError
 from catrec.models import ModelConfig, build_model, save_model
+from catrec.paths import EPSILON_PATTERN, epsilon_label
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -175,3 +183,146 @@ def test_probe13_prune_state_with_corrupt_identity_or_missing_root_is_one_line(
     assert main(["prune-state", str(tmp_path / "missing")]) == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and str(tmp_path / "missing") in error[0]
+
+
+# ------------------------------------------------------------------------------------- probes 3-7: config
+
+
+def _smoke() -> dict[str, Any]:
+    return yaml.safe_load((REPO_ROOT / "config/smoke.yaml").read_text())
+
+
+def _refused(config: dict[str, Any], *fragments: str) -> str:
+    with pytest.raises(CatrecError) as error:
+        validate_config(config)
+    for fragment in fragments:
+        assert fragment in str(error.value), str(error.value)
+    return str(error.value)
+
+
+def test_probe3_hidden_size_not_divisible_by_heads_is_refused_at_config_time() -> None:
+    """Probe 3: hidden_size 3 with num_heads 2 was valid, then a ValueError traceback at pretrain."""
+    config = _smoke()
+    config["model"]["hidden_size"] = 3
+    config["model"]["sasrec"]["num_heads"] = 2
+    _refused(config, "model.hidden_size", "model.sasrec.num_heads")
+    hparams = stage_hparams(_smoke(), "pretrain", dataset="toy", model="sasrec", seed=1)
+    with pytest.raises(CatrecError, match="'hidden_size'.*'num_heads'"):
+        read_hparams({**hparams, "hidden_size": 3, "num_heads": 2}, "pretrain", model="sasrec")
+
+
+def test_probe4_seeds_beyond_numpy_range_are_refused() -> None:
+    """Probe 4: seeds [4294967296] was valid, then np.random.seed raised a ValueError traceback."""
+    config = _smoke()
+    config["seeds"] = [4294967296]
+    _refused(config, "seeds.0")
+    config = _smoke()
+    config["seeds"] = [4294967295]
+    validate_config(config)
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [
+        ("epsilon_sweep", "values"),
+        ("epsilon_sweep", "models"),
+        ("epsilon_sweep", "datasets"),
+        ("figures", "fig5", "methods"),
+        ("figures", "fig6", "methods"),
+        ("attack", "positions"),
+    ],
+)
+def test_probe5_empty_lists_are_refused(keys: tuple[str, ...]) -> None:
+    """Probe 5: an empty list was valid, then `catrec collect` failed with an argparse usage error."""
+    config = _smoke()
+    parent = config
+    for key in keys[:-1]:
+        parent = parent[key]
+    parent[keys[-1]] = []
+    _refused(config, ".".join(keys), "should be non-empty")
+
+
+@pytest.mark.parametrize(
+    ("keys", "value"),
+    [
+        (("models",), ["sasrec", "sasrec"]),
+        (("epsilon_sweep", "values"), [0.1, 0.1]),
+        (("epsilon_sweep", "values"), [1, 1.0]),
+        (("epsilon_sweep", "models"), ["gru4rec", "gru4rec"]),
+        (("epsilon_sweep", "datasets"), ["toy", "toy"]),
+        (("figures", "fig5", "methods"), ["base", "base"]),
+        (("attack", "positions"), ["last", "last"]),
+    ],
+)
+def test_probe6_repeated_names_values_and_seeds_are_refused(keys: tuple[str, ...], value: list[Any]) -> None:
+    """Probe 6: models [sasrec, sasrec] was valid; every file was collected twice, Table 2 failed."""
+    config = _smoke()
+    parent = config
+    for key in keys[:-1]:
+        parent = parent[key]
+    parent[keys[-1]] = value
+    _refused(config, ".".join(keys), "non-unique")
+
+
+def test_probe7_epsilon_label_reads_back_as_the_configured_float() -> None:
+    """Probe 7: ``:g`` kept 6 digits: 0.1234567 trained at 0.123457 and merged with 0.1234571."""
+    values = [0.1234567, 0.1234571, 0.1, 1.0, 10.0, 1e-05, 2.0 / 3.0, 123456789.0, 1e22]
+    labels = [epsilon_label(value) for value in values]
+    assert [float(label) for label in labels] == values
+    assert len(set(labels)) == len(values)
+    assert labels[2:5] == ["0.1", "1", "10"], "labels that were exact keep their paths"
+    assert all(re.fullmatch(EPSILON_PATTERN, label) for label in labels)
+
+
+def test_probe7_the_loss_gets_the_configured_epsilon_exactly(tmp_path: Path) -> None:
+    """Probe 7 through Snakemake: the planned runs and the --hparams the finetune rule passes."""
+    config = _smoke()
+    config["adversarial"]["epsilon"] = 0.1234567
+    config["epsilon_sweep"]["values"] = [0.1234567, 0.1234571]
+    path = write_config(tmp_path, "eps.yaml", config)
+    result = snakemake(tmp_path, "-n", "-p", "--cores", "1", "all", "--configfile", str(path))
+    epsilons = {w["epsilon"] for rule, w in planned_runs(result.stdout) if rule == "finetune"}
+    assert epsilons == {"0.1234567", "0.1234571"}
+    commands = [
+        shlex.split(line[line.index("catrec ") :]) for line in result.stdout.splitlines() if "catrec " in line
+    ]
+    trained = {
+        json.loads(command[command.index("--hparams") + 1])["epsilon"]
+        for command in commands
+        if command[1] == "finetune" and "--hparams" in command and "adv_cas" in command
+    }
+    assert trained == {0.1234567, 0.1234571}
+
+
+# ------------------------------------------------------------------------------------- probe 14
+
+
+def _alias_bomb(levels: int = 9, width: int = 9) -> str:
+    lines = [f"l0: &l0 [{', '.join(['x'] * width)}]"]
+    for level in range(1, levels):
+        lines.append(f"l{level}: &l{level} [{', '.join([f'*l{level - 1}'] * width)}]")
+    return "\n".join(lines) + "\n"
+
+
+def test_probe14_yaml_alias_bomb_is_refused_within_a_second(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Probe 14: check-config and snakemake -n gave no answer for minutes (every alias walked each time)."""
+    text = _alias_bomb()
+    assert len(text) < 2000
+    for where in ("top level", "seeds"):
+        path = tmp_path / f"{where.replace(' ', '_')}.yaml"
+        smoke = (REPO_ROOT / "config/smoke.yaml").read_text()
+        bomb = text + smoke.replace("seeds: [42]", "seeds: *l8") if where == "seeds" else smoke + text
+        path.write_text(bomb)
+        started = time.perf_counter()
+        assert main(["check-config", str(path)]) == 2
+        assert time.perf_counter() - started < 1.0
+        error = capsys.readouterr().err.strip().splitlines()
+        assert len(error) == 1, error
+    # The config Snakemake loads (aliases resolved to shared objects) takes the same check.
+    bomb = yaml.safe_load(text)
+    started = time.perf_counter()
+    with pytest.raises(CatrecError, match="alias"):
+        validate_config({**_smoke(), "seeds": bomb["l8"]})
+    assert time.perf_counter() - started < 1.0

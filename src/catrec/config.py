@@ -52,24 +52,46 @@ def load_schema(path: Path = SCHEMA_PATH) -> dict[str, Any]:
         return yaml.safe_load(handle)
 
 
-def _check_finite(value: Any, where: str, what: str) -> None:
-    """JSON Schema's minimum/maximum let NaN through, and YAML reads .nan and .inf: refuse them here."""
+def _check_values(value: Any, where: str, what: str, seen: set[int] | None = None) -> None:
+    """Refuse what JSON Schema cannot: non-finite numbers and one node reached by two keys (a YAML alias).
+
+    JSON Schema's minimum/maximum let NaN through, and YAML reads .nan and .inf. Aliases let a 2 KB file
+    stand for a graph of billions of nodes (an "alias bomb") that any walk, and the schema's error messages
+    (which print the value), would take forever over; config files never need them. Each node is visited
+    once, so this walk is linear in the size of the file, and it runs before the schema.
+    """
+    seen = set() if seen is None else seen
+    if isinstance(value, Mapping | list | tuple):
+        if id(value) in seen:
+            raise CatrecError(
+                f"invalid {what} '{where}': the same {type(value).__name__} appears twice (a YAML alias); "
+                "write each value out"
+            )
+        seen.add(id(value))
     if isinstance(value, Mapping):
         for key, item in value.items():
-            _check_finite(item, f"{where}.{key}" if where else str(key), what)
+            _check_values(item, f"{where}.{key}" if where else str(key), what, seen)
     elif isinstance(value, list | tuple):
         for index, item in enumerate(value):
-            _check_finite(item, f"{where}.{index}", what)
+            _check_values(item, f"{where}.{index}", what, seen)
     elif isinstance(value, float) and not math.isfinite(value):
         raise CatrecError(f"invalid {what} '{where}': {value} is not a finite number")
 
 
 def _validate(instance: Any, schema: dict[str, Any], what: str, prefix: str = "") -> None:
-    _check_finite(instance, prefix, what)
+    _check_values(instance, prefix, what)
     errors = list(_Validator(schema).iter_errors(instance))
     if errors:
         error = max(errors, key=lambda e: len(e.absolute_path))
         raise CatrecError(f"invalid {what} '{_key_path(error, prefix)}': {error.message}")
+
+
+def _check_heads(hidden_size: int, num_heads: int, keys: tuple[str, str], what: str) -> None:
+    """SASRec splits the hidden size over its attention heads (nn.MultiheadAttention): they must divide it."""
+    if hidden_size % num_heads:
+        raise CatrecError(
+            f"invalid {what} '{keys[0]}': {hidden_size} is not divisible by '{keys[1]}' ({num_heads})"
+        )
 
 
 def validate_config(config: dict[str, Any], schema_path: Path = SCHEMA_PATH) -> dict[str, Any]:
@@ -80,7 +102,11 @@ def validate_config(config: dict[str, Any], schema_path: Path = SCHEMA_PATH) -> 
 
 
 def _check_references(config: dict[str, Any]) -> None:
-    """Cross-key checks JSON Schema cannot express: names that must refer to configured entries."""
+    """Cross-key checks JSON Schema cannot express: names that must refer to configured entries, and the
+    hidden size SASRec's heads split (checked whatever ``models`` lists, like every key of the file)."""
+    model = config["model"]
+    keys = ("model.hidden_size", "model.sasrec.num_heads")
+    _check_heads(model["hidden_size"], model["sasrec"]["num_heads"], keys, "config key")
     datasets = set(config["datasets"])
     for dataset in config["epsilon_sweep"]["datasets"]:
         if dataset not in datasets:
@@ -146,6 +172,10 @@ def read_hparams(
     missing = [key for key in expected if key not in values]
     if missing:
         raise CatrecError(f"invalid --hparams key '{missing[0]}': required by {reader}")
+    if "num_heads" in values:
+        _check_heads(
+            values["hidden_size"], values["num_heads"], ("hidden_size", "num_heads"), "--hparams key"
+        )
     if "model" in values and values["model"] != model:
         raise CatrecError(
             f"invalid --hparams key 'model': '{values['model']}' disagrees with --model {model}"

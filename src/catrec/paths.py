@@ -55,8 +55,14 @@ EPSILON_PATTERN = "[0-9][0-9.e+-]*"
 
 
 def epsilon_label(value: float | str) -> str:
-    """Epsilon as it appears in paths: the shortest exact form (10, 0.1, 1e-05)."""
-    return f"{float(value):g}"
+    """Epsilon as it appears in paths: a form that reads back as exactly the same float (10, 0.1, 1e-05).
+
+    ``:g`` where it is exact (so 10 stays ``10``, not Python's ``10.0``), else ``repr``, the shortest string
+    that round-trips: 0.1234567 must neither become 0.123457 nor share a run with 0.1234571.
+    """
+    number = float(value)
+    short = f"{number:g}"
+    return short if float(short) == number else repr(number)
 
 
 def run_name(method: str, epsilon: float | str | None = None) -> str:
