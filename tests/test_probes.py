@@ -6,6 +6,7 @@ Each test names its probe ("probe N" as numbered in the issue; "identity" for th
 from __future__ import annotations
 
 import json
+import math
 import re
 import shlex
 import subprocess
@@ -18,7 +19,7 @@ from typing import Any
 import pytest
 import torch
 import yaml
-from conftest import REPO_ROOT, write_sequences_dir
+from conftest import REPO_ROOT, save_untrained_model, write_sequences_dir
 from test_workflow import planned_runs, snakemake, write_config
 
 from catrec.cli import main
@@ -28,6 +29,7 @@ from catrec.data.sequences import SequenceData
 from catrec.errors import CatrecError
 from catrec.models import ModelConfig, build_model, save_model
 from catrec.paths import EPSILON_PATTERN, epsilon_label
+from catrec.stages.cascade import write_cascade
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -326,3 +328,59 @@ def test_probe14_yaml_alias_bomb_is_refused_within_a_second(
     with pytest.raises(CatrecError, match="alias"):
         validate_config({**_smoke(), "seeds": bomb["l8"]})
     assert time.perf_counter() - started < 1.0
+
+
+# ------------------------------------------------------------------------------------- probe 10
+
+PROFILE_LEN = 20
+
+
+def _profile_argv(tmp_path: Path, data_dir: Path, checkpoint: Path, cascade: Path) -> list[str]:
+    config = _smoke()
+    config["datasets"]["toy"]["max_len"] = PROFILE_LEN
+    hparams = stage_hparams(config, "finetune", dataset="toy", model="sasrec", seed=42, method="adv_cas")
+    argv = ["profile", "--data", str(data_dir), "--hparams", json.dumps(hparams), "--dataset", "toy"]
+    argv += ["--model", "sasrec", "--method", "adv_cas", "--checkpoint", str(checkpoint)]
+    return [*argv, "--cascade", str(cascade), "--output", str(tmp_path / "profile.csv"), "--device", "cpu"]
+
+
+def _one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1, error
+    return error[0]
+
+
+def test_probe10_foreign_pt_as_pretrained_or_cascade_is_one_line(
+    tmp_path: Path, toy_data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Probe 10: a foreign .pt was an IndexError / KeyError 'config' traceback."""
+    num_items = json.loads((toy_data_dir / "stats.json").read_text())["items"]
+    model = save_untrained_model(tmp_path / "model.pt", "sasrec", num_items, PROFILE_LEN)
+    cascade = tmp_path / "cascade.pt"
+    write_cascade(toy_data_dir, max_len=PROFILE_LEN, batch_size=64, terms="both", output=cascade)
+    foreign = {"list": [1, 2, 3], "weights": {"weight": torch.zeros(3)}, "tensor": torch.zeros(2, 2)}
+    for name, payload in foreign.items():
+        path = tmp_path / f"{name}.pt"
+        torch.save(payload, path)
+        for argv in (_profile_argv(tmp_path, toy_data_dir, path, cascade),
+                     _profile_argv(tmp_path, toy_data_dir, model, path)):  # fmt: skip
+            assert main(argv) == 2
+            assert str(path) in _one_line_error(capsys)
+    assert not (tmp_path / "profile.csv").exists()
+
+
+def test_probe10_zero_or_nan_cascade_says_what_it_holds(
+    tmp_path: Path, toy_data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Probe 10: a zero or NaN cascade was 'shape (400, 20) does not match ... (400, 20)'."""
+    num_items = json.loads((toy_data_dir / "stats.json").read_text())["items"]
+    model = save_untrained_model(tmp_path / "model.pt", "sasrec", num_items, PROFILE_LEN)
+    cascade = tmp_path / "cascade.pt"
+    write_cascade(toy_data_dir, max_len=PROFILE_LEN, batch_size=64, terms="both", output=cascade)
+    payload = torch.load(cascade)
+    for name, value, message in (("zero", 0.0, "positive"), ("nan", math.nan, "NaN")):
+        path = tmp_path / f"{name}.pt"
+        torch.save({**payload, "cascade": torch.full_like(payload["cascade"], value)}, path)
+        assert main(_profile_argv(tmp_path, toy_data_dir, model, path)) == 2
+        error = _one_line_error(capsys)
+        assert str(path) in error and message in error and "does not match" not in error

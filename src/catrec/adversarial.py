@@ -214,13 +214,25 @@ class AdversarialLoss:
         return terms
 
 
-def check_cascade(cascade: torch.Tensor, data: SequenceData) -> None:
-    """C must belong to exactly these training inputs: same shape, real exactly where the items are."""
+def check_cascade(cascade: Any, data: SequenceData, source: str = "the cascade matrix") -> None:
+    """C must belong to exactly these training inputs: a finite float matrix of their shape, positive exactly
+    where the items are. ``source`` (the file) starts each error."""
     inputs = data.train_inputs()
-    if cascade.shape != inputs.shape or not torch.equal(cascade > 0, inputs != 0):
+    if not isinstance(cascade, torch.Tensor) or not cascade.is_floating_point():
+        held = cascade.dtype if isinstance(cascade, torch.Tensor) else type(cascade).__name__
+        raise CatrecError(f"{source}: 'cascade' holds {held}, not a float matrix C")
+    if cascade.shape != inputs.shape:
         raise CatrecError(
-            f"the cascade matrix (shape {tuple(cascade.shape)}) does not match the training inputs "
-            f"(shape {tuple(inputs.shape)}): was it computed from this dataset with the same max_len?"
+            f"{source}: C has shape {tuple(cascade.shape)}, the training inputs {tuple(inputs.shape)}: "
+            "was it computed from this dataset with the same max_len?"
+        )
+    if not bool(torch.isfinite(cascade).all()):
+        raise CatrecError(f"{source}: C holds NaN or infinite values")
+    misplaced = int(((cascade > 0) != (inputs != 0)).sum())
+    if misplaced:
+        raise CatrecError(
+            f"{source}: C is positive at {misplaced} position(s) where the training inputs are not "
+            "(or not positive where they are): was it computed from this dataset?"
         )
 
 

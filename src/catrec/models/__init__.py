@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from catrec.errors import CatrecError
 from catrec.io import load_torch_file, save_torch_file
 from catrec.vocabulary import MODEL_KEYS_OF
 
@@ -106,7 +107,11 @@ def save_model(path: str | Path, model: SequentialRecommender) -> None:
 
 def load_model(path: str | Path, device: torch.device | str) -> SequentialRecommender:
     """The model saved by ``save_model``, on ``device``, in eval mode."""
-    payload = load_torch_file(path, map_location=device)
-    model = build_model(ModelConfig(**payload["config"]))
-    model.load_state_dict(payload["state_dict"])
+    payload = load_torch_file(path, map_location=device, keys=("config", "state_dict"))
+    try:
+        model = build_model(ModelConfig(**payload["config"]))
+        model.load_state_dict(payload["state_dict"])
+    except (TypeError, ValueError, RuntimeError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CatrecError(f"{path}: not a model catrec saved ({reason})") from exc
     return model.to(device).eval()

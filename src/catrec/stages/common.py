@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from catrec.adversarial import check_cascade
 from catrec.config import read_hparams
 from catrec.data.sequences import SequenceData
 from catrec.errors import CatrecError
@@ -46,7 +47,9 @@ def load_model_and_data(
     return model, data
 
 
-def method_cascade(method: str, path: str | Path | None, batch_size: int) -> torch.Tensor | None:
+def method_cascade(
+    method: str, path: str | Path | None, batch_size: int, data: SequenceData
+) -> torch.Tensor | None:
     """The cascade matrix ``method`` needs (None for methods without one), checked against the training."""
     if method not in CASCADE_TERMS_OF:
         return None
@@ -55,11 +58,12 @@ def method_cascade(method: str, path: str | Path | None, batch_size: int) -> tor
     path = Path(path)
     if not path.exists():
         raise CatrecError(f"cascade file {path} (for method '{method}') does not exist")
-    payload = load_torch_file(path)
+    payload = load_torch_file(path, keys=("cascade", "terms", "batch_size"))
     expected = {"terms": CASCADE_TERMS_OF[method], "batch_size": batch_size}
     for key, value in expected.items():
         if payload[key] != value:
             raise CatrecError(f"{path} has {key}={payload[key]!r}; method '{method}' needs {key}={value!r}")
+    check_cascade(payload["cascade"], data, source=str(path))
     return payload["cascade"]
 
 

@@ -63,7 +63,7 @@ def finetune(
 
     config = TrainConfig.from_hparams(values)
     inputs = {**data_inputs(data_dir), "pretrained": Path(pretrained)}
-    cascade_matrix = method_cascade(method, cascade, config.batch_size)
+    cascade_matrix = method_cascade(method, cascade, config.batch_size, data)
     if cascade_matrix is not None:
         inputs["cascade"] = Path(str(cascade))
     state = run_state(

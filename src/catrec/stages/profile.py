@@ -54,7 +54,7 @@ def write_profile(
     model, data = load_model_and_data(
         checkpoint, data_dir, model_name=model_name, max_len=values["max_len"], device=torch_device
     )
-    cascade_matrix = method_cascade(method, cascade, config.batch_size)
+    cascade_matrix = method_cascade(method, cascade, config.batch_size, data)
     loss = make_loss(method, values, cascade_matrix, data)
     assert isinstance(loss, AdversarialLoss)  # every SEQUENCE_METHODS method has one
     generator = torch.Generator().manual_seed(sampler_seed(config.seed))
