@@ -30,6 +30,7 @@ from catrec.errors import CatrecError
 from catrec.models import ModelConfig, build_model, save_model
 from catrec.paths import EPSILON_PATTERN, epsilon_label
 from catrec.stages.cascade import write_cascade
+from catrec.vocabulary import ATTACK_COLUMNS, CURVE_COLUMNS, PROFILE_COLUMNS
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -384,3 +385,35 @@ def test_probe10_zero_or_nan_cascade_says_what_it_holds(
         assert main(_profile_argv(tmp_path, toy_data_dir, model, path)) == 2
         error = _one_line_error(capsys)
         assert str(path) in error and message in error and "does not match" not in error
+
+
+# ------------------------------------------------------------------------------------- probe 11
+
+
+def _damaged(tmp_path: Path, kind: str, header: list[str], good: list[str], bad: str) -> Path:
+    path = tmp_path / "results" / kind / "toy/sasrec/seed42/adv_seq/eps1.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join([",".join(header), ",".join(good), bad]) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("damage", ["non-number", "truncated"])
+@pytest.mark.parametrize("kind", ["curves", "attacks", "profiles"])
+def test_probe11_damaged_result_csv_is_refused_naming_file_and_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str, damage: str
+) -> None:
+    """Probe 11: non-numeric and truncated rows were collected (exit 0); the plot then crashed or lied."""
+    rows = {
+        "curves": (CURVE_COLUMNS, ["2", "finetune", "valid", "0.5", "0.7", "0.3", "1.5"]),
+        "attacks": (ATTACK_COLUMNS, ["toy", "sasrec", "adv_seq", "random", "last", "1", *["0.5"] * 8]),
+        "profiles": (PROFILE_COLUMNS, ["toy", "sasrec", "adv_seq", "1", "0.25", "1.0"]),
+    }
+    header, good = rows[kind]
+    bad = list(good)
+    bad[-2] = "0.5x"
+    text = ",".join(bad) if damage == "non-number" else ",".join(good[:-3])
+    path = _damaged(tmp_path, kind, header, good, text)
+    output = tmp_path / "summary.csv"
+    assert main(["collect", kind, str(path), "--output", str(output)]) == 2
+    assert f"{path}:3:" in _one_line_error(capsys)
+    assert not output.exists()

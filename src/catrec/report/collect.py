@@ -54,13 +54,14 @@ def _identity(path: Path) -> dict[str, object]:
 
 
 def _curve_rows(path: Path) -> pd.DataFrame:
-    return read_table_csv(path, CURVE_COLUMNS).assign(**_identity(path))
+    numeric = [column for column in CURVE_COLUMNS if column not in ("phase", "split")]
+    return read_table_csv(path, CURVE_COLUMNS, numeric=numeric).assign(**_identity(path))
 
 
-def _labelled_rows(path: Path, columns: list[str]) -> pd.DataFrame:
+def _labelled_rows(path: Path, columns: list[str], numeric: list[str]) -> pd.DataFrame:
     """A per-run CSV whose rows name their run (dataset, model, method): checked against the path."""
     identity = _identity(path)
-    rows = read_table_csv(path, columns)
+    rows = read_table_csv(path, columns, numeric=numeric)
     for key in RUN_KEYS:
         if (rows[key].astype(str) != identity[key]).any():
             raise CatrecError(f"{path}: column '{key}' disagrees with the path ({identity[key]})")
@@ -68,11 +69,12 @@ def _labelled_rows(path: Path, columns: list[str]) -> pd.DataFrame:
 
 
 def _attack_rows(path: Path) -> pd.DataFrame:
-    return _labelled_rows(path, ATTACK_COLUMNS)
+    # After the run's keys: the attack and the position (names), then k and the metrics (numbers).
+    return _labelled_rows(path, ATTACK_COLUMNS, ATTACK_COLUMNS[len(RUN_KEYS) + 2 :])
 
 
 def _profile_rows(path: Path) -> pd.DataFrame:
-    return _labelled_rows(path, PROFILE_COLUMNS)
+    return _labelled_rows(path, PROFILE_COLUMNS, PROFILE_COLUMNS[len(RUN_KEYS) :])
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from catrec.errors import CatrecError
+from catrec.io import read_text
 from catrec.paths import parse_benchmark
 from catrec.report.frames import label, sort_runs
 from catrec.report.tables import Cell, Table, _number, _write_table
@@ -62,12 +63,7 @@ def read_benchmark(path: str | Path) -> dict[str, object]:
     """One benchmark file as a row of ``COMPUTE_COLUMNS``: its identity (from the path) and its cost."""
     path = Path(path)
     identity = _identity(path)
-    try:
-        lines = path.read_text().splitlines()
-    except FileNotFoundError as exc:
-        raise CatrecError(f"{path}: file not found") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CatrecError(f"{path}: cannot read ({exc})") from exc
+    lines = read_text(path).splitlines()
     if not lines:
         raise CatrecError(f"{path}: empty benchmark file")
     header = lines[0].split("\t")

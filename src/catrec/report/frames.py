@@ -5,13 +5,15 @@ Shared by the collectors, the tables and the plots of ``catrec.report``.
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import pandas as pd
 
 from catrec.errors import CatrecError
-from catrec.io import atomic_path
+from catrec.io import atomic_path, read_text
 from catrec.vocabulary import METHODS, RUN_KEYS
 
 # Display order follows the paper; anything else (e.g. the toy dataset) comes after, alphabetically.
@@ -72,17 +74,40 @@ def require_columns(frame: pd.DataFrame, columns: Iterable[str], source: Path | 
 
 
 def read_table_csv(path: Path, columns: Iterable[str] = (), numeric: Iterable[str] = ()) -> pd.DataFrame:
-    """Read a CSV, check it has ``columns`` and that ``numeric`` columns hold numbers."""
+    """Read a CSV, check it has ``columns``, that every row has the header's fields (a truncated row would
+    become blanks) and that ``numeric`` columns hold numbers; a bad row is named ``file:line``."""
+    text = read_text(path)
     try:
-        frame = pd.read_csv(path)
-    except FileNotFoundError as exc:
-        raise CatrecError(f"{path}: file not found") from exc
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        frame = pd.read_csv(io.StringIO(text))
+    except (pd.errors.EmptyDataError, pd.errors.ParserError) as exc:
         raise CatrecError(f"{path}: not a readable CSV ({exc})") from exc
     require_columns(frame, [*columns, *numeric], path)
+    lines = _row_lines(path, text)
     for column in numeric:
-        try:
-            frame[column] = pd.to_numeric(frame[column])
-        except (ValueError, TypeError) as exc:
-            raise CatrecError(f"{path}: column '{column}' holds a non-number ({exc})") from exc
+        values = pd.to_numeric(frame[column], errors="coerce")
+        bad = values.isna() & frame[column].notna()
+        if bad.any():
+            row = int(bad.to_numpy().argmax())
+            raise CatrecError(
+                f"{path}:{lines[row]}: column '{column}' holds a non-number: {frame[column].iloc[row]!r}"
+            )
+        frame[column] = values
     return frame
+
+
+def _row_lines(path: Path, text: str) -> list[int]:
+    """The line number of each data row of a CSV (blank lines skipped, as pandas skips them); a row whose
+    number of fields differs from the header's is refused."""
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader, [])
+    lines = []
+    for row in reader:
+        if not row:
+            continue
+        if len(row) != len(header):
+            raise CatrecError(
+                f"{path}:{reader.line_num}: {len(row)} field(s), the header has {len(header)} "
+                "(a truncated or damaged row)"
+            )
+        lines.append(reader.line_num)
+    return lines
