@@ -24,6 +24,7 @@ from catrec.attack import (
     target_loss_gradient,
 )
 from catrec.config import read_hparams
+from catrec.data.item_sets import ItemSets
 from catrec.data.sequences import SequenceData
 from catrec.errors import CatrecError
 from catrec.losses import bce_loss
@@ -133,11 +134,11 @@ def test_nearest_items_cosine_and_l2_disagree_as_documented() -> None:
 
 
 def test_perturbed_history_swaps_one_occurrence() -> None:
-    exclude = torch.tensor([[1, 2, 3, 0], [2, 1, 2, 3]])
+    exclude = ItemSets.from_lists([[1, 2, 3], [2, 1, 2, 3]])
     inputs = torch.tensor([[0, 2, 3], [0, 2, 3]])
     perturbed = torch.tensor([[0, 7, 3], [0, 9, 3]])
     # User 2 saw item 2 twice: it stays excluded through its other occurrence.
-    assert perturbed_history(exclude, inputs, perturbed).tolist() == [[1, 7, 3, 0], [9, 1, 2, 3]]
+    assert perturbed_history(exclude, inputs, perturbed).tolist() == [[1, 7, 3], [9, 1, 2, 3]]
 
 
 @pytest.mark.parametrize(
@@ -190,7 +191,7 @@ def test_only_chosen_positions_change_to_admissible_items(
     assert int(mask[-1].sum()) == min(k, 2)  # the last user's input is [5, 6] (valid 6, test 7)
     for row in range(len(inputs)):
         new = perturbed[row][mask[row]].tolist()
-        forbidden = set(exclude[row].tolist()) | set(inputs[row].tolist()) | {int(targets[row]), 0}
+        forbidden = set(exclude.tolist()[row]) | set(inputs[row].tolist()) | {int(targets[row]), 0}
         assert not forbidden & set(new)
         assert len(set(new)) == len(new)
 
@@ -213,7 +214,7 @@ def hand_built_model(distance_case: int) -> SequentialRecommender:
 def test_gradient_attack_picks_nearest_item_to_stepped_embedding(distance: str) -> None:
     inputs = torch.tensor([[0, 0, 1, 2, 3], [0, 4, 5, 6, 7], [8, 9, 10, 11, 2]])
     targets = torch.tensor([4, 8, 12])
-    exclude = torch.tensor([[1, 2, 3, 0, 0], [4, 5, 6, 7, 0], [1, 8, 9, 10, 11]])
+    exclude = ItemSets.from_lists([[1, 2, 3], [4, 5, 6, 7], [1, 8, 9, 10, 11]])
     chosen_differently = 0
     for seed in range(4):
         model = hand_built_model(seed)
@@ -226,7 +227,7 @@ def test_gradient_attack_picks_nearest_item_to_stepped_embedding(distance: str) 
         for row in range(len(inputs)):
             stepped = emb[row, -1] + 0.8 * emb[row, -1].norm() * grad[row, -1] / grad[row, -1].norm()
             assert torch.allclose(stepped, stepped_embeddings(emb[row, -1], grad[row, -1], 0.8))
-            forbidden = set(exclude[row].tolist()) | set(inputs[row].tolist()) | {int(targets[row]), 0}
+            forbidden = set(exclude.tolist()[row]) | set(inputs[row].tolist()) | {int(targets[row]), 0}
             candidates = [j for j in range(13) if j not in forbidden]
             by_cosine = max(candidates, key=lambda j: float(F.cosine_similarity(stepped, table[j], dim=0)))
             by_l2 = min(candidates, key=lambda j: float((stepped - table[j]).norm()))
@@ -245,7 +246,11 @@ def test_joint_collision_goes_to_next_nearest_for_the_older_position() -> None:
     model = tiny_model("sasrec", 6, hidden=2)
     with torch.no_grad():
         model.item_emb.weight.copy_(table)
-    inputs, targets, exclude = torch.tensor([[0, 1, 2, 3]]), torch.tensor([4]), torch.tensor([[1, 2, 3]])
+    inputs, targets, exclude = (
+        torch.tensor([[0, 1, 2, 3]]),
+        torch.tensor([4]),
+        ItemSets.from_lists([[1, 2, 3]]),
+    )
     mask = choose_positions(inputs, "last_k", 2)
     for distance in ("cosine", "l2"):
         perturbed = gradient_replacements(

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from catrec.data.item_sets import ItemSets
 from catrec.metrics import ndcg_hit_at_k, rank_users
 from catrec.models import ModelConfig, SequentialRecommender
 
@@ -79,19 +80,19 @@ def test_rank_users_excludes_history_but_never_the_target() -> None:
         ]
     )
     targets = torch.tensor([5, 6, 4, 4])
-    exclude = torch.tensor([[3, 6, 0], [5, 6, 0], [6, 0, 0], [1, 2, 3]])
+    exclude = ItemSets.from_lists([[3, 6], [5, 6], [6], [1, 2, 3]])
     for batch_size in (1, 3, 1024):
         ndcg, hit = rank_users(model, inputs, targets, exclude, batch_size=batch_size, k=10)
         assert ndcg.tolist() == pytest.approx([1.0, 1.0, 1 / math.log2(3), 1.0])
         assert hit.tolist() == [1.0] * 4
     # Without the exclusions the history items win (padding stays out): the model really prefers them.
-    ndcg, _ = rank_users(model, inputs, targets, torch.zeros(4, 1, dtype=torch.long), k=10)
+    ndcg, _ = rank_users(model, inputs, targets, ItemSets.from_lists([[]] * 4), k=10)
     assert ndcg.tolist() == pytest.approx([1 / math.log2(3), 1.0, 1 / math.log2(4), 1 / math.log2(5)])
 
 
 def test_rank_users_restores_training_mode() -> None:
     model = LastItemModel([0.0, 1.0, 2.0]).train()
-    rank_users(model, torch.tensor([[1]]), torch.tensor([2]), torch.tensor([[0]]))
+    rank_users(model, torch.tensor([[1]]), torch.tensor([2]), ItemSets.from_lists([[]]))
     assert model.training
 
 

@@ -417,3 +417,104 @@ def test_probe11_damaged_result_csv_is_refused_naming_file_and_line(
     assert main(["collect", kind, str(path), "--output", str(output)]) == 2
     assert f"{path}:3:" in _one_line_error(capsys)
     assert not output.exists()
+
+
+# ------------------------------------------------------------------------------------- probe 9
+
+
+def test_probe9_memory_is_bounded_by_interactions_not_users_times_longest(tmp_path: Path) -> None:
+    """Probe 9: one user with 200,000 items among 400 took cascade/eval from 237 MB to 1.49 GB (dense
+    (users, longest history) exclusions); the peak must stay far below that."""
+    num_items = 1000
+    generator = torch.Generator().manual_seed(0)
+    sequences = [torch.randint(1, num_items + 1, (25,), generator=generator).tolist() for _ in range(399)]
+    # Item num_items stays outside the long history: that user keeps a negative to sample.
+    sequences.append(torch.randint(1, num_items, (200_000,), generator=generator).tolist())
+    for sequence in sequences:
+        sequence[:2] = [1, 2]  # every item id occurs, so stats' items is num_items
+    sequences[0][2] = num_items
+    data_dir = write_sequences_dir(tmp_path / "data", sequences)
+    model = save_untrained_model(tmp_path / "model.pt", "gru4rec", num_items, 20)
+    script = textwrap.dedent(
+        """
+        import resource, sys
+        from catrec.cli import main
+        status = main(sys.argv[1:])
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+        sys.exit(status)
+        """
+    )
+    commands = [
+        ["cascade", "--data", str(data_dir), "--max-len", "20", "--batch-size", "64"],
+        ["user-metrics", "--data", str(data_dir), "--max-len", "20", "--model", "gru4rec"],
+    ]
+    commands[0] += ["--output", str(tmp_path / "cascade.pt")]
+    commands[1] += ["--checkpoint", str(model), "--output", str(tmp_path / "users.csv"), "--device", "cpu"]
+    for command in commands:
+        result = subprocess.run(
+            [sys.executable, "-c", script, *command], capture_output=True, text=True, timeout=600
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
+        peak_mb = int(result.stdout.strip().splitlines()[-1])
+        assert peak_mb < 700, f"catrec {command[0]}: peak {peak_mb} MB"
+
+
+# ------------------------------------------------------------------------------------- identity, end to end
+
+IDENTITY_TARGET = "results/metrics/toy/sasrec/seed42/adv_cas/eps1.json"
+
+
+def _identity_config() -> dict[str, Any]:
+    """The smoke config cut to what one adv_cas run needs: pretraining, the cascade, fine-tuning."""
+    config = _smoke()
+    config["models"] = ["sasrec"]
+    config["methods"] = ["base", "adv_cas"]
+    config["epsilon_sweep"].update(models=["sasrec"], values=[1])
+    config["figures"]["fig5"]["methods"] = ["base", "adv_cas"]
+    config["figures"]["fig6"]["methods"] = ["base", "adv_cas"]
+    config["train"].update(pretrain_epochs=4, finetune_epochs=2, eval_every=2, checkpoint_every=2)
+    return config
+
+
+def _artifacts(workdir: Path) -> dict[str, bytes]:
+    """Every .pt a result path holds (models, cascade). The resumable checkpoints under results/state also
+    record wall-clock seconds, so they differ between runs by nature; no run identity hashes them."""
+    results = workdir / "results"
+    return {
+        str(path.relative_to(workdir)): path.read_bytes()
+        for path in sorted(results.rglob("*.pt"))
+        if (results / "state") not in path.parents
+    }
+
+
+@pytest.mark.slow
+def test_identity_two_identical_runs_write_identical_bytes_and_a_checkpoint_change_trains_nothing(
+    tmp_path: Path,
+) -> None:
+    """Identity: two identical Snakemake runs in two workdirs write the same bytes for every .pt, so the
+    run ids agree; a changed ``checkpoint_every`` (outside the identity) resumes every run where it ended
+    instead of fine-tuning again from scratch."""
+    config = _identity_config()
+    runs = []
+    for name in ("a", "b"):
+        workdir = tmp_path / name
+        workdir.mkdir()
+        path = write_config(workdir, "config.yaml", config)
+        snakemake(workdir, "--cores", "2", IDENTITY_TARGET, "--configfile", str(path))
+        runs.append(workdir)
+    first, second = (_artifacts(workdir) for workdir in runs)
+    assert len(first) == 3 and first.keys() == second.keys()  # pretrain.pt, cascade both.pt, adv_cas eps1.pt
+    assert [name for name in first if first[name] != second[name]] == []
+    metrics = [json.loads((workdir / IDENTITY_TARGET).read_text()) for workdir in runs]
+    assert metrics[0] == metrics[1]
+
+    workdir = runs[0]
+    config["train"]["checkpoint_every"] = 3
+    path = write_config(workdir, "checkpoint.yaml", config)
+    snakemake(workdir, "--cores", "2", IDENTITY_TARGET, "--configfile", str(path))
+    log = (workdir / "logs/finetune/toy/sasrec/seed42/adv_cas/eps1.log").read_text()
+    assert "resuming" in log and "finetune epoch" not in log, log[-2000:]
+    assert json.loads((workdir / IDENTITY_TARGET).read_text()) == metrics[0]
+    assert _artifacts(workdir) == first
+    finetune_states = list((workdir / "results/state").rglob("adv_cas/**/identity.json"))
+    assert len(finetune_states) == 1, finetune_states

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from catrec.config import ATTACK_KEYS
+from catrec.data.item_sets import ItemSets
 from catrec.errors import CatrecError
 from catrec.metrics import rank_users
 from catrec.models import SequentialRecommender
@@ -87,12 +88,19 @@ def choose_positions(inputs: torch.Tensor, position: str, k: int = 1) -> torch.T
 
 
 def banned_items(
-    inputs: torch.Tensor, targets: torch.Tensor, exclude: torch.Tensor, num_items: int
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    history: tuple[torch.Tensor, torch.Tensor],
+    num_items: int,
 ) -> torch.Tensor:
-    """(m, num_items + 1) mask of inadmissible replacements: padding, the target, the history, the input."""
+    """(m, num_items + 1) mask of inadmissible replacements: padding, the target, the history, the input.
+
+    ``history`` is the (row, item) pairs of the rows' histories (``ItemSets.pairs``).
+    """
     banned = torch.zeros(len(inputs), num_items + 1, dtype=torch.bool, device=inputs.device)
     banned[:, 0] = True
-    banned.scatter_(1, exclude, True)
+    rows, items = history
+    banned[rows.to(inputs.device), items.to(inputs.device)] = True
     banned.scatter_(1, inputs, True)
     banned.scatter_(1, targets.unsqueeze(1), True)
     return banned
@@ -195,7 +203,7 @@ def gradient_replacements(
     model: SequentialRecommender,
     inputs: torch.Tensor,
     targets: torch.Tensor,
-    exclude: torch.Tensor,
+    exclude: ItemSets,
     mask: torch.Tensor,
     *,
     step_size: float,
@@ -220,7 +228,7 @@ def gradient_replacements(
                 model,
                 seqs,
                 targets[users].to(device),
-                exclude[users].to(device),
+                exclude.pairs(users),
                 mask[users, -width:].to(device),
                 step_size=step_size,
                 distance=distance,
@@ -234,7 +242,7 @@ def _gradient_batch(
     model: SequentialRecommender,
     seqs: torch.Tensor,
     targets: torch.Tensor,
-    exclude: torch.Tensor,
+    history: tuple[torch.Tensor, torch.Tensor],
     mask: torch.Tensor,
     *,
     step_size: float,
@@ -243,7 +251,7 @@ def _gradient_batch(
 ) -> None:
     """The gradient attack on one batch, replacing the items of ``seqs`` in place."""
     table = model.item_emb.weight.detach()
-    banned = banned_items(seqs, targets, exclude, table.shape[0] - 1)
+    banned = banned_items(seqs, targets, history, table.shape[0] - 1)
     clean = target_loss_gradient(model, seqs, targets) if multi == "joint" else None
 
     def pick(rows: torch.Tensor, columns: torch.Tensor, row_banned: torch.Tensor) -> torch.Tensor:
@@ -263,7 +271,7 @@ def _gradient_batch(
 def random_replacements(
     inputs: torch.Tensor,
     targets: torch.Tensor,
-    exclude: torch.Tensor,
+    exclude: ItemSets,
     mask: torch.Tensor,
     *,
     num_items: int,
@@ -279,35 +287,39 @@ def random_replacements(
 
     for users, width in _batches(inputs, batch_size):
         seqs = inputs[users, -width:]
-        banned = banned_items(seqs, targets[users], exclude[users], num_items)
+        banned = banned_items(seqs, targets[users], exclude.pairs(users), num_items)
         _replace_in_order(seqs, mask[users, -width:], banned, pick)
         perturbed[users, -width:] = seqs
     return perturbed
 
 
-def perturbed_history(exclude: torch.Tensor, inputs: torch.Tensor, perturbed: torch.Tensor) -> torch.Tensor:
-    """``exclude`` (m, H) with one occurrence of each replaced item of ``inputs`` swapped for its replacement.
+def perturbed_history(exclude: ItemSets, inputs: torch.Tensor, perturbed: torch.Tensor) -> ItemSets:
+    """``exclude`` with one occurrence of each replaced item of ``inputs`` swapped for its replacement.
 
-    The input window is the tail of the history, so every replaced item occurs in its row; an item that also
-    occurs elsewhere in the history stays excluded through that other occurrence.
+    The input window is the tail of the history, so every replaced item occurs in its user's list; the first
+    occurrence is swapped, and an item that also occurs elsewhere stays excluded through that other one.
     """
-    history = exclude.clone()
+    items = exclude.items.clone()
     columns, valid = _ordered_columns(inputs != perturbed)
     for step in range(columns.shape[1]):
-        rows = valid[:, step].nonzero().squeeze(1)
-        old = inputs[rows, columns[rows, step]]
-        matches = history[rows] == old.unsqueeze(1)
-        if not bool(matches.any(1).all()):
+        users = valid[:, step].nonzero().squeeze(1)
+        old = inputs[users, columns[users, step]]
+        rows, positions = exclude.positions(users)
+        matches = items[positions] == old[rows]
+        # The first matching position of each user (len(items) where none matches).
+        first = torch.full((len(users),), len(items), dtype=torch.int64)
+        first.scatter_reduce_(0, rows[matches], positions[matches], reduce="amin")
+        if bool((first == len(items)).any()):
             raise ValueError("exclude must contain every item of the input window")
-        history[rows, matches.long().argmax(1)] = perturbed[rows, columns[rows, step]]
-    return history
+        items[first] = perturbed[users, columns[users, step]]
+    return ItemSets(offsets=exclude.offsets, items=items)
 
 
 def mean_metrics(
     model: SequentialRecommender,
     inputs: torch.Tensor,
     targets: torch.Tensor,
-    exclude: torch.Tensor,
+    exclude: ItemSets,
     perturbed: torch.Tensor,
 ) -> tuple[float, float]:
     """Mean (NDCG@10, HT@10) over users, ranking after ``perturbed`` and excluding the perturbed history."""
@@ -320,7 +332,7 @@ def attack_rows(
     model: SequentialRecommender,
     inputs: torch.Tensor,
     targets: torch.Tensor,
-    exclude: torch.Tensor,
+    exclude: ItemSets,
     config: AttackConfig,
 ) -> list[dict[str, Any]]:
     """One row per (attack, position, k) with the metrics under attack, the clean metrics and the drops."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from catrec.data.item_sets import ItemSets
 from catrec.models import SequentialRecommender
 
 
@@ -34,14 +35,14 @@ def rank_users(
     model: SequentialRecommender,
     inputs: torch.Tensor,
     targets: torch.Tensor,
-    exclude: torch.Tensor,
+    exclude: ItemSets,
     batch_size: int = 1024,
     k: int = 10,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-user (NDCG@k, Hit@k) of ``targets`` (m,) ranked over all items after left-padded ``inputs`` (m, L).
 
-    Items in the rows of ``exclude`` (m, H; 0 = padding) and the padding item are ranked last, except the
-    row's own target, which always competes. Results are on the CPU, in the original user order.
+    The items ``exclude`` lists for a user and the padding item are ranked last, except the user's own
+    target, which always competes. Results are on the CPU, in the original user order.
     """
     device = next(model.parameters()).device
     was_training = model.training
@@ -60,7 +61,8 @@ def rank_users(
             scores = model.score_all(model(seqs)[:, -1])
             target_scores = scores.gather(1, batch_targets.unsqueeze(1))
             scores[:, 0] = -torch.inf
-            scores.scatter_(1, exclude[users].to(device), -torch.inf)
+            rows, items = exclude.pairs(users)
+            scores[rows.to(device), items.to(device)] = -torch.inf
             scores.scatter_(1, batch_targets.unsqueeze(1), target_scores)
             batch_ndcg, batch_hit = ndcg_hit_at_k(scores, batch_targets, k)
             ndcg[users] = batch_ndcg.float().cpu()

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from catrec.data.item_sets import ItemSets
 from catrec.data.raw import leave_one_out, read_sequence_lines
 from catrec.errors import CatrecError
 from catrec.io import read_json, read_text
@@ -22,15 +23,12 @@ from catrec.io import read_json, read_text
 SPLITS = ("valid", "test")
 
 
-def _pad(rows: Sequence[Sequence[int]], width: int, *, left: bool) -> torch.Tensor:
-    """(len(rows), width) int64 matrix of ``rows`` padded with 0 (rows must fit in ``width``)."""
+def _left_padded(rows: Sequence[Sequence[int]], width: int) -> torch.Tensor:
+    """(len(rows), width) int64 matrix of ``rows`` left-padded with 0 (rows must fit in ``width``)."""
     matrix = np.zeros((len(rows), width), dtype=np.int64)
     for index, row in enumerate(rows):
         if row:
-            if left:
-                matrix[index, width - len(row) :] = row
-            else:
-                matrix[index, : len(row)] = row
+            matrix[index, width - len(row) :] = row
     return torch.from_numpy(matrix)
 
 
@@ -38,8 +36,9 @@ def _pad(rows: Sequence[Sequence[int]], width: int, *, left: bool) -> torch.Tens
 class SequenceData:
     """One dataset split leave-one-out, as padded tensors (shared: callers must not modify them).
 
-    ``_history`` holds each user's distinct training items (the validation and test items excluded) in
-    ascending order, right padded with 0; ``_gaps`` and ``_free`` serve ``sample_negatives``.
+    Per-user item lists of any length (the histories, the training items) are ``ItemSets``, so memory is
+    bounded by the interactions. ``_history`` holds each user's distinct training items (the validation and
+    test items excluded) in ascending order; ``_gap_keys`` and ``_free`` serve ``sample_negatives``.
     """
 
     num_items: int
@@ -48,9 +47,9 @@ class SequenceData:
     _train_targets: torch.Tensor
     _eval_inputs: dict[str, torch.Tensor]
     _eval_targets: dict[str, torch.Tensor]
-    _eval_exclude: dict[str, torch.Tensor]
-    _history: torch.Tensor
-    _gaps: torch.Tensor
+    _eval_exclude: dict[str, ItemSets]
+    _history: ItemSets
+    _gap_keys: torch.Tensor
     _free: torch.Tensor
 
     @classmethod
@@ -120,17 +119,17 @@ class SequenceData:
             histories.append(distinct)
 
         def last(rows: Sequence[Sequence[int]]) -> torch.Tensor:
-            return _pad([row[-max_len:] for row in rows], max_len, left=True)
-
-        def right_padded(rows: Sequence[Sequence[int]]) -> torch.Tensor:
-            return _pad(rows, max(1, max(map(len, rows))), left=False)
+            return _left_padded([row[-max_len:] for row in rows], max_len)
 
         with_valid = [train + [valid] for train, valid in zip(training, valid_targets, strict=True)]
-        history = right_padded(histories)
-        real = history != 0
-        # gaps[j] = how many never-interacted items lie below the j-th history item (see sample_negatives);
-        # padding gets num_items, above every drawable rank.
-        gaps = torch.where(real, history - 1 - torch.arange(history.shape[1]), num_items)
+        history = ItemSets.from_lists(histories)
+        lengths = history.lengths()
+        users = torch.arange(len(histories))
+        # gap_j = how many never-interacted items lie below the j-th history item of its user (see
+        # sample_negatives), offset by user * (num_items + 1) so that one sorted array serves every user.
+        rows, positions = history.positions(users)
+        within = positions - history.offsets[rows]
+        gaps = history.items - 1 - within
         return cls(
             num_items=num_items,
             max_len=max_len,
@@ -138,10 +137,10 @@ class SequenceData:
             _train_targets=last([train[1:] for train in training]),
             _eval_inputs={"valid": last(training), "test": last(with_valid)},
             _eval_targets={"valid": torch.tensor(valid_targets), "test": torch.tensor(test_targets)},
-            _eval_exclude={"valid": right_padded(training), "test": right_padded(with_valid)},
+            _eval_exclude={"valid": ItemSets.from_lists(training), "test": ItemSets.from_lists(with_valid)},
             _history=history,
-            _gaps=gaps,
-            _free=num_items - real.sum(1),
+            _gap_keys=rows * (num_items + 1) + gaps,
+            _free=num_items - lengths,
         )
 
     @property
@@ -164,12 +163,12 @@ class SequenceData:
         """(m,): the validation or test item."""
         return self._eval_targets[_check_split(split)]
 
-    def eval_exclude(self, split: str) -> torch.Tensor:
-        """(m, H): every item of the full (untruncated) history before the target, right-padded with 0."""
+    def eval_exclude(self, split: str) -> ItemSets:
+        """Every item of each user's full (untruncated) history before the target, in order."""
         return self._eval_exclude[_check_split(split)]
 
-    def training_items(self) -> torch.Tensor:
-        """(m, H): each user's distinct training items (not validation, not test), ascending, right-padded."""
+    def training_items(self) -> ItemSets:
+        """Each user's distinct training items (not validation, not test), ascending."""
         return self._history
 
     def sample_negatives(self, users: torch.Tensor, width: int, generator: torch.Generator) -> torch.Tensor:
@@ -179,12 +178,19 @@ class SequenceData:
         items, then r-th free item = r + 1 + #{training items h_j below it} = r + 1 + #{j: gaps_j <= r}, where
         gaps_j counts the free items below h_j (non-decreasing, so a binary search finds the count). One
         draw per position, no retry loop, whatever the share of items the user has seen.
+
+        All users' gaps lie in one array, user u's offset by u * (num_items + 1): below u's key range are
+        exactly the ``offsets[u]`` gaps of the users before it, so their count is subtracted.
         """
         free = self._free[users].unsqueeze(1)
         uniform = torch.rand(len(users), width, generator=generator, dtype=torch.float64)
         # float64 makes uniform * free exact enough; the clamp guards the rounding of values just below 1.
         rank = torch.minimum((uniform * free).long(), free - 1)
-        return rank + 1 + torch.searchsorted(self._gaps[users], rank, right=True)
+        keys = users.unsqueeze(1) * (self.num_items + 1) + rank
+        below = torch.searchsorted(self._gap_keys, keys, right=True) - self._history.offsets[users].unsqueeze(
+            1
+        )
+        return rank + 1 + below
 
 
 def _span(users: Sequence[int]) -> str:
