@@ -33,18 +33,11 @@ from catrec.stages.cascade import write_cascade
 from catrec.vocabulary import ATTACK_COLUMNS, CURVE_COLUMNS, PROFILE_COLUMNS
 
 
-def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "catrec.cli", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=cwd)
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) -> str:
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
+def _one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
+    """The CLI's error: exactly one line on stderr."""
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1, error
+    return error[0]
 
 
 # ------------------------------------------------------------------------------------- identity
@@ -163,8 +156,7 @@ def test_probe12_missing_data_directory_is_one_line(
     output = tmp_path / "cascade.pt"
     args = ["cascade", "--data", str(tmp_path / "nonexistent"), "--max-len", "5", "--batch-size", "4"]
     assert main([*args, "--output", str(output)]) == 2
-    error = capsys.readouterr().err.strip().splitlines()
-    assert len(error) == 1 and "nonexistent" in error[0]
+    assert "nonexistent" in _one_line_error(capsys)
     assert not output.exists()
 
 
@@ -179,13 +171,11 @@ def test_probe13_prune_state_with_corrupt_identity_or_missing_root_is_one_line(
     record.parent.mkdir(parents=True)
     record.write_text('{"stage": "pretrain", "metr')
     assert main(["prune-state", str(tmp_path / "state")]) == 2
-    error = capsys.readouterr().err.strip().splitlines()
-    assert len(error) == 1 and str(record) in error[0]
+    assert str(record) in _one_line_error(capsys)
     assert record.exists()
 
     assert main(["prune-state", str(tmp_path / "missing")]) == 2
-    error = capsys.readouterr().err.strip().splitlines()
-    assert len(error) == 1 and str(tmp_path / "missing") in error[0]
+    assert str(tmp_path / "missing") in _one_line_error(capsys)
 
 
 # ------------------------------------------------------------------------------------- probes 3-7: config
@@ -321,8 +311,7 @@ def test_probe14_yaml_alias_bomb_is_refused_within_a_second(
         started = time.perf_counter()
         assert main(["check-config", str(path)]) == 2
         assert time.perf_counter() - started < 1.0
-        error = capsys.readouterr().err.strip().splitlines()
-        assert len(error) == 1, error
+        _one_line_error(capsys)
     # The config Snakemake loads (aliases resolved to shared objects) takes the same check.
     bomb = yaml.safe_load(text)
     started = time.perf_counter()
@@ -345,20 +334,20 @@ def _profile_argv(tmp_path: Path, data_dir: Path, checkpoint: Path, cascade: Pat
     return [*argv, "--cascade", str(cascade), "--output", str(tmp_path / "profile.csv"), "--device", "cpu"]
 
 
-def _one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
-    error = capsys.readouterr().err.strip().splitlines()
-    assert len(error) == 1, error
-    return error[0]
+def _model_and_cascade(tmp_path: Path, data_dir: Path) -> tuple[Path, Path]:
+    """An untrained SASRec and the cascade of ``data_dir``, as a profile of adv_cas reads them."""
+    num_items = json.loads((data_dir / "stats.json").read_text())["items"]
+    model = save_untrained_model(tmp_path / "model.pt", "sasrec", num_items, PROFILE_LEN)
+    cascade = tmp_path / "cascade.pt"
+    write_cascade(data_dir, max_len=PROFILE_LEN, batch_size=64, terms="both", output=cascade)
+    return model, cascade
 
 
 def test_probe10_foreign_pt_as_pretrained_or_cascade_is_one_line(
     tmp_path: Path, toy_data_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Probe 10: a foreign .pt was an IndexError / KeyError 'config' traceback."""
-    num_items = json.loads((toy_data_dir / "stats.json").read_text())["items"]
-    model = save_untrained_model(tmp_path / "model.pt", "sasrec", num_items, PROFILE_LEN)
-    cascade = tmp_path / "cascade.pt"
-    write_cascade(toy_data_dir, max_len=PROFILE_LEN, batch_size=64, terms="both", output=cascade)
+    model, cascade = _model_and_cascade(tmp_path, toy_data_dir)
     foreign = {"list": [1, 2, 3], "weights": {"weight": torch.zeros(3)}, "tensor": torch.zeros(2, 2)}
     for name, payload in foreign.items():
         path = tmp_path / f"{name}.pt"
@@ -374,10 +363,7 @@ def test_probe10_zero_or_nan_cascade_says_what_it_holds(
     tmp_path: Path, toy_data_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Probe 10: a zero or NaN cascade was 'shape (400, 20) does not match ... (400, 20)'."""
-    num_items = json.loads((toy_data_dir / "stats.json").read_text())["items"]
-    model = save_untrained_model(tmp_path / "model.pt", "sasrec", num_items, PROFILE_LEN)
-    cascade = tmp_path / "cascade.pt"
-    write_cascade(toy_data_dir, max_len=PROFILE_LEN, batch_size=64, terms="both", output=cascade)
+    model, cascade = _model_and_cascade(tmp_path, toy_data_dir)
     payload = torch.load(cascade)
     for name, value, message in (("zero", 0.0, "positive"), ("nan", math.nan, "NaN")):
         path = tmp_path / f"{name}.pt"

@@ -21,6 +21,7 @@ import jsonschema
 import yaml
 
 from catrec.errors import CatrecError
+from catrec.io import read_text
 from catrec.vocabulary import ADVERSARIAL_KEYS_OF, METHODS, MODEL_KEYS_OF
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
@@ -125,11 +126,9 @@ def _check_references(config: dict[str, Any]) -> None:
 def load_config(path: str | Path) -> dict[str, Any]:
     """Read a YAML config file and validate it."""
     path = Path(path)
+    text = read_text(path)
     try:
-        with open(path) as handle:
-            config = yaml.safe_load(handle)
-    except FileNotFoundError as exc:
-        raise CatrecError(f"config file not found: {path}") from exc
+        config = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise CatrecError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(config, dict):
