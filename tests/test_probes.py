@@ -334,6 +334,24 @@ def _profile_argv(tmp_path: Path, data_dir: Path, checkpoint: Path, cascade: Pat
     return [*argv, "--cascade", str(cascade), "--output", str(tmp_path / "profile.csv"), "--device", "cpu"]
 
 
+def _finetune_argv(tmp_path: Path, data_dir: Path, pretrained: Path, cascade: Path) -> list[str]:
+    """``catrec finetune`` of adv_cas from ``pretrained``, its outputs under ``tmp_path / "out"``."""
+    argv = _profile_argv(tmp_path, data_dir, pretrained, cascade)
+    argv[0] = "finetune"
+    argv[argv.index("--checkpoint")] = "--pretrained"
+    out = tmp_path / "out"
+    argv[argv.index("--output") : argv.index("--output") + 2] = ["--checkpoint", str(out / "model.pt")]
+    return [
+        *argv,
+        "--curve",
+        str(out / "curve.csv"),
+        "--metrics",
+        str(out / "m.json"),
+        "--state-dir",
+        str(out),
+    ]
+
+
 def _model_and_cascade(tmp_path: Path, data_dir: Path) -> tuple[Path, Path]:
     """An untrained SASRec and the cascade of ``data_dir``, as a profile of adv_cas reads them."""
     num_items = json.loads((data_dir / "stats.json").read_text())["items"]
@@ -353,10 +371,11 @@ def test_probe10_foreign_pt_as_pretrained_or_cascade_is_one_line(
         path = tmp_path / f"{name}.pt"
         torch.save(payload, path)
         for argv in (_profile_argv(tmp_path, toy_data_dir, path, cascade),
-                     _profile_argv(tmp_path, toy_data_dir, model, path)):  # fmt: skip
+                     _profile_argv(tmp_path, toy_data_dir, model, path),
+                     _finetune_argv(tmp_path, toy_data_dir, path, cascade)):  # fmt: skip
             assert main(argv) == 2
             assert str(path) in _one_line_error(capsys)
-    assert not (tmp_path / "profile.csv").exists()
+    assert not (tmp_path / "profile.csv").exists() and not (tmp_path / "out").exists()
 
 
 def test_probe10_zero_or_nan_cascade_says_what_it_holds(
