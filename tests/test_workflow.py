@@ -43,8 +43,10 @@ from catrec.vocabulary import (
 BIN_DIR = Path(sys.executable).parent
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PATH": f"{BIN_DIR}{os.pathsep}{os.environ['PATH']}"}
+def snakemake(
+    workdir: Path, *args: str, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PATH": f"{BIN_DIR}{os.pathsep}{os.environ['PATH']}", **(env or {})}
     command = [
         str(BIN_DIR / "snakemake"),
         "--snakefile",
@@ -77,6 +79,56 @@ def planned_runs(output: str) -> list[tuple[str, dict[str, str]]]:
     """(rule, wildcards) of every job a dry run plans."""
     jobs = re.findall(r"^rule (\w+):\n(?:    .*\n)*?    wildcards: (.*)$", output, flags=re.M)
     return [(rule, dict(item.split("=", 1) for item in wildcards.split(", "))) for rule, wildcards in jobs]
+
+
+# Every rule that runs a model: on a GPU each must hold one (the default profile allows one at a time).
+MODEL_RULES = {
+    "pretrain",
+    "finetune",
+    "finetune_clean",
+    "attack",
+    "attack_clean",
+    "profile",
+    "user_metrics",
+    "user_metrics_clean",
+}
+
+
+def planned_gpus(output: str) -> dict[str, set[str]]:
+    """Rule -> the `gpu` resource values its planned jobs declare (absent: '0')."""
+    gpus: dict[str, set[str]] = {}
+    for rule, body in re.findall(r"^rule (\w+):\n((?:    .*\n)*)", output, flags=re.M):
+        declared = re.search(r"^    resources: .*\bgpu=(\d+)", body, flags=re.M)
+        gpus.setdefault(rule, set()).add(declared.group(1) if declared else "0")
+    return gpus
+
+
+def test_auto_device_with_cuda_plans_one_gpu_per_model_job(tmp_path: Path) -> None:
+    """`device: auto` where CUDA is available (mocked in the Snakemake process) plans gpu=1 for model jobs."""
+    config = str(REPO_ROOT / "config/smoke.yaml")
+    without = planned_gpus(snakemake(tmp_path, "-n", "--cores", "1", "all", "--configfile", config).stdout)
+    mock = tmp_path / "mock_cuda"
+    mock.mkdir()
+    (mock / "sitecustomize.py").write_text("import torch\ntorch.cuda.is_available = lambda: True\n")
+    with_cuda = planned_gpus(
+        snakemake(
+            tmp_path, "-n", "--cores", "1", "all", "--configfile", config, env={"PYTHONPATH": str(mock)}
+        ).stdout
+    )
+    assert {rule: values for rule, values in with_cuda.items() if rule in MODEL_RULES} == {
+        rule: {"1"} for rule in MODEL_RULES
+    }
+    assert all(values == {"0"} for rule, values in with_cuda.items() if rule not in MODEL_RULES)
+    assert all(values == {"0"} for values in without.values())  # this machine has no CUDA
+
+
+def test_default_profile_caps_gpu_jobs_without_flags(tmp_path: Path) -> None:
+    """A plain `snakemake -n` loads profiles/default, whose total of one GPU serialises the GPU jobs."""
+    profile = yaml.safe_load((REPO_ROOT / "profiles/default/config.yaml").read_text())
+    assert profile["resources"] == ["gpu=1"]
+    config = str(REPO_ROOT / "config/smoke.yaml")
+    result = snakemake(tmp_path, "-n", "--cores", "1", "all", "--configfile", config)
+    assert f"workflow specific profile {REPO_ROOT / 'profiles/default'}" in result.stderr
 
 
 def write_config(directory: Path, name: str, config: dict[str, object]) -> Path:

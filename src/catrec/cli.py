@@ -344,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--dataset", required=True, help="dataset name recorded in the outputs")
         sub.add_argument("--model", required=True, choices=list(MODELS))
         sub.add_argument("--device", choices=DEVICES, default="auto", help="auto: CUDA when available")
-        sub.add_argument("--threads", type=int, default=1, help="CPU threads (ignored on a GPU)")
+        sub.add_argument("--threads", type=int, default=1, help="CPU threads torch may use, on a GPU too")
 
     def add_run_outputs(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--checkpoint", type=Path, required=True, help="final model weights (.pt)")
@@ -405,7 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--checkpoint", type=Path, required=True)
     sub.add_argument("--output", type=Path, required=True, help="CSV: user, ndcg@10, hit@10")
     sub.add_argument("--device", choices=DEVICES, default="auto", help="auto: CUDA when available")
-    sub.add_argument("--threads", type=int, default=1, help="CPU threads (ignored on a GPU)")
+    sub.add_argument("--threads", type=int, default=1, help="CPU threads torch may use, on a GPU too")
 
     sub = add(
         "prune-state",

@@ -141,6 +141,19 @@ def load_config(path: str | Path) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------------------
 
 
+def plans_gpu(device: str) -> bool:
+    """Whether model jobs of a config with this ``device`` run on a GPU, and so declare ``resources: gpu=1``.
+
+    'auto' asks torch on the machine that plans the jobs (Snakemake's). torch is imported only then: every
+    Snakemake parse reads this, and a cluster's head node plans for its GPU nodes only with ``device: cuda``.
+    """
+    if device != "auto":
+        return device == "cuda"
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def stage_keys(stage: str, *, model: str, method: str | None = None) -> tuple[str, ...]:
     """The ``--hparams`` keys ``stage`` reads for ``model`` (finetune: and ``method``), no more, no less."""
     if stage == "pretrain":

@@ -21,12 +21,15 @@ def resolve_device(name: str) -> torch.device:
 
 
 def configure(device_name: str, threads: int) -> torch.device:
-    """The device to compute on; on the CPU, also the number of threads torch may use."""
+    """The device to compute on, with torch limited to ``threads`` CPU threads on a GPU too.
+
+    A CUDA job left at torch's default takes every host core, so jobs sharing a machine (or a SLURM node)
+    fight over them; the rule's ``threads`` is what the scheduler reserved.
+    """
     if threads < 1:
         raise CatrecError(f"--threads must be at least 1, got {threads}")
     device = resolve_device(device_name)
-    if device.type == "cpu":
-        torch.set_num_threads(threads)
+    torch.set_num_threads(threads)
     return device
 
 

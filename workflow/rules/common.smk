@@ -24,7 +24,7 @@ shell.prefix(
 )
 
 from catrec import paths
-from catrec.config import stage_hparams, validate_config
+from catrec.config import plans_gpu, stage_hparams, validate_config
 from catrec.errors import CatrecError
 from catrec.vocabulary import (
     CASCADE_TERMS,
@@ -52,7 +52,8 @@ METHODS = config["methods"]
 SEEDS = config["seeds"]
 # The paper's epsilon: Table 2 and the figures show the runs at this value.
 EPSILON = paths.epsilon_label(config["adversarial"]["epsilon"])
-USE_GPU = config["device"] == "cuda"
+# Model jobs on a GPU declare gpu=1; profiles/default (loaded by Snakemake itself) caps the total at one.
+USE_GPU = plans_gpu(config["device"])
 
 
 wildcard_constraints:

@@ -1,0 +1,42 @@
+"""Where a run computes: device resolution and the CPU threads a job may use."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+from catrec.config import plans_gpu
+from catrec.runtime import configure
+
+
+@pytest.fixture
+def restore_threads() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_cuda_job_uses_its_threads(monkeypatch: pytest.MonkeyPatch, restore_threads: None) -> None:
+    """A job on a GPU is held to --threads CPU threads, not torch's default of every core."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    target = 1 if torch.get_num_threads() > 1 else 2
+    device = configure("auto", target)
+    assert device.type == "cuda"
+    assert torch.get_num_threads() == target
+
+
+def test_cpu_job_uses_its_threads(restore_threads: None) -> None:
+    target = 1 if torch.get_num_threads() > 1 else 2
+    assert configure("cpu", target).type == "cpu"
+    assert torch.get_num_threads() == target
+
+
+@pytest.mark.parametrize(
+    ("device", "cuda", "expected"),
+    [("auto", True, True), ("auto", False, False), ("cuda", False, True), ("cpu", True, False)],
+)
+def test_plans_gpu(monkeypatch: pytest.MonkeyPatch, device: str, cuda: bool, expected: bool) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    assert plans_gpu(device) is expected
