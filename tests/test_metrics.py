@@ -6,9 +6,9 @@ import math
 
 import pytest
 import torch
+from conftest import LastItemModel
 
 from catrec.metrics import ndcg_hit_at_k, rank_users
-from catrec.models import ModelConfig, SequentialRecommender
 
 
 def scores_with_target_at(rank: int, num_items: int = 30) -> torch.Tensor:
@@ -51,20 +51,6 @@ def test_constant_model_scores_zero() -> None:
     scores[:, 0] = -torch.inf
     ndcg, hit = ndcg_hit_at_k(scores, torch.tensor([1, 7, 25, 50]))
     assert ndcg.sum().item() == 0.0 and hit.sum().item() == 0.0
-
-
-class LastItemModel(SequentialRecommender):
-    """A real one-dimensional model: the user representation is the embedding of the current item."""
-
-    def __init__(self, embedding: list[float]) -> None:
-        super().__init__(
-            ModelConfig(name="last_item", num_items=len(embedding) - 1, max_len=4, hidden_size=1, dropout=0.0)
-        )
-        with torch.no_grad():
-            self.item_emb.weight.copy_(torch.tensor(embedding).unsqueeze(1))
-
-    def encode(self, seq_emb: torch.Tensor, seqs: torch.Tensor) -> torch.Tensor:
-        return seq_emb
 
 
 def test_rank_users_excludes_history_but_never_the_target() -> None:
