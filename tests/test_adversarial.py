@@ -509,6 +509,12 @@ def test_cascade_methods_need_the_matching_cascade(
         make_loss("adv_cas_cross", make_hparams("adv_cas_cross"), None, data)
     with pytest.raises(CatrecError, match="max_len"):
         make_loss("adv_cas", make_hparams(), cascade_matrix(data.train_inputs()[:, 1:], BATCH_SIZE), data)
+    # The same shape is not enough: C must be real (> 0) exactly where the training inputs hold items.
+    other = cascade_matrix(data.train_inputs(), BATCH_SIZE).clone()
+    other[data.train_inputs() != 0] = other[data.train_inputs() != 0].roll(1)
+    other[0, -1] = 0.0
+    with pytest.raises(CatrecError, match=r"shape \(300, 16\)\) does not match the training inputs"):
+        make_loss("adv_cas", make_hparams(), other, data)
     # The temporal-only file handed to adv_cas is refused before any training.
     with pytest.raises(CatrecError, match="terms='temporal'"):
         finetune(
@@ -677,3 +683,49 @@ def test_eq_4_7_4_9_every_perturbed_bce_term_is_an_ascent_step(
     expected = first_order_increase(gradients, real, epsilon, scope)
     assert expected > 0
     assert (perturbed - terms.clean).item() == pytest.approx(expected, rel=0.02)
+
+
+def test_make_loss_and_adversarial_loss_refuse_what_they_do_not_know(data: SequenceData) -> None:
+    with pytest.raises(
+        CatrecError, match=r"method 'base' has no training loss \(one of continued, adv_linear, "
+    ):
+        make_loss("base", make_hparams("adv_linear"), None, data)
+    with pytest.raises(ValueError, match="unknown sequence perturbation 'both'"):
+        AdversarialLoss(hand_config(), sequence="both", linear=True)
+
+
+def test_eq_4_6_one_real_position_is_its_own_mean() -> None:
+    # Eq. 4.6 averaged over one real position is that position's norm (the mean divides by 1, not by 2).
+    gap = representation_gap(
+        torch.tensor([[[9.0, 9.0], [3.0, 4.0]]]), torch.zeros(1, 2, 2), torch.tensor([[False, True]])
+    )
+    assert gap.item() == pytest.approx(5.0)
+    # No real position: 0, not NaN.
+    assert (
+        representation_gap(torch.ones(1, 2, 2), torch.zeros(1, 2, 2), torch.zeros(1, 2, dtype=torch.bool))
+        == 0
+    )
+
+
+@pytest.mark.parametrize("model_name", ["sasrec", "gru4rec"])
+def test_eq_4_6_level1_loss_is_the_gap_of_the_step_taken(
+    model_name: str, data: SequenceData, cascade: torch.Tensor
+) -> None:
+    # L_adv-1 = mean over real positions of ||f(S + A/C) - f(S)||, A the step reported (Eq. 4.6): with the
+    # nonlinear networks, f(S - A) gives a measurably different gap, so the sign of A in it shows too.
+    model = new_model(model_name, data.num_items).eval()
+    batch = padded_batch(data)
+    terms = adversarial_loss("adv_cas", data, cascade, epsilon=3.0).terms(model, batch)
+    assert terms.adv1 is not None and terms.perturbation is not None
+    real = batch.seqs != 0
+    seq_emb = model.item_emb(batch.seqs).detach()
+    with torch.no_grad():
+        clean = model.encode(seq_emb, batch.seqs)
+        gaps = {
+            sign: (model.encode(seq_emb + sign * terms.perturbation, batch.seqs) - clean)
+            .norm(dim=-1)[real]
+            .mean()
+            for sign in (1, -1)
+        }
+    torch.testing.assert_close(terms.adv1.detach(), gaps[1])
+    assert not torch.allclose(gaps[1], gaps[-1], rtol=1e-3)

@@ -100,3 +100,11 @@ def test_nan_scores_count_against_the_target() -> None:
     assert hit.tolist() == [0.0, 0.0]
     ndcg, hit = ndcg_hit_at_k(scores, torch.tensor([2, 2]), k=2)
     assert hit.tolist() == [1.0, 0.0] and ndcg[0].item() == pytest.approx(1 / math.log2(3))
+
+
+def test_default_cutoff_is_10_and_results_keep_the_scores_dtype() -> None:
+    # NDCG@10 and Hit@10 (section 5.4) unless told otherwise: rank 9 counts, rank 10 does not.
+    scores = torch.cat([scores_with_target_at(9), scores_with_target_at(10)]).double()
+    ndcg, hit = ndcg_hit_at_k(scores, torch.tensor([1, 1]))
+    assert hit.tolist() == [1.0, 0.0] and ndcg.tolist() == pytest.approx([1 / math.log2(11), 0.0])
+    assert ndcg.dtype == hit.dtype == torch.float64
