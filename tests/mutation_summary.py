@@ -27,6 +27,7 @@ COLUMNS = ("module", "mutants", "killed", "survived", "timed_out", "other", "sec
 # A row of the tables of tests/MUTANTS.md: | `catrec.module.x_function__mutmut_N` | kind | reason |
 LISTED_ROW = re.compile(r"^\|\s*`(catrec\.[^`]+)`\s*\|\s*([^|]+?)\s*\|\s*([^|]*?)\s*\|")
 KINDS = ("equivalent", "out of scope")
+SHOWN = 40
 
 
 def listed_survivors(text: str) -> dict[str, tuple[str, str]]:
@@ -72,8 +73,8 @@ def main(modules: list[str]) -> int:
         writer.writerows(rows)
     print((MUTANTS_DIR / "summary.csv").read_text(), end="")
     if unexplained:
-        print(f"\n{len(unexplained)} surviving mutants not in tests/MUTANTS.md (kill them or list them):")
-        print("\n".join(unexplained))
+        print(f"\n{len(unexplained)} mutants neither killed nor in tests/MUTANTS.md (kill or list them):")
+        print("\n".join(unexplained[:SHOWN]) + ("\n..." if len(unexplained) > SHOWN else ""))
         return 1
     return 0
 
