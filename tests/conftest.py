@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from catrec.models import ModelConfig, build_model, save_model
+from catrec.models import ModelConfig, SequentialRecommender, build_model, save_model
 from catrec.toy import generate_sequences
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -61,3 +61,24 @@ def save_untrained_model(path: Path, name: str, num_items: int, max_len: int, se
     )  # fmt: skip
     save_model(path, build_model(config))
     return path
+
+
+class LastItemModel(SequentialRecommender):
+    """A real model whose sequence network is the identity: f(S) = S, so w at each position is the embedding
+    of the item there. ``embedding`` (n + 1, d) rows, or n + 1 numbers for d = 1; row 0 is padding.
+
+    Every number it produces can be worked out by hand: the tests of the equations use it.
+    """
+
+    def __init__(self, embedding: list[float] | list[list[float]]) -> None:
+        weight = torch.tensor(embedding, dtype=torch.float32)
+        weight = weight.unsqueeze(1) if weight.dim() == 1 else weight
+        config = ModelConfig(
+            name="last_item", num_items=len(weight) - 1, max_len=4, hidden_size=weight.shape[1], dropout=0.0
+        )
+        super().__init__(config)
+        with torch.no_grad():
+            self.item_emb.weight.copy_(weight)
+
+    def encode(self, seq_emb: torch.Tensor, seqs: torch.Tensor) -> torch.Tensor:
+        return seq_emb

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import torch
+from conftest import LastItemModel
 
 from catrec.adversarial import (
     AdversarialConfig,
@@ -23,11 +24,11 @@ from catrec.config import read_hparams, stage_keys
 from catrec.data.batches import Batch, iterate_batches
 from catrec.data.sequences import SequenceData
 from catrec.errors import CatrecError
-from catrec.losses import bce_loss
+from catrec.losses import bce_from_scores, bce_loss
 from catrec.models import ModelConfig, SequentialRecommender, build_model, load_model, save_model
 from catrec.stages.cascade import write_cascade
 from catrec.stages.finetune import finetune
-from catrec.vocabulary import ADVERSARIAL_KEYS_OF, CASCADE_TERMS_OF, CURVE_COLUMNS
+from catrec.vocabulary import ADVERSARIAL_KEYS_OF, CASCADE_TERMS, CASCADE_TERMS_OF, CURVE_COLUMNS
 
 MAX_LEN, HIDDEN, BATCH_SIZE = 16, 16, 64
 TRAINED_METHODS = ("continued", "adv_linear", "adv_seq", "adv_global", *CASCADE_TERMS_OF)
@@ -73,6 +74,12 @@ def data(toy_data_dir: Path) -> SequenceData:
 @pytest.fixture(scope="module")
 def cascade(data: SequenceData) -> torch.Tensor:
     return cascade_matrix(data.train_inputs(), BATCH_SIZE, "both")
+
+
+@pytest.fixture(scope="module")
+def cascades(data: SequenceData) -> dict[str, torch.Tensor]:
+    """C of each ``terms`` (the ablations' cascade files)."""
+    return {terms: cascade_matrix(data.train_inputs(), BATCH_SIZE, terms) for terms in CASCADE_TERMS}
 
 
 def adversarial_loss(
@@ -502,6 +509,12 @@ def test_cascade_methods_need_the_matching_cascade(
         make_loss("adv_cas_cross", make_hparams("adv_cas_cross"), None, data)
     with pytest.raises(CatrecError, match="max_len"):
         make_loss("adv_cas", make_hparams(), cascade_matrix(data.train_inputs()[:, 1:], BATCH_SIZE), data)
+    # The same shape is not enough: C must be real (> 0) exactly where the training inputs hold items.
+    other = cascade_matrix(data.train_inputs(), BATCH_SIZE).clone()
+    other[data.train_inputs() != 0] = other[data.train_inputs() != 0].roll(1)
+    other[0, -1] = 0.0
+    with pytest.raises(CatrecError, match=r"shape \(300, 16\)\) does not match the training inputs"):
+        make_loss("adv_cas", make_hparams(), other, data)
     # The temporal-only file handed to adv_cas is refused before any training.
     with pytest.raises(CatrecError, match="terms='temporal'"):
         finetune(
@@ -511,3 +524,208 @@ def test_cascade_methods_need_the_matching_cascade(
             state_dir=tmp_path / "state", device="cpu",
         )  # fmt: skip
     assert not (tmp_path / "model.pt").exists()
+
+
+# The equations pinned by hand. LastItemModel's sequence network is the identity (w = f(S) = S), so every
+# number below follows from the embeddings alone.
+HAND_EMBEDDING = [[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [-1.0, 0.5]]
+
+
+def hand_batch() -> Batch:
+    """Two users; the first has one padding column. Real positions: (0, 1), (1, 0), (1, 1)."""
+    return Batch(
+        users=torch.tensor([0, 1]),
+        seqs=torch.tensor([[0, 1], [2, 3]]),
+        pos=torch.tensor([[0, 2], [3, 4]]),
+        neg=torch.tensor([[0, 4], [1, 1]]),
+    )
+
+
+def hand_config(**overrides: Any) -> AdversarialConfig:
+    values = {
+        "epsilon": 0.5, "lambda1": 0.7, "lambda2": 0.3, "grad_norm_scope": "position", "init_noise": 1e-3,
+        "perturb_space": "input",
+    }  # fmt: skip
+    return AdversarialConfig(**{**values, **overrides})
+
+
+def test_eq_4_6_representation_gap_is_the_mean_norm_over_real_positions_by_hand() -> None:
+    # w_hat - w: (3, 4) and (6, 8) and (1, 0) at the real positions, anything (here 100s) at padding.
+    clean = torch.zeros(2, 2, 2)
+    perturbed = torch.tensor([[[3.0, 4.0], [100.0, 100.0]], [[6.0, 8.0], [1.0, 0.0]]])
+    real = torch.tensor([[True, False], [True, True]])
+    gap = representation_gap(perturbed, clean, real)
+    # Eq. 4.6: ||w_hat - w||_2 (not squared: 42), averaged over the 3 real positions (not over all 4: 4.0,
+    # nor per sequence first: 5.25): (5 + 10 + 1) / 3.
+    assert gap.item() == pytest.approx(16 / 3)
+    assert representation_gap(clean + 1.0, clean + 1.0, real).item() == 0.0
+
+
+@pytest.mark.parametrize(
+    ("scope", "expected"),
+    # With f the identity, the gap of each position is the norm of its step: epsilon at each one (scope
+    # position); epsilon / sqrt(3) at each of the 3 real positions (batch: the gradient of Eq. 4.6 has the
+    # same norm 1/3 at each); epsilon for user 0's one position and epsilon / sqrt(2) for user 1's two.
+    [("position", 0.5), ("batch", 0.5 / 3**0.5), ("sequence", (0.5 + 2 * 0.5 / 2**0.5) / 3)],
+)
+def test_eq_4_6_level1_loss_of_adv_global_by_hand(scope: str, expected: float) -> None:
+    loss = AdversarialLoss(hand_config(grad_norm_scope=scope), sequence="representation", linear=False)
+    terms = loss.terms(LastItemModel(HAND_EMBEDDING), hand_batch())
+    assert terms.adv1 is not None and terms.perturbation is not None
+    assert terms.adv1.item() == pytest.approx(expected, rel=1e-5)
+    # L_adv-1 is Eq. 4.6 of the step actually taken: the mean over real positions of ||A_t||.
+    real = hand_batch().seqs != 0
+    assert terms.adv1.item() == pytest.approx(terms.perturbation.norm(dim=-1)[real].mean().item(), rel=1e-5)
+
+
+def eq_4_8_by_hand(batch: Batch, epsilon: float, scope: str) -> float:
+    """L_adv-2 (Eq. 4.8) with the FGSM steps of Eq. 4.9 from the closed-form gradient of the BCE (Eq. 3.5).
+
+    At each real position, with r_j = w.e_j, r_n = w.e_n: dL/dw = -(1 - s(r_j)) e_j + s(r_n) e_n,
+    dL/de_j = -(1 - s(r_j)) w, dL/de_n = s(r_n) w (all times 1/N, which the normalisation removes).
+    """
+    emb = torch.tensor(HAND_EMBEDDING, dtype=torch.float64)
+    w, e_j, e_n = emb[batch.seqs], emb[batch.pos], emb[batch.neg]
+    mask = (batch.pos != 0).unsqueeze(-1)
+    s_j = torch.sigmoid((w * e_j).sum(-1, keepdim=True))
+    s_n = torch.sigmoid((w * e_n).sum(-1, keepdim=True))
+    gradients = [-(1 - s_j) * e_j + s_n * e_n, -(1 - s_j) * w, s_n * w]
+    steps = []
+    for h in gradients:
+        h = torch.where(mask, h, torch.zeros_like(h))
+        norm = {
+            "batch": h.norm(),
+            "sequence": h.flatten(1).norm(dim=1).view(-1, 1, 1),
+            "position": h.norm(dim=-1, keepdim=True),
+        }[scope]
+        steps.append(epsilon * h / norm)
+    w_hat, e_j_hat, e_n_hat = w + steps[0], e_j + steps[1], e_n + steps[2]
+    r_j, r_n = (w_hat * e_j_hat).sum(-1), (w_hat * e_n_hat).sum(-1)
+    losses = -(torch.log(torch.sigmoid(r_j)) + torch.log(1 - torch.sigmoid(r_n)))
+    return losses[batch.pos != 0].mean().item()
+
+
+@pytest.mark.parametrize("scope", ["batch", "sequence", "position"])
+def test_eq_4_8_level2_loss_by_hand(scope: str) -> None:
+    batch = hand_batch()
+    loss = AdversarialLoss(hand_config(grad_norm_scope=scope), sequence=None, linear=True)
+    terms = loss.terms(LastItemModel(HAND_EMBEDDING), batch)
+    assert terms.adv2 is not None
+    assert terms.adv2.item() == pytest.approx(eq_4_8_by_hand(batch, 0.5, scope), rel=1e-5)
+    # The ascent steps of Eq. 4.9 raise the BCE: L_adv-2 > L_B (the same formula at epsilon 0).
+    assert terms.clean.item() == pytest.approx(eq_4_8_by_hand(batch, 0.0, scope), rel=1e-6)
+    assert terms.adv2.item() > terms.clean.item() + 0.1
+
+
+def test_eq_4_10_total_is_clean_plus_lambda_weighted_terms_by_hand() -> None:
+    # Eq. 4.10 at epsilon > 0 (at epsilon 0, L_adv-1 = 0 hides lambda1):
+    # L_B + lambda1 L_adv-1 + lambda2 L_adv-2.
+    model, batch = LastItemModel(HAND_EMBEDDING), hand_batch()
+    loss = AdversarialLoss(hand_config(), sequence="representation", linear=True)
+    torch.manual_seed(0)
+    terms = loss.terms(model, batch)
+    assert terms.adv1 is not None and terms.adv2 is not None
+    assert terms.adv1.item() == pytest.approx(0.5, rel=1e-5)
+    assert terms.adv2.item() == pytest.approx(eq_4_8_by_hand(batch, 0.5, "position"), rel=1e-5)
+    torch.manual_seed(0)
+    total = loss(model, batch)
+    assert total.item() == pytest.approx(terms.clean.item() + 0.7 * 0.5 + 0.3 * terms.adv2.item(), rel=1e-5)
+    # adv_seq: L_B + L_B(S + step), unweighted.
+    seq = AdversarialLoss(hand_config(), sequence="bce", linear=False)
+    seq_terms = seq.terms(model, batch)
+    assert seq_terms.adv_seq is not None
+    torch.testing.assert_close(seq(model, batch), seq_terms.clean + seq_terms.adv_seq)
+
+
+def first_order_increase(
+    gradients: tuple[torch.Tensor, ...], real: torch.Tensor, epsilon: float, scope: str
+) -> float:
+    """The rise of a loss under FGSM steps (Eq. 4.7, 4.9), to first order.
+
+    The sum over the perturbed tensors and their norm groups of <g, epsilon g / ||g||> = epsilon ||g||.
+    """
+    return sum(epsilon * scope_norms(g, real, scope).sum().item() for g in gradients)
+
+
+@pytest.mark.parametrize("scope", ["batch", "sequence", "position"])
+@pytest.mark.parametrize("model_name", ["sasrec", "gru4rec"])
+@pytest.mark.parametrize("method", ["adv_linear", "adv_seq", "adv_global", *CASCADE_TERMS_OF])
+def test_eq_4_7_4_9_every_perturbed_bce_term_is_an_ascent_step(
+    method: str, model_name: str, scope: str, data: SequenceData, cascades: dict[str, torch.Tensor]
+) -> None:
+    # Adversarial, not helpful: for small epsilon, each perturbed BCE term (L_adv-2 of Eq. 4.8, adv_seq's
+    # L_B(S + step)) exceeds L_B on the same batch by epsilon * ||dL_B/dx|| (summed over the norm groups),
+    # the first-order rise along the gradient; a step against it would lower the loss by as much. Float64
+    # and evaluation mode (no dropout) keep the second-order remainder and the rounding far below that.
+    epsilon = 1e-4
+    model = new_model(model_name, data.num_items).double().eval()
+    batch = padded_batch(data)
+    hparams = make_hparams(method, epsilon=epsilon, grad_norm_scope=scope, perturb_space="embedding")
+    loss = make_loss(method, hparams, cascades.get(CASCADE_TERMS_OF.get(method, "")), data)
+    assert isinstance(loss, AdversarialLoss)
+    terms = loss.terms(model, batch)
+    perturbed = terms.adv_seq if method == "adv_seq" else terms.adv2
+    assert perturbed is not None
+
+    mask = batch.pos != 0
+    seq_emb = model.item_emb(batch.seqs).detach().requires_grad_()
+    reps = model.encode(seq_emb, batch.seqs)
+    pos_emb, neg_emb = model.item_emb(batch.pos).detach(), model.item_emb(batch.neg).detach()
+    if method == "adv_seq":
+        leaves, real = [seq_emb], batch.seqs != 0
+        clean = bce_from_scores((reps * pos_emb).sum(-1), (reps * neg_emb).sum(-1), mask)
+    else:
+        leaves = [reps.detach().requires_grad_(), pos_emb.requires_grad_(), neg_emb.requires_grad_()]
+        real = mask
+        clean = bce_from_scores((leaves[0] * pos_emb).sum(-1), (leaves[0] * neg_emb).sum(-1), mask)
+    gradients = torch.autograd.grad(clean, leaves)
+    torch.testing.assert_close(terms.clean, clean.detach())
+    expected = first_order_increase(gradients, real, epsilon, scope)
+    assert expected > 0
+    assert (perturbed - terms.clean).item() == pytest.approx(expected, rel=0.02)
+
+
+def test_make_loss_and_adversarial_loss_refuse_what_they_do_not_know(data: SequenceData) -> None:
+    with pytest.raises(
+        CatrecError, match=r"method 'base' has no training loss \(one of continued, adv_linear, "
+    ):
+        make_loss("base", make_hparams("adv_linear"), None, data)
+    with pytest.raises(ValueError, match="unknown sequence perturbation 'both'"):
+        AdversarialLoss(hand_config(), sequence="both", linear=True)
+
+
+def test_eq_4_6_one_real_position_is_its_own_mean() -> None:
+    # Eq. 4.6 averaged over one real position is that position's norm (the mean divides by 1, not by 2).
+    gap = representation_gap(
+        torch.tensor([[[9.0, 9.0], [3.0, 4.0]]]), torch.zeros(1, 2, 2), torch.tensor([[False, True]])
+    )
+    assert gap.item() == pytest.approx(5.0)
+    # No real position: 0, not NaN.
+    assert (
+        representation_gap(torch.ones(1, 2, 2), torch.zeros(1, 2, 2), torch.zeros(1, 2, dtype=torch.bool))
+        == 0
+    )
+
+
+@pytest.mark.parametrize("model_name", ["sasrec", "gru4rec"])
+def test_eq_4_6_level1_loss_is_the_gap_of_the_step_taken(
+    model_name: str, data: SequenceData, cascade: torch.Tensor
+) -> None:
+    # L_adv-1 = mean over real positions of ||f(S + A/C) - f(S)||, A the step reported (Eq. 4.6): with the
+    # nonlinear networks, f(S - A) gives a measurably different gap, so the sign of A in it shows too.
+    model = new_model(model_name, data.num_items).eval()
+    batch = padded_batch(data)
+    terms = adversarial_loss("adv_cas", data, cascade, epsilon=3.0).terms(model, batch)
+    assert terms.adv1 is not None and terms.perturbation is not None
+    real = batch.seqs != 0
+    seq_emb = model.item_emb(batch.seqs).detach()
+    with torch.no_grad():
+        clean = model.encode(seq_emb, batch.seqs)
+        gaps = {
+            sign: (model.encode(seq_emb + sign * terms.perturbation, batch.seqs) - clean)
+            .norm(dim=-1)[real]
+            .mean()
+            for sign in (1, -1)
+        }
+    torch.testing.assert_close(terms.adv1.detach(), gaps[1])
+    assert not torch.allclose(gaps[1], gaps[-1], rtol=1e-3)

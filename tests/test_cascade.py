@@ -68,9 +68,11 @@ def test_cascade_matrix_small_example_by_hand() -> None:
     torch.testing.assert_close(cascade, expected)
 
 
-def test_cascade_matrix_rejects_unknown_terms() -> None:
+def test_cascade_matrix_rejects_unknown_terms_and_non_matrices() -> None:
     with pytest.raises(ValueError, match="terms"):
         cascade_matrix(torch.ones(2, 2, dtype=torch.long), 1, terms="all")
+    with pytest.raises(ValueError, match=r"expected an \(m, T\) matrix of item ids, got shape \(3,\)"):
+        cascade_matrix(torch.ones(3, dtype=torch.long), 1)
 
 
 @pytest.mark.parametrize("seed", [0, 1])

@@ -25,9 +25,10 @@ from packaging.utils import canonicalize_name
 
 ENV_FILE = REPO_ROOT / "envs" / "catrec.yaml"
 REQUIREMENTS = REPO_ROOT / "envs" / "requirements.txt"
-# In requirements.txt for `make test` / `make lint`, or for the Snakemake that submits SLURM jobs (the jobs
-# run its Python, not the rules' environment); the rules' environment does not need them.
+# In requirements.txt for `make test` / `make lint` / `make mutate`, or for the Snakemake that submits SLURM
+# jobs (the jobs run its Python, not the rules' environment); the rules' environment does not need them.
 NOT_IN_RULE_ENV = {
+    "mutmut",
     "pytest",
     "ruff",
     "snakefmt",

@@ -6,10 +6,10 @@ import math
 
 import pytest
 import torch
+from conftest import LastItemModel
 
 from catrec.data.item_sets import ItemSets
 from catrec.metrics import ndcg_hit_at_k, rank_users
-from catrec.models import ModelConfig, SequentialRecommender
 
 
 def scores_with_target_at(rank: int, num_items: int = 30) -> torch.Tensor:
@@ -52,20 +52,6 @@ def test_constant_model_scores_zero() -> None:
     scores[:, 0] = -torch.inf
     ndcg, hit = ndcg_hit_at_k(scores, torch.tensor([1, 7, 25, 50]))
     assert ndcg.sum().item() == 0.0 and hit.sum().item() == 0.0
-
-
-class LastItemModel(SequentialRecommender):
-    """A real one-dimensional model: the user representation is the embedding of the current item."""
-
-    def __init__(self, embedding: list[float]) -> None:
-        super().__init__(
-            ModelConfig(name="last_item", num_items=len(embedding) - 1, max_len=4, hidden_size=1, dropout=0.0)
-        )
-        with torch.no_grad():
-            self.item_emb.weight.copy_(torch.tensor(embedding).unsqueeze(1))
-
-    def encode(self, seq_emb: torch.Tensor, seqs: torch.Tensor) -> torch.Tensor:
-        return seq_emb
 
 
 def test_rank_users_excludes_history_but_never_the_target() -> None:
@@ -115,3 +101,11 @@ def test_nan_scores_count_against_the_target() -> None:
     assert hit.tolist() == [0.0, 0.0]
     ndcg, hit = ndcg_hit_at_k(scores, torch.tensor([2, 2]), k=2)
     assert hit.tolist() == [1.0, 0.0] and ndcg[0].item() == pytest.approx(1 / math.log2(3))
+
+
+def test_default_cutoff_is_10_and_results_keep_the_scores_dtype() -> None:
+    # NDCG@10 and Hit@10 (section 5.4) unless told otherwise: rank 9 counts, rank 10 does not.
+    scores = torch.cat([scores_with_target_at(9), scores_with_target_at(10)]).double()
+    ndcg, hit = ndcg_hit_at_k(scores, torch.tensor([1, 1]))
+    assert hit.tolist() == [1.0, 0.0] and ndcg.tolist() == pytest.approx([1 / math.log2(11), 0.0])
+    assert ndcg.dtype == hit.dtype == torch.float64
