@@ -31,14 +31,26 @@ from catrec.vocabulary import ADVERSARIAL_KEYS_OF, CASCADE_TERMS_OF, CURVE_COLUM
 
 MAX_LEN, HIDDEN, BATCH_SIZE = 16, 16, 64
 TRAINED_METHODS = ("continued", "adv_linear", "adv_seq", "adv_global", *CASCADE_TERMS_OF)
-METRICS_KEYS = {"dataset", "model", "method", "seed", "valid", "test", "epsilon", "selected_epoch", "run_id"}
+METRICS_KEYS = {
+    "dataset",
+    "model",
+    "method",
+    "seed",
+    "valid",
+    "test",
+    "epsilon",
+    "selected_epoch",
+    "run_id",
+    "engine",
+}
 
 
 def make_hparams(method: str = "adv_cas", **overrides: Any) -> dict[str, Any]:
     """Exactly the ``--hparams`` keys ``catrec finetune`` reads for ``method``, as the pipeline passes."""
     hparams = {
         "seed": 0, "max_len": MAX_LEN, "batch_size": BATCH_SIZE, "lr": 0.01, "l2": 0.0, "epochs": 1,
-        "eval_every": 1, "checkpoint_every": 1, "bucket_by_length": True, "epoch_offset": 20,
+        "eval_every": 1, "checkpoint_every": 1, "bucket_by_length": True, "engine": "eager",
+        "epoch_offset": 20,
         "epsilon": 1.0, "lambda1": 1.0, "lambda2": 1.0, "grad_norm_scope": "sequence", "init_noise": 1e-3,
         "perturb_space": "input", "model_selection": "best_valid",
     }  # fmt: skip

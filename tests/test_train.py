@@ -44,6 +44,7 @@ TOY_HPARAMS = {
     "eval_every": 4,
     "checkpoint_every": 4,
     "bucket_by_length": True,
+    "engine": "eager",
     "epsilon": 10,  # a fine-tuning key: ignored here
 }
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -107,6 +107,18 @@ class SequenceData:
             _free=num_items - real.sum(1),
         )
 
+    def to(self, device: torch.device | str) -> SequenceData:
+        """The same data with every tensor on ``device`` (the static engine trains and evaluates there)."""
+
+        def moved(value: object) -> object:
+            if isinstance(value, torch.Tensor):
+                return value.to(device)
+            if isinstance(value, dict):
+                return {key: moved(item) for key, item in value.items()}
+            return value
+
+        return replace(self, **{item.name: moved(getattr(self, item.name)) for item in fields(self)})
+
     @property
     def num_users(self) -> int:
         return self._train_inputs.shape[0]
@@ -138,13 +150,17 @@ class SequenceData:
     def sample_negatives(self, users: torch.Tensor, width: int, generator: torch.Generator) -> torch.Tensor:
         """(B, width) items drawn uniformly, independently, from the items outside each user's training items.
 
+        On the device of the data (``to``), which must be ``generator``'s.
+
         Sampling by inversion instead of rejection: draw the rank r of the negative among the user's free
         items, then r-th free item = r + 1 + #{training items h_j below it} = r + 1 + #{j: gaps_j <= r}, where
         gaps_j counts the free items below h_j (non-decreasing, so a binary search finds the count). One
         draw per position, no retry loop, whatever the share of items the user has seen.
         """
         free = self._free[users].unsqueeze(1)
-        uniform = torch.rand(len(users), width, generator=generator, dtype=torch.float64)
+        uniform = torch.rand(
+            len(users), width, generator=generator, dtype=torch.float64, device=self._free.device
+        )
         # float64 makes uniform * free exact enough; the clamp guards the rounding of values just below 1.
         rank = torch.minimum((uniform * free).long(), free - 1)
         return rank + 1 + torch.searchsorted(self._gaps[users], rank, right=True)
