@@ -245,9 +245,12 @@ def read_curve(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
+@pytest.mark.parametrize("engine", ["eager", "static"])
 @pytest.mark.parametrize("model_name", ["sasrec", "gru4rec"])
-def test_training_beats_popularity(toy_data: SequenceData, tmp_path: Path, model_name: str) -> None:
-    _, result = train_toy(toy_data, tmp_path, model_name)
+def test_training_beats_popularity(
+    toy_data: SequenceData, tmp_path: Path, model_name: str, engine: str
+) -> None:
+    _, result = train_toy(toy_data, tmp_path, model_name, engine=engine)
     popularity = popularity_ndcg(toy_data)
     assert result.valid["ndcg@10"] > max(2 * popularity, popularity + 0.05)
     assert result.selected_epoch == 12
