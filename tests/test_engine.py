@@ -197,6 +197,17 @@ def test_static_passes_share_their_dropout_masks(
     assert terms.adv_seq is not None and torch.equal(terms.adv_seq, terms.clean)
 
 
+def test_recorded_dropout_is_inverted_dropout() -> None:
+    masks, x = DropoutMasks(), torch.ones(100_000)
+    with masks.recording():
+        dropped = masks.apply(x, 0.25)
+    assert dropped.unique().tolist() == pytest.approx([0.0, 1 / 0.75])
+    assert dropped.mean().item() == pytest.approx(1.0, abs=0.01)  # the expectation is kept
+    with masks.replaying():
+        assert torch.equal(masks.apply(2 * x, 0.25), 2 * dropped)
+    assert not torch.equal(masks.apply(x, 0.25), dropped)  # outside replay, fresh masks
+
+
 class StaticEngineBatches:
     """Static batches of ``data`` drawn as the static engine draws them (CPU)."""
 
