@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -55,13 +54,7 @@ def pretrain_hparams(model_name: str, **overrides: object) -> dict[str, object]:
     return {key: values[key] for key in stage_keys("pretrain", model=model_name)}
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Other jobs share the CPU cores: more threads than free cores slows these small models down a lot."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -108,10 +101,15 @@ def test_from_dir_matches_from_sequences(toy_data: SequenceData, toy_sequences: 
     assert torch.equal(toy_data.eval_exclude("test"), direct.eval_exclude("test"))
 
 
-def test_negatives_avoid_training_items_and_cover_the_rest(toy_data: SequenceData) -> None:
-    users = torch.arange(toy_data.num_users)
-    negatives = toy_data.sample_negatives(users, 3000, torch.Generator().manual_seed(0))
-    assert negatives.shape == (toy_data.num_users, 3000)
+@pytest.mark.parametrize("on_device", [False, True])
+def test_negatives_avoid_training_items_and_cover_the_rest(toy_data: SequenceData, on_device: bool) -> None:
+    """On the host (eager engine) and on the training device by a device generator (static engine)."""
+    device = torch.device("cuda" if on_device and torch.cuda.is_available() else "cpu")
+    data = toy_data.to(device) if on_device else toy_data
+    users = torch.arange(toy_data.num_users, device=device)
+    negatives = data.sample_negatives(users, 3000, torch.Generator(device).manual_seed(0))
+    assert negatives.device == users.device and negatives.shape == (toy_data.num_users, 3000)
+    negatives = negatives.cpu()
     assert negatives.min() >= 1 and negatives.max() <= toy_data.num_items
     history = toy_data.training_items()
     for user in range(0, toy_data.num_users, 7):

@@ -81,8 +81,8 @@ def train_step(
     return loss.item()
 
 
-class EagerEngine:
-    """Trimmed batches drawn on the host by a CPU generator, one read-back of the loss per step."""
+class _Training:
+    """What an engine trains: the model (on ``device``), its data, loss and schedule."""
 
     def __init__(
         self,
@@ -94,6 +94,17 @@ class EagerEngine:
     ) -> None:
         self._model, self._data, self._loss_fn = model, data, loss_fn
         self._schedule, self._device = schedule, device
+        self._prepare()
+
+    def _prepare(self) -> None:
+        raise NotImplementedError
+
+
+class EagerEngine(_Training):
+    """Trimmed batches drawn on the host by a CPU generator, one read-back of the loss per step."""
+
+    def _prepare(self) -> None:
+        model, schedule = self._model, self._schedule
         self.optimizer = make_optimizer(model, schedule)
         self.sampler = torch.Generator().manual_seed(sampler_seed(schedule.seed))
         self._loss_sum, self._steps = 0.0, 0
@@ -112,25 +123,16 @@ class EagerEngine:
         return self._loss_sum / max(self._steps, 1)
 
 
-class StaticEngine:
+class StaticEngine(_Training):
     """Fixed-shape batches built on the device, no read-back inside a step, a CUDA graph on CUDA.
 
-    The model (on ``device``) is switched to its static layout. ``capture`` False runs every step uncaptured
-    on CUDA too (the reference the graph is tested against).
+    The model (on ``device``) is switched to its static layout. Setting ``capture`` False before the first
+    step runs every step uncaptured on CUDA too (the reference the graph is tested against).
     """
 
-    def __init__(
-        self,
-        model: SequentialRecommender,
-        data: SequenceData,
-        loss_fn: LossFn,
-        schedule: TrainSchedule,
-        device: torch.device,
-        *,
-        capture: bool = True,
-    ) -> None:
-        self._model, self._loss_fn, self._schedule, self._device = model, loss_fn, schedule, device
-        self._capture = capture and device.type == "cuda"
+    def _prepare(self) -> None:
+        model, schedule, data, device = self._model, self._schedule, self._data, self._device
+        self.capture = device.type == "cuda"
         model.use_static(DropoutMasks())
         self.optimizer = make_optimizer(model, schedule, capturable=True)
         self.sampler = torch.Generator(device).manual_seed(sampler_seed(schedule.seed))
@@ -167,7 +169,7 @@ class StaticEngine:
         self._loss_sum += loss.detach()
 
     def _run(self) -> None:
-        if not self._capture:
+        if not self.capture:
             self.step()
         elif self._graph is not None:
             self._graph.replay()
