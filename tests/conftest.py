@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,15 @@ def toy_sequences() -> list[list[int]]:
 @pytest.fixture(scope="session")
 def toy_data_dir(tmp_path_factory: pytest.TempPathFactory, toy_sequences: list[list[int]]) -> Path:
     return write_sequences_dir(tmp_path_factory.mktemp("toy") / "data", toy_sequences)
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Other jobs share the CPU cores: more threads than free cores slows these small models down a lot."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def require_shared(path: Path) -> Path:

@@ -43,6 +43,7 @@ TOY_HPARAMS = {
     "lr": 0.005,
     "l2": 1e-5,
     "bucket_by_length": True,
+    "engine": "eager",
 }
 ATTACK_HPARAMS = {
     "max_len": MAX_LEN,

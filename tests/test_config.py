@@ -67,6 +67,7 @@ def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
         (_set("epsilon_sweep.values", [1, float("-inf")]), "epsilon_sweep.values.1"),
         (_set("train.pretrain_epochs", 3.0), "train.pretrain_epochs"),
         (_set("train.bucket_by_length", 1), "train.bucket_by_length"),
+        (_set("train.engine", "graph"), "train.engine"),
         (_set("download.max_bytes", 0), "download.max_bytes"),
         (_set("download.deadline_s", float("inf")), "download.deadline_s"),
         (_set("download.timeout", 5), "download.timeout"),

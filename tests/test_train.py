@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -44,6 +43,7 @@ TOY_HPARAMS = {
     "eval_every": 4,
     "checkpoint_every": 4,
     "bucket_by_length": True,
+    "engine": "eager",
     "epsilon": 10,  # a fine-tuning key: ignored here
 }
 
@@ -54,13 +54,7 @@ def pretrain_hparams(model_name: str, **overrides: object) -> dict[str, object]:
     return {key: values[key] for key in stage_keys("pretrain", model=model_name)}
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Other jobs share the CPU cores: more threads than free cores slows these small models down a lot."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -107,10 +101,15 @@ def test_from_dir_matches_from_sequences(toy_data: SequenceData, toy_sequences: 
     assert toy_data.eval_exclude("test").tolist() == direct.eval_exclude("test").tolist()
 
 
-def test_negatives_avoid_training_items_and_cover_the_rest(toy_data: SequenceData) -> None:
-    users = torch.arange(toy_data.num_users)
-    negatives = toy_data.sample_negatives(users, 3000, torch.Generator().manual_seed(0))
-    assert negatives.shape == (toy_data.num_users, 3000)
+@pytest.mark.parametrize("on_device", [False, True])
+def test_negatives_avoid_training_items_and_cover_the_rest(toy_data: SequenceData, on_device: bool) -> None:
+    """On the host (eager engine) and on the training device by a device generator (static engine)."""
+    device = torch.device("cuda" if on_device and torch.cuda.is_available() else "cpu")
+    data = toy_data.to(device) if on_device else toy_data
+    users = torch.arange(toy_data.num_users, device=device)
+    negatives = data.sample_negatives(users, 3000, torch.Generator(device).manual_seed(0))
+    assert negatives.device == users.device and negatives.shape == (toy_data.num_users, 3000)
+    negatives = negatives.cpu()
     assert negatives.min() >= 1 and negatives.max() <= toy_data.num_items
     history = toy_data.training_items().tolist()
     for user in range(0, toy_data.num_users, 7):
@@ -245,9 +244,12 @@ def read_curve(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
+@pytest.mark.parametrize("engine", ["eager", "static"])
 @pytest.mark.parametrize("model_name", ["sasrec", "gru4rec"])
-def test_training_beats_popularity(toy_data: SequenceData, tmp_path: Path, model_name: str) -> None:
-    _, result = train_toy(toy_data, tmp_path, model_name)
+def test_training_beats_popularity(
+    toy_data: SequenceData, tmp_path: Path, model_name: str, engine: str
+) -> None:
+    _, result = train_toy(toy_data, tmp_path, model_name, engine=engine)
     popularity = popularity_ndcg(toy_data)
     assert result.valid["ndcg@10"] > max(2 * popularity, popularity + 0.05)
     assert result.selected_epoch == 12

@@ -25,6 +25,7 @@ from catrec.data.sequences import SequenceData
 from catrec.errors import CatrecError
 from catrec.losses import LossFn, bce_from_scores, bce_loss
 from catrec.models import SequentialRecommender
+from catrec.models.dropout import DropoutMasks
 from catrec.vocabulary import ADVERSARIAL_KEYS_OF
 
 # Guards the division of an all-zero gradient (padding positions, a flat loss): 0 / tiny = 0, never NaN.
@@ -69,13 +70,24 @@ class CascadeFactors:
         return perturbation_factors(rows, batch.seqs != 0)
 
 
-class _SameDropout:
-    """``model.encode`` replayed from one saved RNG state (CPU and CUDA): every pass draws the same masks.
+Encoder = Callable[[torch.Tensor], torch.Tensor]
+
+
+def same_dropout(model: SequentialRecommender, seqs: torch.Tensor) -> Encoder:
+    """``model.encode`` of ``seqs`` under the same dropout masks in every pass.
 
     The adversarial terms compare perturbed passes with the clean one; with fresh dropout masks, ||w_hat - w||
     would mostly measure dropout noise (and the FGSM step would chase it), and epsilon = 0 would not give
-    back the clean loss.
+    back the clean loss. The eager engine replays the RNG state; the static one, whose step may be a CUDA
+    graph without host code between the passes, replays the masks themselves.
     """
+    if model.dropout_masks is None:
+        return _SameDropout(model, seqs)
+    return _RecordedDropout(model, seqs, model.dropout_masks)
+
+
+class _SameDropout:
+    """``model.encode`` replayed from one saved RNG state (CPU and CUDA): every pass draws the same masks."""
 
     def __init__(self, model: SequentialRecommender, seqs: torch.Tensor) -> None:
         self._model, self._seqs = model, seqs
@@ -87,6 +99,20 @@ class _SameDropout:
         if self._cuda_state is not None:
             torch.cuda.set_rng_state(self._cuda_state, self._seqs.device)
         return self._model.encode(seq_emb, self._seqs)
+
+
+class _RecordedDropout:
+    """``model.encode`` whose first pass records its dropout masks and every later pass replays them."""
+
+    def __init__(self, model: SequentialRecommender, seqs: torch.Tensor, masks: DropoutMasks) -> None:
+        self._model, self._seqs, self._masks = model, seqs, masks
+        self._recorded = False
+
+    def __call__(self, seq_emb: torch.Tensor) -> torch.Tensor:
+        context = self._masks.replaying() if self._recorded else self._masks.recording()
+        self._recorded = True
+        with context:
+            return self._model.encode(seq_emb, self._seqs)
 
 
 def fgsm_step(gradient: torch.Tensor, real: torch.Tensor, epsilon: float, scope: str) -> torch.Tensor:
@@ -177,7 +203,7 @@ class AdversarialLoss:
         seq_emb = model.item_emb(batch.seqs)
         # Drawn before the RNG state is saved, so these numbers are never reused as dropout masks.
         noise = torch.randn_like(seq_emb) if self.sequence == "representation" else None
-        encode = _SameDropout(model, batch.seqs)
+        encode = same_dropout(model, batch.seqs)
         reps = encode(seq_emb)
         pos_emb, neg_emb = model.item_emb(batch.pos), model.item_emb(batch.neg)
         terms = LossTerms(clean=_bce(reps, pos_emb, neg_emb, mask))

@@ -35,7 +35,16 @@ _Validator = jsonschema.validators.extend(
 )
 
 STAGES = ("pretrain", "finetune", "attack")
-_SCHEDULE_KEYS = ("batch_size", "lr", "l2", "epochs", "eval_every", "checkpoint_every", "bucket_by_length")
+_SCHEDULE_KEYS = (
+    "batch_size",
+    "lr",
+    "l2",
+    "epochs",
+    "eval_every",
+    "checkpoint_every",
+    "bucket_by_length",
+    "engine",
+)
 ATTACK_KEYS = ("positions", "max_k", "distance", "step_size", "multi", "random_seed")
 
 

@@ -41,23 +41,31 @@ def rank_users(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-user (NDCG@k, Hit@k) of ``targets`` (m,) ranked over all items after left-padded ``inputs`` (m, L).
 
-    The items ``exclude`` lists for a user and the padding item are ranked last, except the user's own
-    target, which always competes. Results are on the CPU, in the original user order.
+    The items ``exclude`` lists for a user (kept on the host) and the padding item are ranked last, except
+    the user's own target, which always competes. Results are on the CPU, in the original user order, read
+    back from the model's device once.
     """
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    lengths = (inputs != 0).sum(1)
-    # Users of similar length share a batch, so each batch is trimmed to few columns.
-    order = torch.argsort(lengths, stable=True)
-    ndcg = torch.empty(len(targets))
-    hit = torch.empty(len(targets))
+    # Users of similar length share a batch, so each batch is trimmed to few columns; on the device (the
+    # static engine's data), reading a batch's width would stop the device each batch: it keeps all T, and
+    # the users stay in order. Either way the order lives on the host, where ``exclude`` is.
+    trim = inputs.device.type == "cpu"
+    if trim:
+        lengths = (inputs != 0).sum(1)
+        order = torch.argsort(lengths, stable=True)
+    else:
+        order = torch.arange(len(targets))
+    ndcg = torch.empty(len(targets), device=device)
+    hit = torch.empty(len(targets), device=device)
     try:
         for start in range(0, len(order), batch_size):
             users = order[start : start + batch_size]
-            width = max(1, int(lengths[users].max()))
-            seqs = inputs[users, -width:].to(device)
-            batch_targets = targets[users].to(device)
+            width = max(1, int(lengths[users].max())) if trim else inputs.shape[1]
+            on_inputs = users.to(inputs.device)
+            seqs = inputs[on_inputs, -width:].to(device)
+            batch_targets = targets[on_inputs].to(device)
             scores = model.score_all(model(seqs)[:, -1])
             target_scores = scores.gather(1, batch_targets.unsqueeze(1))
             scores[:, 0] = -torch.inf
@@ -65,8 +73,9 @@ def rank_users(
             scores[rows.to(device), items.to(device)] = -torch.inf
             scores.scatter_(1, batch_targets.unsqueeze(1), target_scores)
             batch_ndcg, batch_hit = ndcg_hit_at_k(scores, batch_targets, k)
-            ndcg[users] = batch_ndcg.float().cpu()
-            hit[users] = batch_hit.float().cpu()
+            ndcg[users.to(device)] = batch_ndcg.float()
+            hit[users.to(device)] = batch_hit.float()
     finally:
         model.train(was_training)
+    ndcg, hit = torch.stack((ndcg, hit)).cpu()
     return ndcg, hit

@@ -1,4 +1,7 @@
-"""Where and how a run computes: the device, CPU threads and seeds. None of these change a run's identity."""
+"""Where and how a run computes: the device, CPU threads, the training engine and seeds.
+
+The device, threads and seeds never change a run's identity; the engine does (``resolve_engine``).
+"""
 
 from __future__ import annotations
 
@@ -18,6 +21,23 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise CatrecError(f"device '{name}' requested but CUDA is not available")
     return device
+
+
+ENGINES = ("auto", "eager", "static")
+
+
+def resolve_engine(engine: str, device: torch.device) -> str:
+    """The engine ``train.engine`` names on ``device``: 'auto' -> 'static' on CUDA, 'eager' elsewhere.
+
+    'eager' trims and packs each batch (few padded positions: the fast choice on a CPU); 'static' keeps one
+    batch shape and everything on the device so that CUDA can replay a captured graph (``catrec.engine``).
+    The two draw their random numbers differently, so the resolved name is part of a run's identity.
+    """
+    if engine not in ENGINES:
+        raise CatrecError(f"unknown engine '{engine}' (expected one of {', '.join(ENGINES)})")
+    if engine == "auto":
+        return "static" if device.type == "cuda" else "eager"
+    return engine
 
 
 def configure(device_name: str, threads: int) -> torch.device:

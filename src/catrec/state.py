@@ -23,6 +23,8 @@ from catrec.io import read_json, write_text_atomically
 IDENTITY_FILE = "identity.json"
 # Settings that change how often a run is saved, not what it computes.
 _NOT_IDENTITY = ("checkpoint_every",)
+# Every run trained with the eager engine before `engine` was a setting: its runs keep the identity they had.
+_IMPLIED = {"engine": "eager"}
 
 
 def file_digest(path: str | Path) -> str:
@@ -60,7 +62,11 @@ def run_state(
         "stage": stage,
         "model": model,
         "method": method,
-        "hparams": {key: value for key, value in hparams.items() if key not in _NOT_IDENTITY},
+        "hparams": {
+            key: value
+            for key, value in hparams.items()
+            if key not in _NOT_IDENTITY and not (key in _IMPLIED and value == _IMPLIED[key])
+        },
         "inputs": {name: file_digest(path) for name, path in sorted(inputs.items())},
     }
     run_id = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]

@@ -15,7 +15,7 @@ import torch
 
 @dataclass(frozen=True, eq=False)
 class ItemSets:
-    """``offsets`` (m + 1,) and ``items`` (total,), both int64 on the CPU; rows keep their given order."""
+    """``offsets`` (m + 1,) and ``items`` (total,), both int64 on one device; rows keep their given order."""
 
     offsets: torch.Tensor
     items: torch.Tensor
@@ -27,6 +27,9 @@ class ItemSets:
         torch.cumsum(lengths, 0, out=offsets[1:])
         flat = [item for row in rows for item in row]
         return cls(offsets=offsets, items=torch.tensor(flat, dtype=torch.int64))
+
+    def to(self, device: torch.device | str) -> ItemSets:
+        return ItemSets(offsets=self.offsets.to(device), items=self.items.to(device))
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -40,10 +43,10 @@ class ItemSets:
         ``positions`` indexes ``items``; each user's items in their order."""
         starts = self.offsets[users]
         counts = self.offsets[users + 1] - starts
-        rows = torch.repeat_interleave(torch.arange(len(users)), counts)
+        rows = torch.repeat_interleave(torch.arange(len(users), device=users.device), counts)
         # Position within the row = running index minus where the row's run starts.
         run_starts = torch.cumsum(counts, 0) - counts
-        within = torch.arange(len(rows)) - run_starts[rows]
+        within = torch.arange(len(rows), device=users.device) - run_starts[rows]
         return rows, starts[rows] + within
 
     def pairs(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -9,7 +9,7 @@ recent item is in the last column.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -143,6 +143,21 @@ class SequenceData:
             _free=num_items - lengths,
         )
 
+    def to(self, device: torch.device | str) -> SequenceData:
+        """The same data on ``device`` (the static engine trains and evaluates there), but for the histories
+        a ranking excludes: ``rank_users`` gathers a batch's (row, item) pairs on the host, where their
+        number is known without reading it back from the device, and copies them over."""
+
+        def moved(value: object) -> object:
+            if isinstance(value, torch.Tensor | ItemSets):
+                return value.to(device)
+            if isinstance(value, dict):
+                return {key: moved(item) for key, item in value.items()}
+            return value
+
+        names = [item.name for item in fields(self) if item.name != "_eval_exclude"]
+        return replace(self, **{name: moved(getattr(self, name)) for name in names})
+
     @property
     def num_users(self) -> int:
         return self._train_inputs.shape[0]
@@ -174,6 +189,8 @@ class SequenceData:
     def sample_negatives(self, users: torch.Tensor, width: int, generator: torch.Generator) -> torch.Tensor:
         """(B, width) items drawn uniformly, independently, from the items outside each user's training items.
 
+        On the device of the data (``to``), which must be ``generator``'s.
+
         Sampling by inversion instead of rejection: draw the rank r of the negative among the user's free
         items, then r-th free item = r + 1 + #{training items h_j below it} = r + 1 + #{j: gaps_j <= r}, where
         gaps_j counts the free items below h_j (non-decreasing, so a binary search finds the count). One
@@ -183,7 +200,9 @@ class SequenceData:
         exactly the ``offsets[u]`` gaps of the users before it, so their count is subtracted.
         """
         free = self._free[users].unsqueeze(1)
-        uniform = torch.rand(len(users), width, generator=generator, dtype=torch.float64)
+        uniform = torch.rand(
+            len(users), width, generator=generator, dtype=torch.float64, device=self._free.device
+        )
         # float64 makes uniform * free exact enough; the clamp guards the rounding of values just below 1.
         rank = torch.minimum((uniform * free).long(), free - 1)
         keys = users.unsqueeze(1) * (self.num_items + 1) + rank

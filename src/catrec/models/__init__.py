@@ -6,6 +6,11 @@ w_i per position (Eq. 3.3) and scores an item j by w_i^T e_j with the shared ite
 
 Batches may be trimmed to the last L <= T columns (all-padding columns dropped); models index positions
 from the right end (the last column is position T), so trimming and extra left padding never change outputs.
+
+Each model has two layouts with the same outputs at real positions: the eager one (SASRec on the packed real
+positions, GRU4Rec on packed sequences: the least arithmetic, but shapes that depend on the data) and the
+static one (``use_static``: padded tensors and masks only, no data-dependent shape and no read-back to the
+host, so the static engine can capture a step as a CUDA graph; dropout masks from ``DropoutMasks``).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from torch import nn
 
 from catrec.errors import CatrecError
 from catrec.io import load_torch_file, save_torch_file
+from catrec.models.dropout import Dropout, DropoutMasks
 from catrec.vocabulary import MODEL_KEYS_OF
 
 
@@ -57,12 +63,20 @@ class SequentialRecommender(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
+        self.dropout_masks: DropoutMasks | None = None
         self.item_emb = nn.Embedding(config.num_items + 1, config.hidden_size, padding_idx=0)
         # Xavier-normal as in the reference SASRec/GRU4Rec code; nn.Embedding's N(0, 1) makes the initial
         # scores w^T e so large that the first epochs are spent shrinking the table.
         with torch.no_grad():
             nn.init.xavier_normal_(self.item_emb.weight)
             self.item_emb.weight[0].zero_()
+
+    def use_static(self, masks: DropoutMasks | None) -> None:
+        """Run the static layout, every dropout layer drawing from ``masks``; None: back to the eager one."""
+        self.dropout_masks = masks
+        for module in self.modules():
+            if isinstance(module, Dropout):
+                module.masks = masks
 
     @property
     def input_scale(self) -> float:

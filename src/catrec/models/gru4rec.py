@@ -1,8 +1,11 @@
 """GRU4Rec (Hidasi et al., 2016) as used for next-item prediction: item embedding -> dropout -> GRU.
 
 The GRU output at each position is the user representation w_i there. Left padding is removed before the
-GRU (sequences are packed), so the hidden state starts at zero at each user's first real item and outputs do
-not depend on the amount of padding; padding positions output zeros.
+GRU, so the hidden state starts at zero at each user's first real item and outputs do not depend on the
+amount of padding; padding positions output zeros. The eager layout packs the left-aligned rows
+(``pack_padded_sequence``, which reads the lengths on the host); the static layout runs the GRU over the
+whole left-aligned rows: a GRU is causal, so its outputs at a row's real positions, which come first, are
+the same, and the outputs after them are masked.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from catrec.models import ModelConfig, SequentialRecommender
+from catrec.models.dropout import Dropout
 
 
 def _roll_rows(x: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
@@ -25,15 +29,19 @@ def _roll_rows(x: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
 class GRU4Rec(SequentialRecommender):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
-        self.emb_dropout = nn.Dropout(config.dropout)
+        self.emb_dropout = Dropout(config.dropout)
         self.gru = nn.GRU(config.hidden_size, config.hidden_size, config.num_layers, batch_first=True)
 
     def encode(self, seq_emb: torch.Tensor, seqs: torch.Tensor) -> torch.Tensor:
         length = seqs.shape[1]
-        lengths = (seqs != 0).sum(1)
+        real = seqs != 0
+        lengths = real.sum(1)
         padding = length - lengths
         x = self.emb_dropout(seq_emb)
         left_aligned = _roll_rows(x, padding)
+        if self.dropout_masks is not None:
+            output, _ = self.gru(left_aligned)
+            return torch.where(real.unsqueeze(-1), _roll_rows(output, lengths % length), 0.0)
         packed = pack_padded_sequence(
             left_aligned, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False
         )

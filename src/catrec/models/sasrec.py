@@ -8,9 +8,11 @@ norm. Two layer-norm placements (docs/reproduction-notes.md):
 - ``original``: the authors' code: q = LN(x); x = q + Attn(q, x, x); x = LN(x); x = x + FFN(x).
 
 Padding keys are masked out of attention, so outputs do not depend on how much left padding there is.
-Every layer but attention works on the packed real positions only ((N, d), N = real items of the batch):
-on Beauty a random batch is mostly padding, which would otherwise cost several times the real work.
-Attention alone sees the padded (B, L, d) view. Outputs at padding are 0.
+In the eager layout every layer but attention works on the packed real positions only ((N, d), N = real
+items of the batch): on Beauty a random batch is mostly padding, which would otherwise cost several times
+the real work. Attention alone sees the padded (B, L, d) view. The static layout runs every layer on the
+padded (B, L, d) tensor (a fixed shape; finding the real positions would read their number on the host),
+with attention written out so that its dropout masks come from ``DropoutMasks``. Outputs at padding are 0.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from catrec.models import ModelConfig, SequentialRecommender
+from catrec.models.dropout import Dropout
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,22 @@ class _Packing:
         return padded[self.rows, self.columns]
 
 
+@dataclass(frozen=True)
+class _Padded:
+    """The static layout: every position is kept, so packing and padding leave the (B, L, d) tensor as is."""
+
+    shape: tuple[int, int]
+
+    def pad(self, packed: torch.Tensor) -> torch.Tensor:
+        return packed
+
+    def pack(self, padded: torch.Tensor) -> torch.Tensor:
+        return padded
+
+
+_Layout = _Packing | _Padded
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, hidden: int, heads: int, dropout: float) -> None:
         super().__init__()
@@ -52,9 +71,11 @@ class CausalSelfAttention(nn.Module):
         self.key = nn.Linear(hidden, hidden)
         self.value = nn.Linear(hidden, hidden)
         self.out = nn.Linear(hidden, hidden)
+        # Dropout on the attention weights in the static layout (the eager one leaves it to the fused kernel).
+        self.weights_dropout = Dropout(dropout)
 
     def forward(
-        self, queries: torch.Tensor, keys: torch.Tensor, packing: _Packing, mask: torch.Tensor
+        self, queries: torch.Tensor, keys: torch.Tensor, packing: _Layout, mask: torch.Tensor
     ) -> torch.Tensor:
         """Packed (N, d) queries and keys -> packed (N, d) outputs; projections run on the packed rows."""
         (batch, length), hidden = packing.shape, queries.shape[-1]
@@ -62,13 +83,16 @@ class CausalSelfAttention(nn.Module):
         def split(x: torch.Tensor) -> torch.Tensor:
             return packing.pad(x).view(batch, length, self.heads, hidden // self.heads).transpose(1, 2)
 
-        attended = F.scaled_dot_product_attention(
-            split(self.query(queries)),
-            split(self.key(keys)),
-            split(self.value(keys)),
-            attn_mask=mask,
-            dropout_p=self.dropout if self.training else 0.0,
-        )
+        query, key, value = split(self.query(queries)), split(self.key(keys)), split(self.value(keys))
+        if isinstance(packing, _Padded):
+            # What the fused kernel computes, written out so that dropout draws its mask from DropoutMasks.
+            scores = (query @ key.transpose(-2, -1)) / math.sqrt(hidden // self.heads)
+            weights = torch.softmax(scores.masked_fill(~mask, -torch.inf), dim=-1)
+            attended = self.weights_dropout(weights) @ value
+        else:
+            attended = F.scaled_dot_product_attention(
+                query, key, value, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
+            )
         return self.out(packing.pack(attended.transpose(1, 2).reshape(batch, length, hidden)))
 
 
@@ -77,10 +101,10 @@ class PointWiseFeedForward(nn.Module):
         super().__init__()
         self.net = nn.Sequential(
             nn.Linear(hidden, hidden),
-            nn.Dropout(dropout),
+            Dropout(dropout),
             nn.ReLU(),
             nn.Linear(hidden, hidden),
-            nn.Dropout(dropout),
+            Dropout(dropout),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -94,11 +118,11 @@ class SASRecBlock(nn.Module):
         self.pre_ln = config.layer_norm == "pre"
         self.attention_norm = nn.LayerNorm(hidden, eps=1e-8)
         self.attention = CausalSelfAttention(hidden, config.num_heads, config.dropout)
-        self.attention_dropout = nn.Dropout(config.dropout)
+        self.attention_dropout = Dropout(config.dropout)
         self.forward_norm = nn.LayerNorm(hidden, eps=1e-8)
         self.feed_forward = PointWiseFeedForward(hidden, config.dropout)
 
-    def forward(self, x: torch.Tensor, packing: _Packing, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, packing: _Layout, mask: torch.Tensor) -> torch.Tensor:
         if self.pre_ln:
             normed = self.attention_norm(x)
             x = x + self.attention_dropout(self.attention(normed, normed, packing, mask))
@@ -114,7 +138,7 @@ class SASRec(SequentialRecommender):
         super().__init__(config)
         self.pos_emb = nn.Embedding(config.max_len, config.hidden_size)
         nn.init.xavier_normal_(self.pos_emb.weight)
-        self.emb_dropout = nn.Dropout(config.dropout)
+        self.emb_dropout = Dropout(config.dropout)
         self.blocks = nn.ModuleList(SASRecBlock(config) for _ in range(config.num_blocks))
         self.last_norm = nn.LayerNorm(config.hidden_size, eps=1e-8)
 
@@ -128,8 +152,13 @@ class SASRec(SequentialRecommender):
         if length > self.config.max_len:
             raise ValueError(f"sequence length {length} exceeds max_len {self.config.max_len}")
         real = seqs != 0
-        rows, columns = real.nonzero(as_tuple=True)
-        packing = _Packing(rows, columns, (seqs.shape[0], length))
+        packing: _Layout
+        if self.dropout_masks is None:
+            rows, columns = real.nonzero(as_tuple=True)
+            packing = _Packing(rows, columns, (seqs.shape[0], length))
+        else:
+            columns = torch.arange(length, device=seqs.device)
+            packing = _Padded((seqs.shape[0], length))
         # Right-aligned positions: the last column is always position T - 1, whatever the batch width.
         positions = columns + (self.config.max_len - length)
         x = packing.pack(seq_emb) * self.input_scale + self.pos_emb(positions)
@@ -140,4 +169,6 @@ class SASRec(SequentialRecommender):
         mask = mask.unsqueeze(1)
         for block in self.blocks:
             x = block(x, packing, mask)
+        if isinstance(packing, _Padded):
+            return torch.where(real.unsqueeze(-1), self.last_norm(x), 0.0)
         return packing.pad(self.last_norm(x))

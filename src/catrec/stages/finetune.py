@@ -1,8 +1,9 @@
 """Stage ``finetune``: fine-tune a pretrained model with one method (Eq. 4.6-4.10); write its results.
 
 'base' trains nothing: it reports the pretrained model (its weights copied, a curve with only the header).
-The metrics JSON carries ``epsilon`` (None for methods without perturbation), ``selected_epoch`` and the
-run's identity digest ``run_id``.
+The metrics JSON carries ``epsilon`` (None for methods without perturbation), ``selected_epoch``, the
+run's identity digest ``run_id`` and the training ``engine`` that ran ('eager' for 'base': its evaluation
+is the eager one).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from catrec.adversarial import make_loss
 from catrec.data.sequences import SPLITS
 from catrec.io import write_text_atomically
 from catrec.models import save_model
-from catrec.runtime import configure
+from catrec.runtime import configure, resolve_engine
 from catrec.stages.common import (
     data_inputs,
     load_model_and_data,
@@ -57,10 +58,17 @@ def finetune(
         save_model(checkpoint, model)
         write_text_atomically(curve, ",".join(CURVE_COLUMNS) + "\n")
         write_metrics_json(
-            metrics, **record, **scores, epsilon=None, selected_epoch=values["epoch_offset"], run_id=None
+            metrics,
+            **record,
+            **scores,
+            epsilon=None,
+            selected_epoch=values["epoch_offset"],
+            run_id=None,
+            engine="eager",
         )
         return
 
+    values["engine"] = resolve_engine(values["engine"], torch_device)
     config = TrainConfig.from_hparams(values)
     inputs = {**data_inputs(data_dir), "pretrained": Path(pretrained)}
     cascade_matrix = method_cascade(method, cascade, config.batch_size, data)
@@ -98,4 +106,5 @@ def finetune(
         epsilon=values.get("epsilon"),
         selected_epoch=result.selected_epoch,
         run_id=state.run_id,
+        engine=config.engine,
     )

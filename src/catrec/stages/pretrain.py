@@ -9,7 +9,7 @@ from typing import Any
 from catrec.data.sequences import SequenceData
 from catrec.losses import bce_loss
 from catrec.models import ModelConfig, build_model, save_model
-from catrec.runtime import configure
+from catrec.runtime import configure, resolve_engine
 from catrec.stages.common import data_inputs, prepare, write_metrics_json
 from catrec.state import run_state
 from catrec.trainer import TrainConfig, fit
@@ -30,8 +30,9 @@ def pretrain(
 ) -> None:
     """Train ``model_name`` on ``data_dir``, resuming this run's own state under ``state_dir``."""
     values = prepare(hparams, "pretrain", model=model_name)
-    config = TrainConfig.from_hparams(values)
     torch_device = configure(device, threads)
+    values["engine"] = resolve_engine(values["engine"], torch_device)
+    config = TrainConfig.from_hparams(values)
     data = SequenceData.from_dir(data_dir, values["max_len"])
     state = run_state(
         state_dir,
@@ -47,7 +48,7 @@ def pretrain(
     print(
         f"pretrain {dataset}/{model_name} seed {config.seed}: device {torch_device}, {data.num_users} users, "
         f"{data.num_items} items, T={values['max_len']}, {parameters} parameters, {config.epochs} epochs, "
-        f"state {state.directory}"
+        f"engine {config.engine}, state {state.directory}"
     )
     result = fit(
         model,
@@ -72,4 +73,5 @@ def pretrain(
         valid=result.valid,
         test=result.test,
         run_id=state.run_id,
+        engine=config.engine,
     )
