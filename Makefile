@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-slurm demo report lint bench mutate clean
+.PHONY: install test test-slurm demo report lint bench mutate gpu-check clean
 
 $(STAMP): pyproject.toml envs/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,17 @@ mutate: install
 		echo "$$module,$$(( $$(date +%s) - start ))" >> mutants/seconds.csv; \
 	done
 	$(BIN)/python tests/mutation_summary.py $(MODULES)
+
+# For a lent GPU (<= 8 min): pytest -m gpu, bench/paper_cost.py --json, bench/train_speed.py and a short Snakemake
+# run on Beauty, each into a file under OUT (bench/README.md). Rehearse on the CPU: make gpu-check DEVICE=cpu.
+# Needs no install step where torch, snakemake and jsonschema are importable: PYTHON=python3 there.
+OUT ?= gpu-check
+DEVICE ?= cuda
+GPU_PYTHON ?= $(BIN)/python
+BEAUTY ?= ../shared/data/beauty/Beauty.txt
+gpu-check:
+	OUT=$(OUT) DEVICE=$(DEVICE) PYTHON=$(GPU_PYTHON) BEAUTY=$(BEAUTY) PAPER_COST_FLAGS="$(if $(filter cpu,$(DEVICE)),--quick)" \
+		bash bench/gpu_check.sh
 
 clean:
 	rm -rf results/* figures/* .snakemake

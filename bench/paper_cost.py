@@ -1,0 +1,297 @@
+"""What a config's whole experiment costs, stage by stage: timed steps of each engine, projected over its jobs.
+
+Not a test. For every dataset of the config (the real Beauty set from the shared data folder; the others as
+synthetic sets with the users, items and mean sequence length of the paper's Table 1, lengths 5 + an
+exponential tail), both models and each engine (``eager``, ``static``) it times a few training steps of
+every training loss the config's methods use (pretraining and ``continued`` share the clean loss), one
+full-ranking evaluation and one attack run (both on a slice of the users, scaled to all), and the cascade
+matrix of each dataset. The job list comes from Snakemake's own plan of the config (``snakemake -n all``),
+so the projection covers exactly what ``snakemake all`` runs: one job at a time on one device (one GPU), the
+seconds of download, preprocessing, tables and plots left out (seconds each).
+
+    .venv/bin/python bench/paper_cost.py [--device cuda|cpu] [--quick] [--configfile FILE] [--json PATH]
+
+Prints one line ``whole paper: <x> min (eager <y> min) on <device>`` (x: the ``static`` engine); ``--json``
+writes ``device``, ``stages`` (seconds per step / evaluation / attack / cascade, per engine),
+``projected_minutes`` (static) and ``projected_minutes_eager``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from catrec.adversarial import make_loss
+from catrec.attack import AttackConfig, attack_rows
+from catrec.cascade import cascade_matrix
+from catrec.config import load_config, stage_hparams
+from catrec.data.item_sets import ItemSets
+from catrec.data.raw import load_sequences
+from catrec.data.sequences import SequenceData
+from catrec.engine import WARMUP_STEPS, make_engine
+from catrec.metrics import rank_users
+from catrec.models import ModelConfig, build_model
+from catrec.runtime import resolve_device
+from catrec.trainer import TrainConfig
+from catrec.vocabulary import CASCADE_TERMS_OF, CLEAN_METHODS
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BEAUTY_PATH = REPO_ROOT.parent / "shared" / "data" / "beauty" / "Beauty.txt"
+TABLE1 = REPO_ROOT / "config" / "paper" / "table1.csv"
+ENGINES = ("eager", "static")
+# The clean loss of pretraining and `continued`; every other trained method has its own.
+CLEAN = "continued"
+MODEL_RULES = {"pretrain", "finetune", "finetune_clean", "attack", "attack_clean", "profile"}
+MODEL_RULES |= {"user_metrics", "user_metrics_clean", "cascade"}
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much is timed: steps per loss (after warm-up), users of an evaluation and of an attack."""
+
+    steps: int
+    warmup: int  # untimed steps first: a static engine captures its CUDA graph after WARMUP_STEPS
+    eval_users: int
+    attack_users: int
+
+
+FULL = Budget(steps=30, warmup=WARMUP_STEPS + 2, eval_users=4096, attack_users=512)
+QUICK = Budget(steps=3, warmup=WARMUP_STEPS + 1, eval_users=512, attack_users=32)
+
+
+def synthetic(users: int, items: int, mean_length: float, max_len: int, seed: int = 0) -> SequenceData:
+    """Random histories of a Table 1 shape: at least 5 items (5-core), mean ``mean_length``, long-tailed."""
+    rng = np.random.default_rng(seed)
+    lengths = np.minimum(5 + rng.exponential(max(mean_length - 5, 0.0), users).astype(int), items)
+    sequences = [rng.integers(1, items + 1, length).tolist() for length in lengths]
+    return SequenceData.from_sequences(sequences, items, max_len=max_len)
+
+
+def dataset(name: str, max_len: int, shapes: dict[str, dict[str, str]]) -> tuple[SequenceData, str]:
+    """The dataset ``name`` of the config: Beauty real where the shared copy is, else its Table 1 shape."""
+    if name == "beauty" and BEAUTY_PATH.exists():
+        sequences = load_sequences(BEAUTY_PATH)
+        return SequenceData.from_sequences(sequences, max(map(max, sequences)), max_len), "real"
+    if name not in shapes:
+        raise SystemExit(f"dataset '{name}' is neither Beauty nor in {TABLE1}")
+    shape = shapes[name]
+    users, items = int(shape["users"]), int(shape["items"])
+    return synthetic(users, items, int(shape["interactions"]) / users, max_len), "synthetic"
+
+
+def planned_jobs(configfile: Path) -> list[tuple[str, dict[str, str]]]:
+    """(rule, wildcards) of every job ``snakemake -n all`` plans for ``configfile`` in an empty directory."""
+    with tempfile.TemporaryDirectory() as workdir:
+        command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO_ROOT / "Snakefile")]
+        command += ["--directory", workdir, "-n", "--cores", "1", "all", "--configfile", str(configfile)]
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise SystemExit(f"snakemake -n failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+    jobs = re.findall(r"^rule (\w+):\n((?:    .*\n)*)", result.stdout, flags=re.M)
+    planned = []
+    for rule, body in jobs:
+        found = re.search(r"^    wildcards: (.*)$", body, flags=re.M)
+        wildcards = dict(item.split("=", 1) for item in found.group(1).split(", ")) if found else {}
+        planned.append((rule, wildcards))
+    return planned
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(function: Callable[[], Any], device: torch.device) -> float:
+    _synchronize(device)
+    started = time.perf_counter()
+    function()
+    _synchronize(device)
+    return time.perf_counter() - started
+
+
+def step_seconds(
+    data: SequenceData,
+    hparams: dict[str, Any],
+    method: str,
+    cascade: torch.Tensor | None,
+    engine: str,
+    device: torch.device,
+    budget: Budget,
+) -> float:
+    """Seconds per training step of ``method``'s loss with ``engine`` (the mean over ``budget.steps``)."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig.from_hparams(hparams, data.num_items)).to(device).train()
+    loss_fn = make_loss(method, hparams, cascade, data)
+    steps = make_engine(engine, model, data, loss_fn, TrainConfig.from_hparams(hparams), device).epoch()
+    for _ in range(budget.warmup):  # a static engine's capture happens here
+        next(steps)
+    return _timed(lambda: [next(steps) for _ in range(budget.steps)], device) / budget.steps
+
+
+def first_users(data: SequenceData, split: str, count: int) -> tuple[torch.Tensor, torch.Tensor, ItemSets]:
+    """The inputs, targets and excluded histories of ``split`` for the first ``count`` users."""
+    count = min(count, data.num_users)
+    exclude = ItemSets.from_lists(data.eval_exclude(split).tolist()[:count])
+    return data.eval_inputs(split)[:count], data.eval_targets(split)[:count], exclude
+
+
+def eval_seconds(data: SequenceData, hparams: dict[str, Any], device: torch.device, budget: Budget) -> float:
+    """Seconds of one full-ranking evaluation of every user (timed on a slice, scaled)."""
+    model = build_model(ModelConfig.from_hparams(hparams, data.num_items)).to(device)
+    inputs, targets, exclude = first_users(data, "valid", budget.eval_users)
+    rank_users(model, inputs, targets, exclude)  # warm-up
+    seconds = _timed(lambda: rank_users(model, inputs, targets, exclude), device)
+    return seconds * data.num_users / len(targets)
+
+
+def attack_seconds(
+    data: SequenceData, hparams: dict[str, Any], device: torch.device, budget: Budget
+) -> float:
+    """Seconds of one attack job (every attack, position and k of the config; timed on a slice, scaled)."""
+    model = build_model(ModelConfig.from_hparams(hparams, data.num_items)).to(device)
+    inputs, targets, exclude = first_users(data, "test", budget.attack_users)
+    config = AttackConfig.from_hparams(hparams)
+    seconds = _timed(lambda: attack_rows(model, inputs, targets, exclude, config), device)
+    return seconds * data.num_users / len(targets)
+
+
+def trained_losses(config: dict[str, Any]) -> list[str]:
+    """The distinct training losses of the config's methods (ablations of adv_cas time as adv_cas)."""
+    losses = {CLEAN}
+    for method in config["methods"]:
+        if method not in CLEAN_METHODS:
+            losses.add("adv_cas" if method in CASCADE_TERMS_OF else method)
+    return sorted(losses)
+
+
+def time_stages(
+    config: dict[str, Any], device: torch.device, budget: Budget
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Per dataset: its kind and cascade seconds; per model: step seconds per loss and engine, eval, attack."""
+    with open(TABLE1) as handle:
+        shapes = {row["dataset"]: row for row in csv.DictReader(handle)}
+    stages: dict[str, Any] = {}
+    kinds = {}
+    for name, spec in config["datasets"].items():
+        data, kinds[name] = dataset(name, spec["max_len"], shapes)
+        batch_size = config["train"]["batch_size"]
+        cascades = {}
+        started = time.perf_counter()
+        cascades["adv_cas"] = cascade_matrix(data.train_inputs(), batch_size, "both")
+        entry: dict[str, Any] = {
+            "kind": kinds[name],
+            "users": data.num_users,
+            "items": data.num_items,
+            "steps_per_epoch": math.ceil(data.num_users / batch_size),
+            "cascade_seconds": time.perf_counter() - started,
+        }
+        for model_name in config["models"]:
+            # The model's settings are pretraining's; the losses' and the attack's are fine-tuning's.
+            hparams = {
+                **stage_hparams(config, "pretrain", dataset=name, model=model_name, seed=0),
+                **stage_hparams(config, "finetune", dataset=name, model=model_name, seed=0, method="adv_cas"),
+                **stage_hparams(config, "attack", dataset=name, model=model_name),
+            }
+            timings: dict[str, Any] = {
+                "eval_seconds": eval_seconds(data, hparams, device, budget),
+                "attack_seconds": attack_seconds(data, hparams, device, budget),
+                "step_seconds": {},
+            }
+            for loss in trained_losses(config):
+                timings["step_seconds"][loss] = {
+                    engine: step_seconds(data, hparams, loss, cascades.get(loss), engine, device, budget)
+                    for engine in ENGINES
+                }
+                print(f"{name} {model_name} {loss}: {timings['step_seconds'][loss]}", flush=True)
+            entry[model_name] = timings
+        stages[name] = entry
+    return stages, kinds
+
+
+def _evaluations(epochs: int, every: int) -> int:
+    """Evaluated epochs of a run (every ``every``-th and the last), each ranking valid and test."""
+    return len({*range(every, epochs + 1, every), epochs}) if epochs else 1
+
+
+def job_seconds(
+    rule: str, wildcards: dict[str, str], config: dict[str, Any], stages: dict[str, Any], engine: str
+) -> float:
+    """The projected seconds of one planned job with ``engine`` (0 for the rules not timed)."""
+    if rule not in MODEL_RULES:
+        return 0.0
+    entry = stages[wildcards["dataset"]]
+    if rule == "cascade":
+        return entry["cascade_seconds"]
+    timings = entry[wildcards["model"]]
+    train = config["train"]
+    method = wildcards.get("method", "pretrain")
+    loss = "adv_cas" if method in CASCADE_TERMS_OF else method
+    epoch_seconds = entry["steps_per_epoch"] * timings["step_seconds"].get(loss, timings["step_seconds"][CLEAN])[
+        engine
+    ]
+    if rule in ("attack", "attack_clean"):
+        return timings["attack_seconds"]
+    if rule.startswith("user_metrics"):
+        return timings["eval_seconds"]
+    if rule == "profile":
+        return epoch_seconds  # one pass of the method's loss over the training users, as an upper bound
+    if method == "base":
+        return 2 * timings["eval_seconds"]
+    epochs = train["pretrain_epochs"] if rule == "pretrain" else train["finetune_epochs"]
+    return epochs * epoch_seconds + 2 * _evaluations(epochs, train["eval_every"]) * timings["eval_seconds"]
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({torch.get_num_threads()} threads)"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--quick", action="store_true", help="a few steps and small slices (<= 5 min on CPU)")
+    parser.add_argument("--configfile", type=Path, default=REPO_ROOT / "config" / "config.yaml")
+    parser.add_argument("--json", type=Path, help="write the timings and projections here")
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+    config = load_config(args.configfile)
+    budget = QUICK if args.quick else FULL
+    jobs = planned_jobs(args.configfile)
+    stages, kinds = time_stages(config, device, budget)
+    minutes = {
+        engine: sum(job_seconds(rule, wildcards, config, stages, engine) for rule, wildcards in jobs) / 60
+        for engine in ENGINES
+    }
+    report = {
+        "device": device_name(device),
+        "config": str(args.configfile),
+        "quick": args.quick,
+        "jobs": len(jobs),
+        "datasets": kinds,
+        "stages": stages,
+        "projected_minutes": minutes["static"],
+        "projected_minutes_eager": minutes["eager"],
+    }
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"whole paper: {minutes['static']:.1f} min (eager {minutes['eager']:.1f} min) on {report['device']}")
+
+
+if __name__ == "__main__":
+    main()
