@@ -1,4 +1,4 @@
-"""What a config's whole experiment costs, stage by stage: timed steps of each engine, projected over its jobs.
+"""What a config's whole experiment costs: timed steps of each stage and engine, projected over its jobs.
 
 Not a test. For every dataset of the config (the real Beauty set from the shared data folder; the others as
 synthetic sets with the users, items and mean sequence length of the paper's Table 1, lengths 5 + an
@@ -181,7 +181,7 @@ def trained_losses(config: dict[str, Any]) -> list[str]:
 def time_stages(
     config: dict[str, Any], device: torch.device, budget: Budget
 ) -> tuple[dict[str, Any], dict[str, str]]:
-    """Per dataset: its kind and cascade seconds; per model: step seconds per loss and engine, eval, attack."""
+    """Per dataset: its kind and cascade seconds; per model: seconds per step (loss, engine), eval, attack."""
     with open(TABLE1) as handle:
         shapes = {row["dataset"]: row for row in csv.DictReader(handle)}
     stages: dict[str, Any] = {}
@@ -239,10 +239,8 @@ def job_seconds(
     timings = entry[wildcards["model"]]
     train = config["train"]
     method = wildcards.get("method", "pretrain")
-    loss = "adv_cas" if method in CASCADE_TERMS_OF else method
-    epoch_seconds = entry["steps_per_epoch"] * timings["step_seconds"].get(loss, timings["step_seconds"][CLEAN])[
-        engine
-    ]
+    loss = "adv_cas" if method in CASCADE_TERMS_OF else CLEAN if method in ("pretrain", "base") else method
+    epoch_seconds = entry["steps_per_epoch"] * timings["step_seconds"][loss][engine]
     if rule in ("attack", "attack_clean"):
         return timings["attack_seconds"]
     if rule.startswith("user_metrics"):
@@ -290,7 +288,8 @@ def main() -> None:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"whole paper: {minutes['static']:.1f} min (eager {minutes['eager']:.1f} min) on {report['device']}")
+    static, eager = minutes["static"], minutes["eager"]
+    print(f"whole paper: {static:.1f} min (eager {eager:.1f} min) on {report['device']}")
 
 
 if __name__ == "__main__":
