@@ -42,7 +42,7 @@ yaml.safe_dump(config, open(target, "w"), sort_keys=False)
 PY
     local status=0
     PATH="$(dirname "$PYTHON"):$PATH" "$PYTHON" -m snakemake --snakefile "$REPO/Snakefile" --directory "$workdir" \
-        --cores 4 --configfile "$workdir/config.yaml" results/metrics/beauty/sasrec/seed1/adv_cas/eps10.json \
+        --configfile "$workdir/config.yaml" --cores 4 results/metrics/beauty/sasrec/seed1/adv_cas/eps10.json \
         || status=$?
     for log in $(find "$workdir/logs" -name '*.log' | sort); do echo "== $log"; cat "$log"; done
     for tsv in $(find "$workdir/benchmarks" -name '*.tsv' | sort); do echo "== $tsv"; cat "$tsv"; done
