@@ -15,6 +15,9 @@ mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 BEAUTY=$(realpath "$BEAUTY")
 REPO=$(pwd)
+# Absolute, unresolved (a venv's python is a link out of the venv): jobs run in another directory and find
+# `python` on PATH through its folder.
+case $PYTHON in /*) ;; */*) PYTHON=$REPO/$PYTHON ;; *) PYTHON=$(command -v "$PYTHON") ;; esac
 export PYTHONPATH="$REPO/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 : >"$OUT/summary.txt"
 
