@@ -11,14 +11,18 @@ seconds of download, preprocessing, tables and plots left out (seconds each).
 
     .venv/bin/python bench/paper_cost.py [--device cuda|cpu] [--quick] [--configfile FILE] [--json PATH]
 
-Prints one line ``whole paper: <x> min (eager <y> min) on <device>`` (x: the ``static`` engine); ``--json``
-writes ``device``, ``stages`` (seconds per step / evaluation / attack / cascade, per engine),
-``projected_minutes`` (static) and ``projected_minutes_eager``.
+Prints one line ``whole paper: <x> min (eager <y> min) on <device>; unstacked <u> min`` (x: the ``static``
+engine with the fine-tuning runs of each dataset x model x seed at the paper's epsilon trained as one stack,
+``catrec.models.stack``; u: the same runs one after the other; y: ``eager``); ``--json`` writes ``device``,
+``stages`` (seconds per step / evaluation / attack / cascade, per engine; ``stack_step_seconds`` and, on
+CUDA, ``stack_peak_memory_mib``),
+``projected_minutes`` (stacked), ``projected_minutes_unstacked`` and ``projected_minutes_eager``.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import json
 import math
@@ -45,9 +49,10 @@ from catrec.data.sequences import SequenceData
 from catrec.engine import WARMUP_STEPS, make_engine
 from catrec.metrics import rank_users
 from catrec.models import ModelConfig, build_model
+from catrec.paths import epsilon_label
 from catrec.runtime import resolve_device
 from catrec.trainer import TrainConfig
-from catrec.vocabulary import CASCADE_TERMS_OF, CLEAN_METHODS
+from catrec.vocabulary import CASCADE_TERMS_OF, CLEAN_METHODS, EPSILON_METHODS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BEAUTY_PATH = REPO_ROOT.parent / "shared" / "data" / "beauty" / "Beauty.txt"
@@ -136,10 +141,45 @@ def step_seconds(
     torch.manual_seed(0)
     model = build_model(ModelConfig.from_hparams(hparams, data.num_items)).to(device).train()
     loss_fn = make_loss(method, hparams, cascade, data)
-    steps = make_engine(engine, model, data, loss_fn, TrainConfig.from_hparams(hparams), device).epoch()
+    steps = make_engine(engine, [model], data, [loss_fn], TrainConfig.from_hparams(hparams), device).epoch()
     for _ in range(budget.warmup):  # a static engine's capture happens here
         next(steps)
     return _timed(lambda: [next(steps) for _ in range(budget.steps)], device) / budget.steps
+
+
+def stack_step_seconds(
+    data: SequenceData,
+    hparams: dict[str, Any],
+    methods: list[str],
+    cascades: dict[str, torch.Tensor],
+    device: torch.device,
+    budget: Budget,
+) -> tuple[float, float | None]:
+    """Seconds per step of the ``methods`` trained as one stack (``static``, ``catrec.models.stack``), and
+    the stack's peak GPU memory in MiB (None on the CPU): what ``train.max_stack`` bounds."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    torch.manual_seed(0)
+    model = build_model(ModelConfig.from_hparams(hparams, data.num_items)).to(device).train()
+    models = [copy.deepcopy(model) for _ in methods]
+    losses = [make_loss(method, hparams, cascades.get(_loss_of(method)), data) for method in methods]
+    steps = make_engine("static", models, data, losses, TrainConfig.from_hparams(hparams), device).epoch()
+    for _ in range(budget.warmup):
+        next(steps)
+    seconds = _timed(lambda: [next(steps) for _ in range(budget.steps)], device) / budget.steps
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+    return seconds, peak
+
+
+def stacked_methods(config: dict[str, Any]) -> list[str]:
+    """The runs one stacked job trains per dataset x model x seed: the config's methods that take epsilon,
+    at the paper's epsilon (continued and the epsilon sweep's other values stay jobs of their own)."""
+    return [method for method in config["methods"] if method in EPSILON_METHODS]
+
+
+def _loss_of(method: str) -> str:
+    """The timed loss of a method: the ablations of adv_cas time as adv_cas, pretraining as the clean one."""
+    return "adv_cas" if method in CASCADE_TERMS_OF else CLEAN if method in ("pretrain", "base") else method
 
 
 def first_users(data: SequenceData, split: str, count: int) -> tuple[torch.Tensor, torch.Tensor, ItemSets]:
@@ -217,6 +257,19 @@ def time_stages(
                     for engine in ENGINES
                 }
                 print(f"{name} {model_name} {loss}: {timings['step_seconds'][loss]}", flush=True)
+            stacked = stacked_methods(config)
+            if stacked:
+                # Timed in the same run as the separate steps above, so the two projections compare.
+                timings["stack_step_seconds"], timings["stack_peak_memory_mib"] = stack_step_seconds(
+                    data, hparams, stacked, cascades, device, budget
+                )
+                separate = sum(timings["step_seconds"][_loss_of(m)]["static"] for m in stacked)
+                seconds = timings["stack_step_seconds"]
+                print(
+                    f"{name} {model_name} stack of {len(stacked)}: {seconds:.4f} s/step "
+                    f"(separate static steps {separate:.4f} s)",
+                    flush=True,
+                )
             entry[model_name] = timings
         stages[name] = entry
     return stages, kinds
@@ -228,9 +281,23 @@ def _evaluations(epochs: int, every: int) -> int:
 
 
 def job_seconds(
-    rule: str, wildcards: dict[str, str], config: dict[str, Any], stages: dict[str, Any], engine: str
+    rule: str,
+    wildcards: dict[str, str],
+    config: dict[str, Any],
+    stages: dict[str, Any],
+    engine: str,
+    stacked: bool = False,
 ) -> float:
-    """The projected seconds of one planned job with ``engine`` (0 for the rules not timed)."""
+    """The projected seconds of one planned job with ``engine`` (0 for the rules not timed).
+
+    ``stacked``: the runs of ``stacked_methods`` at the paper's epsilon train as one stack per seed, so each
+    costs its share (1/K) of the stack's steps; otherwise each its own steps. A planned ``finetune_stack``
+    job (``train.stack`` on) is its K runs either way.
+    """
+    paper = epsilon_label(config["adversarial"]["epsilon"])
+    if rule == "finetune_stack":
+        runs = [{**wildcards, "method": method, "epsilon": paper} for method in stacked_methods(config)]
+        return sum(job_seconds("finetune", run, config, stages, engine, stacked) for run in runs)
     if rule not in MODEL_RULES:
         return 0.0
     entry = stages[wildcards["dataset"]]
@@ -239,8 +306,11 @@ def job_seconds(
     timings = entry[wildcards["model"]]
     train = config["train"]
     method = wildcards.get("method", "pretrain")
-    loss = "adv_cas" if method in CASCADE_TERMS_OF else CLEAN if method in ("pretrain", "base") else method
-    epoch_seconds = entry["steps_per_epoch"] * timings["step_seconds"][loss][engine]
+    step = timings["step_seconds"][_loss_of(method)][engine]
+    members = stacked_methods(config)
+    if stacked and rule == "finetune" and method in members and wildcards.get("epsilon") == paper:
+        step = timings["stack_step_seconds"] / len(members)
+    epoch_seconds = entry["steps_per_epoch"] * step
     if rule in ("attack", "attack_clean"):
         return timings["attack_seconds"]
     if rule.startswith("user_metrics"):
@@ -275,6 +345,10 @@ def main() -> None:
         engine: sum(job_seconds(rule, wildcards, config, stages, engine) for rule, wildcards in jobs) / 60
         for engine in ENGINES
     }
+    stacked = sum(
+        job_seconds(rule, wildcards, config, stages, "static", stacked=True) for rule, wildcards in jobs
+    )
+    minutes["stacked"] = stacked / 60
     report = {
         "device": device_name(device),
         "config": str(args.configfile),
@@ -282,14 +356,18 @@ def main() -> None:
         "jobs": len(jobs),
         "datasets": kinds,
         "stages": stages,
-        "projected_minutes": minutes["static"],
+        "projected_minutes": minutes["stacked"],
+        "projected_minutes_unstacked": minutes["static"],
         "projected_minutes_eager": minutes["eager"],
     }
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2) + "\n")
-    static, eager = minutes["static"], minutes["eager"]
-    print(f"whole paper: {static:.1f} min (eager {eager:.1f} min) on {report['device']}")
+    stacked_minutes, static, eager = minutes["stacked"], minutes["static"], minutes["eager"]
+    print(
+        f"whole paper: {stacked_minutes:.1f} min (eager {eager:.1f} min) on {report['device']}; "
+        f"unstacked {static:.1f} min"
+    )
 
 
 if __name__ == "__main__":

@@ -84,10 +84,10 @@ def epoch_seconds(
     config = TrainConfig.from_hparams(hparams)
     torch.manual_seed(0)
     model = build_model(ModelConfig.from_hparams(hparams, data.num_items)).to(device).train()
-    engine = make_engine(engine_name, model, data, bce_loss, config, device)
+    engine = make_engine(engine_name, [model], data, [bce_loss], config, device)
     for _ in itertools.islice(engine.epoch(), WARMUP_BATCHES):
         pass
-    engine.mean_loss()
+    engine.mean_losses()
     total = num_batches(data, BATCH_SIZE)
     timed = total if max_batches is None else min(total, max_batches)
     seconds = 0.0
@@ -95,7 +95,7 @@ def epoch_seconds(
         started = time.perf_counter()
         for _ in itertools.islice(engine.epoch(), timed):
             pass
-        engine.mean_loss()  # reads the loss: waits for the device
+        engine.mean_losses()  # reads the loss: waits for the device
         seconds += time.perf_counter() - started
     return seconds / epochs * total / timed, timed < total
 

@@ -27,7 +27,7 @@ from catrec.errors import CatrecError
 from catrec.losses import bce_from_scores, bce_loss
 from catrec.models import ModelConfig, SequentialRecommender, build_model, load_model, save_model
 from catrec.stages.cascade import write_cascade
-from catrec.stages.finetune import finetune
+from catrec.stages.finetune import FinetuneRun, finetune, finetune_stack
 from catrec.vocabulary import ADVERSARIAL_KEYS_OF, CASCADE_TERMS, CASCADE_TERMS_OF, CURVE_COLUMNS
 
 MAX_LEN, HIDDEN, BATCH_SIZE = 16, 16, 64
@@ -741,3 +741,64 @@ def test_eq_4_6_level1_loss_is_the_gap_of_the_step_taken(
         }
     torch.testing.assert_close(terms.adv1.detach(), gaps[1])
     assert not torch.allclose(gaps[1], gaps[-1], rtol=1e-3)
+
+
+def stack_run(method: str, out: Path, inputs: Path, **overrides: Any) -> FinetuneRun:
+    terms = CASCADE_TERMS_OF.get(method)
+    hparams = make_hparams(method, **{"engine": "static", **overrides})
+    directory = out / method
+    return FinetuneRun(
+        method, hparams, inputs / f"{terms}.pt" if terms else None, directory / "model.pt",
+        directory / "curve.csv", directory / "metrics.json", directory / "state",
+    )  # fmt: skip
+
+
+def test_a_stack_writes_for_each_run_what_its_run_alone_writes(
+    toy_data_dir: Path, run_inputs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``catrec finetune-stack``: every run's files as ``finetune`` writes them; a changed setting of one
+    method retrains that run only, the others resume finished and train no epoch."""
+    methods = ("adv_seq", "adv_cas")
+
+    def stack(**adv_cas_overrides: Any) -> dict[str, dict]:
+        runs = [stack_run(m, tmp_path / "stack", run_inputs, **(adv_cas_overrides if m == "adv_cas" else {}))
+                for m in methods]  # fmt: skip
+        finetune_stack(
+            data_dir=toy_data_dir, dataset="toy", model_name="sasrec", pretrained=run_inputs / "sasrec.pt",
+            runs=runs, device="cpu",
+        )  # fmt: skip
+        return {run.method: json.loads(run.metrics.read_text()) for run in runs}
+
+    stacked = stack()
+    for method in methods:
+        alone = run_finetune(method, "sasrec", toy_data_dir, run_inputs, tmp_path / method, engine="static")
+        assert alone["run_id"] == stacked[method]["run_id"] and alone["engine"] == "static"
+        for split in ("valid", "test"):
+            assert stacked[method][split] == pytest.approx(alone[split], rel=1e-6), (method, split)
+    curve = (tmp_path / "stack" / "adv_seq" / "curve.csv").read_text()
+    capsys.readouterr()
+
+    changed = stack(lambda1=2.0)
+    log = capsys.readouterr().out
+    assert changed["adv_seq"] == stacked["adv_seq"], "adv_seq does not read lambda1"
+    assert "resuming" in log and (tmp_path / "stack" / "adv_seq" / "curve.csv").read_text() == curve
+    assert changed["adv_cas"]["run_id"] != stacked["adv_cas"]["run_id"]
+    assert changed["adv_cas"]["valid"] != stacked["adv_cas"]["valid"]
+
+
+def test_finetune_stack_refuses_what_it_cannot_stack(
+    toy_data_dir: Path, run_inputs: Path, tmp_path: Path
+) -> None:
+    def stack(runs: list[FinetuneRun]) -> None:
+        finetune_stack(data_dir=toy_data_dir, dataset="toy", model_name="sasrec",
+                       pretrained=run_inputs / "sasrec.pt", runs=runs, device="cpu")  # fmt: skip
+
+    with pytest.raises(CatrecError, match="share their schedule"):
+        stack(
+            [stack_run("adv_seq", tmp_path, run_inputs), stack_run("adv_cas", tmp_path, run_inputs, lr=0.1)]
+        )
+    with pytest.raises(CatrecError, match="eager engine trains one run"):
+        stack([stack_run("adv_seq", tmp_path, run_inputs, engine="eager"),
+               stack_run("adv_cas", tmp_path, run_inputs, engine="eager")])  # fmt: skip
+    with pytest.raises(CatrecError, match="lacks checkpoint"):
+        FinetuneRun.from_json({"method": "adv_seq", "hparams": {}})

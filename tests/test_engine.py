@@ -17,7 +17,15 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from catrec.adversarial import AdversarialConfig, AdversarialLoss, make_loss, same_dropout
+from catrec.adversarial import (
+    AdversarialConfig,
+    AdversarialLoss,
+    loss_terms,
+    make_loss,
+    same_dropout,
+    stack_coefficients,
+    total_loss,
+)
 from catrec.cascade import cascade_matrix
 from catrec.config import read_hparams, stage_keys
 from catrec.data.batches import Batch, StaticBatches, iterate_batches, num_batches
@@ -27,6 +35,7 @@ from catrec.errors import CatrecError
 from catrec.losses import LossFn, bce_loss
 from catrec.models import ModelConfig, SequentialRecommender, build_model
 from catrec.models.dropout import DropoutMasks
+from catrec.models.stack import ModelStack
 from catrec.runtime import resolve_engine
 from catrec.trainer import TrainConfig
 from catrec.vocabulary import CASCADE_TERMS_OF
@@ -258,7 +267,7 @@ def test_a_static_step_reads_nothing_back_and_keeps_its_shapes(
 ) -> None:
     model = new_model(variant, data.num_items, dropout=0.2)
     loss_fn = method_loss(method, data, cascade)
-    engine = StaticEngine(model, data, loss_fn, schedule(), torch.device("cpu"))
+    engine = StaticEngine([model], data, [loss_fn], schedule(), torch.device("cpu"))
     steps = engine.epoch()
     next(steps)  # the first step also creates Adam's state
     recorded = []
@@ -268,7 +277,7 @@ def test_a_static_step_reads_nothing_back_and_keeps_its_shapes(
         recorded.append(recorder.ops)
     counts = Counter(name for name, _ in recorded[0] + recorded[1])
     assert not {name: counts[name] for name in HOST_READS if counts[name]}
-    assert counts["aten.mm"] > 0, "the recorder saw the step's arithmetic"
+    assert counts["aten.mm"] + counts["aten.bmm"] > 0, "the recorder saw the step's arithmetic"
     different = [(a, b) for a, b in zip(*recorded, strict=True) if a != b]
     assert len(recorded[0]) == len(recorded[1]) and not different
 
@@ -278,10 +287,10 @@ def test_engines_train_alike(data: SequenceData) -> None:
     losses = {}
     for name in ("eager", "static"):
         model = new_model("sasrec-pre", data.num_items, dropout=0.2)
-        engine = make_engine(name, model, data, bce_loss, schedule(name), torch.device("cpu"))
+        engine = make_engine(name, [model], data, [bce_loss], schedule(name), torch.device("cpu"))
         for _ in engine.epoch():
             pass
-        losses[name] = engine.mean_loss()
+        (losses[name],) = engine.mean_losses()
     assert losses["static"] == pytest.approx(losses["eager"], rel=0.05)
 
 
@@ -357,15 +366,15 @@ def test_graph_replay_equals_the_uncaptured_step(
     reference = new_model(variant, data.num_items, dropout=0.2).to(device)
     results = []
     for capture, model in zip((True, False), copies(reference, 2), strict=True):
-        torch.manual_seed(5)  # the same dropout masks and level-1 starts in both runs
         loss_fn = method_loss(method, data, cascade)
-        engine = StaticEngine(model, data, loss_fn, schedule(batch_size=8), device)
+        engine = StaticEngine([model], data, [loss_fn], schedule(batch_size=8), device)
         engine.capture = capture
         for _ in itertools.islice(engine.epoch(), 20):
             pass
         assert (engine._graph is not None) == capture
+        engine.write_back()
         weights = {name: parameter.detach().clone() for name, parameter in model.named_parameters()}
-        results.append((engine.mean_loss(), weights))
+        results.append((engine.mean_losses()[0], weights))
     (graph_loss, graph_weights), (plain_loss, plain_weights) = results
     assert graph_loss == pytest.approx(plain_loss, rel=1e-4)
     for name, weight in plain_weights.items():
@@ -381,7 +390,7 @@ def test_a_static_cuda_epoch_never_synchronises(
 ) -> None:
     device = torch.device("cuda")
     model = new_model(variant, data.num_items, dropout=0.2).to(device)
-    engine = StaticEngine(model, data, method_loss(method, data, cascade), schedule(), device)
+    engine = StaticEngine([model], data, [method_loss(method, data, cascade)], schedule(), device)
     for _ in engine.epoch():  # warm-up and capture
         pass
     torch.cuda.synchronize()
@@ -391,4 +400,99 @@ def test_a_static_cuda_epoch_never_synchronises(
             pass
     finally:
         torch.cuda.set_sync_debug_mode("default")
-    assert torch.isfinite(torch.tensor(engine.mean_loss()))
+    assert torch.isfinite(torch.tensor(engine.mean_losses()))
+
+
+# A stack mixing every kind of term: clean only, adv_seq's BCE step, level 1 with cascade factors + level 2.
+STACK_METHODS = ("continued", "adv_seq", "adv_cas")
+
+
+def trained_weights(
+    models: list[SequentialRecommender], losses: list[LossFn], data: SequenceData, steps: int
+) -> tuple[list[dict[str, torch.Tensor]], list[float]]:
+    """The runs' weights and mean losses after ``steps`` static steps of one stack of ``models``."""
+    engine = StaticEngine(models, data, losses, schedule(), torch.device("cpu"))
+    for _ in itertools.islice(engine.epoch(), steps):
+        pass
+    engine.write_back()
+    weights = [
+        {name: value.detach().clone() for name, value in model.state_dict().items()} for model in models
+    ]
+    return weights, engine.mean_losses()
+
+
+@pytest.mark.parametrize("variant", ["sasrec-pre", "gru4rec"])
+def test_a_run_in_a_stack_trains_as_it_trains_alone(
+    variant: str, data: SequenceData, cascade: torch.Tensor
+) -> None:
+    """Its own masks, noise and negatives, its own gradient and Adam moments: the stack changes nothing."""
+    start = new_model(variant, data.num_items, dropout=0.2)
+    losses = [method_loss(method, data, cascade) for method in STACK_METHODS]
+    stacked, stacked_losses = trained_weights(copies(start, len(losses)), losses, data, steps=3)
+    for index, loss_fn in enumerate(losses):
+        (alone,), (alone_loss,) = trained_weights(copies(start, 1), [loss_fn], data, steps=3)
+        assert stacked_losses[index] == pytest.approx(alone_loss, rel=1e-5), STACK_METHODS[index]
+        for name, weight in alone.items():
+            torch.testing.assert_close(stacked[index][name], weight, rtol=1e-5, atol=1e-6, msg=name)
+        assert not torch.equal(alone["item_emb.weight"], start.item_emb.weight), "the run trained"
+    # The methods differ, so their runs do: the stack did not train one run K times.
+    assert not torch.allclose(stacked[0]["item_emb.weight"], stacked[2]["item_emb.weight"])
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("method", METHODS)
+def test_a_stack_of_one_computes_the_loss_and_gradients_of_its_model(
+    variant: str, method: str, data: SequenceData, cascade: torch.Tensor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Eq. 4.10 with per-run coefficients (``loss_terms`` on a ModelStack) is each method's own loss."""
+    monkeypatch.setattr(torch, "randn_like", value_noise)
+    monkeypatch.setattr(ModelStack, "randn_like", lambda self, x: value_noise(x))
+    loss_fn = method_loss(method, data, cascade)
+    batch = next(StaticEngineBatches(data).batches())
+    model = new_model(variant, data.num_items, dtype=torch.float64)
+    model_loss, model_gradients = loss_and_gradients(model, loss_fn, batch)
+    stack = ModelStack([model], [torch.Generator()], [torch.Generator()])
+    coefficients, factors = stack_coefficients([loss_fn], torch.device("cpu"))
+    stacked_batch = Batch(**{name: value.unsqueeze(0) for name, value in vars(batch).items()})
+    stack.draw(stacked_batch.seqs)
+    (loss,) = total_loss(loss_terms(stack, stacked_batch, coefficients, factors), coefficients)
+    loss.backward()
+    torch.testing.assert_close(loss.detach(), model_loss, rtol=1e-9, atol=1e-12)
+    for name, gradient in model_gradients.items():
+        stacked_gradient = stack.parameters[name].grad
+        assert stacked_gradient is not None or not gradient.any(), name
+        if stacked_gradient is not None:
+            torch.testing.assert_close(stacked_gradient[0], gradient, rtol=1e-7, atol=1e-10, msg=name)
+
+
+def test_a_stacked_step_reads_nothing_back_and_keeps_its_shapes(
+    data: SequenceData, cascade: torch.Tensor
+) -> None:
+    models = copies(new_model("sasrec-pre", data.num_items, dropout=0.2), len(STACK_METHODS))
+    losses = [method_loss(method, data, cascade) for method in STACK_METHODS]
+    engine = StaticEngine(models, data, losses, schedule(), torch.device("cpu"))
+    steps = engine.epoch()
+    next(steps)
+    recorded = []
+    for _ in range(2):
+        with OpRecorder() as recorder:
+            next(steps)
+        recorded.append(recorder.ops)
+    counts = Counter(name for name, _ in recorded[0] + recorded[1])
+    assert not {name: counts[name] for name in HOST_READS if counts[name]}
+    assert counts["aten.bmm"] > 0, "vmap folded the runs into batched matmuls"
+    assert recorded[0] == recorded[1]
+
+
+def test_stacking_refuses_the_eager_engine_and_mixed_norm_scopes(
+    data: SequenceData, cascade: torch.Tensor
+) -> None:
+    models = copies(new_model("sasrec-pre", data.num_items), 2)
+    with pytest.raises(CatrecError, match="eager engine trains one run"):
+        make_engine("eager", models, data, [bce_loss, bce_loss], schedule("eager"), torch.device("cpu"))
+    mixed = [
+        method_loss("adv_cas", data, cascade),
+        method_loss("adv_cas", data, cascade, grad_norm_scope="position"),
+    ]
+    with pytest.raises(CatrecError, match="different grad_norm_scope"):
+        make_engine("static", models, data, mixed, schedule(), torch.device("cpu"))

@@ -30,10 +30,12 @@ import yaml
 from conftest import REPO_ROOT
 
 from catrec.config import read_hparams
+from catrec.paths import epsilon_label
 from catrec.toy import write_toy_zip
 from catrec.vocabulary import (
     CLEAN_METHODS,
     COMPUTE_COLUMNS,
+    EPSILON_METHODS,
     FIGURE_KINDS,
     PROFILE_SUMMARY_COLUMNS,
     SEQUENCE_METHODS,
@@ -86,6 +88,7 @@ MODEL_RULES = {
     "pretrain",
     "finetune",
     "finetune_clean",
+    "finetune_stack",
     "attack",
     "attack_clean",
     "profile",
@@ -567,3 +570,116 @@ def test_changed_input_or_setting_retrains_instead_of_resuming(tmp_path: Path) -
         text=True,
     )
     assert pruned.returncode == 0 and "removed 4 state directories" in pruned.stdout
+
+
+def stacked_config() -> dict[str, Any]:
+    config = smoke_config()
+    config["train"]["stack"] = True
+    return config
+
+
+def test_stacked_config_plans_one_stack_per_seed_at_the_paper_epsilon(tmp_path: Path) -> None:
+    """train.stack: one finetune_stack job per model x seed; the sweep's other epsilons stay runs."""
+    config = stacked_config()
+    path = write_config(tmp_path, "stack.yaml", config)
+    result = snakemake(tmp_path, "-n", "--cores", "1", "all", "--configfile", str(path))
+    jobs = planned_runs(result.stdout)
+    stacks = [wildcards for rule, wildcards in jobs if rule == "finetune_stack"]
+    assert len(stacks) == len(config["models"]) * len(config["seeds"])
+    paper = epsilon_label(config["adversarial"]["epsilon"])
+    finetunes = [wildcards for rule, wildcards in jobs if rule == "finetune"]
+    assert finetunes and all(wildcards["epsilon"] != paper for wildcards in finetunes)
+    stacked = [m for m in config["methods"] if m in EPSILON_METHODS]
+    assert f"logs/finetune/toy/sasrec/seed{config['seeds'][0]}/stack-{'+'.join(stacked)}/eps{paper}.log" in (
+        result.stdout
+    )
+    unstacked = planned_jobs(
+        snakemake(
+            tmp_path, "-n", "--cores", "1", "all", "--configfile", str(REPO_ROOT / "config/smoke.yaml")
+        ).stdout
+    )
+    assert "finetune_stack" not in unstacked, "auto on a CPU: no stacks"
+
+
+def test_stacked_fig6_plans_only_what_it_needs(tmp_path: Path) -> None:
+    config = stacked_config()
+    path = write_config(tmp_path, "stack.yaml", config)
+    jobs = planned_jobs(
+        snakemake(tmp_path, "-n", "--cores", "1", "figures/fig6.pdf", "--configfile", str(path)).stdout
+    )
+    assert jobs["finetune_stack"] == 1 and "finetune" not in jobs, "no epsilon sweep, SASRec only"
+    assert jobs["pretrain"] == 1 and "table1" not in jobs and "profile" not in jobs
+
+
+def test_stacking_the_eager_engine_is_refused_naming_the_key(tmp_path: Path) -> None:
+    config = stacked_config()
+    config["train"]["engine"] = "eager"
+    path = write_config(tmp_path, "stack.yaml", config)
+    result = snakemake(tmp_path, "-n", "--cores", "1", "all", "--configfile", str(path), check=False)
+    assert result.returncode != 0 and "train.stack" in result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def stacked_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The smoke config with train.stack, SASRec only, built to its fine-tuning runs."""
+    workdir = tmp_path_factory.mktemp("stacked")
+    config = stacked_config()
+    config["models"] = ["sasrec"]
+    config["epsilon_sweep"]["models"] = ["sasrec"]
+    config["figures"]["fig6"]["supplementary_model"] = "sasrec"
+    path = write_config(workdir.parent, "stacked.yaml", config)
+    snakemake(workdir, "--cores", "2", "all", "--until", "finetune_stack", "--configfile", str(path))
+    return {"workdir": workdir, "config": config}
+
+
+def _stack_metrics(workdir: Path) -> dict[str, dict[str, Any]]:
+    return {
+        str(path.relative_to(workdir)): json.loads(path.read_text())
+        for path in sorted((workdir / "results/metrics").rglob("eps*.json"))
+    }
+
+
+@pytest.mark.slow
+def test_a_changed_setting_retrains_only_the_stacked_runs_that_read_it(stacked_run: dict[str, Any]) -> None:
+    workdir, config = stacked_run["workdir"], copy.deepcopy(stacked_run["config"])
+    before = _stack_metrics(workdir)
+    stacked = [m for m in config["methods"] if m in EPSILON_METHODS]
+    paper = epsilon_label(config["adversarial"]["epsilon"])
+    assert {
+        f"results/metrics/toy/sasrec/seed{config['seeds'][0]}/{m}/eps{paper}.json" for m in stacked
+    } <= set(before)
+    assert {metrics["engine"] for metrics in before.values()} == {"static"}
+
+    def planned(name: str, changed: dict[str, Any]) -> set[tuple[str, tuple[tuple[str, str], ...]]]:
+        result = snakemake(
+            workdir,
+            "-n",
+            "--cores",
+            "1",
+            "all",
+            "--configfile",
+            str(write_config(workdir.parent, name, changed)),
+        )
+        return {(rule, tuple(sorted(wildcards.items()))) for rule, wildcards in planned_runs(result.stdout)}
+
+    # Built up to the stacks only: what `all` plans beyond that is the same for both configs.
+    unchanged = planned("stacked-same.yaml", config)
+    config["adversarial"]["epsilon"] = 2
+    new_jobs = planned("stacked-eps2.yaml", config) - unchanged
+    assert "finetune_stack" in {rule for rule, _ in new_jobs}
+    assert not [rule for rule, _ in new_jobs if rule in ("pretrain", "cascade")]
+    assert not [w for _, w in new_jobs if dict(w).get("method") in ("base", "continued")]
+
+    config["adversarial"]["epsilon"] = stacked_run["config"]["adversarial"]["epsilon"]
+    config["adversarial"]["lambda1"] = 0.5  # read by the level-1 methods only (adv_global, adv_cas*)
+    path = write_config(workdir.parent, "stacked-lambda1.yaml", config)
+    snakemake(workdir, "--cores", "2", "all", "--until", "finetune_stack", "--configfile", str(path))
+    after = _stack_metrics(workdir)
+    log = next((workdir / "logs/finetune").glob(f"toy/sasrec/seed*/stack-*/eps{paper}.log")).read_text()
+    for name, metrics in before.items():
+        method = metrics["method"]
+        if method in ("adv_linear", "adv_seq") and f"eps{paper}" in name:
+            assert after[name] == metrics, f"{method} does not read lambda1"
+            assert f"finetune {method}: resuming" in log
+        elif f"eps{paper}" in name:
+            assert after[name]["run_id"] != metrics["run_id"], f"{method} reads lambda1"

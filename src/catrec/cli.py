@@ -42,6 +42,17 @@ def _hparams(value: str) -> dict[str, Any]:
     return parsed
 
 
+def _runs(value: str) -> list[dict[str, Any]]:
+    """``--runs`` takes a JSON list of objects, or @file.json."""
+    try:
+        parsed = json.loads(Path(value[1:]).read_text() if value.startswith("@") else value)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise argparse.ArgumentTypeError(f"cannot read --runs: {exc}") from exc
+    if not isinstance(parsed, list) or not all(isinstance(run, dict) for run in parsed):
+        raise argparse.ArgumentTypeError("--runs must be a JSON list of objects")
+    return parsed
+
+
 def _positive(kind: type[int] | type[float]) -> Callable[[str], int | float]:
     """An argparse type: a finite number of ``kind`` greater than 0."""
 
@@ -167,6 +178,21 @@ def cmd_finetune(args: argparse.Namespace) -> None:
         state_dir=args.state_dir,
         device=args.device,
         threads=args.threads,
+    )
+
+
+def cmd_finetune_stack(args: argparse.Namespace) -> None:
+    from catrec.stages.finetune import FinetuneRun, finetune_stack
+
+    finetune_stack(
+        data_dir=args.data,
+        dataset=args.dataset,
+        model_name=args.model,
+        pretrained=args.pretrained,
+        runs=[FinetuneRun.from_json(run) for run in args.runs],
+        device=args.device,
+        threads=args.threads,
+        max_stack=args.max_stack,
     )
 
 
@@ -374,6 +400,30 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--pretrained", type=Path, required=True)
     sub.add_argument("--cascade", type=Path, help="cascade matrix (.pt), needed by adv_cas*")
     add_run_outputs(sub)
+
+    sub = add(
+        "finetune-stack",
+        cmd_finetune_stack,
+        "Fine-tune one pretrained model with several methods trained as one stack (static engine).",
+    )
+    sub.add_argument("--data", type=Path, required=True, help="preprocessed dataset directory")
+    sub.add_argument("--dataset", required=True, help="dataset name recorded in the outputs")
+    sub.add_argument("--model", required=True, choices=list(MODELS))
+    sub.add_argument("--pretrained", type=Path, required=True)
+    sub.add_argument(
+        "--runs",
+        type=_runs,
+        required=True,
+        help="JSON list (or @file.json) of runs, each an object with method, hparams (as finetune's "
+        "--hparams), cascade (adv_cas* only), checkpoint, curve, metrics and state_dir",
+    )
+    sub.add_argument(
+        "--max-stack",
+        type=_positive(int),
+        help="train at most this many runs at once (consecutive stacks; default: all), a bound on memory",
+    )
+    sub.add_argument("--device", choices=DEVICES, default="auto", help="auto: CUDA when available")
+    sub.add_argument("--threads", type=int, default=1, help="CPU threads torch may use, on a GPU too")
 
     sub = add("attack", cmd_attack, "Item-replacement attacks (section 5.6) against one trained model.")
     add_training_args(sub)

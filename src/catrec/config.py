@@ -121,6 +121,11 @@ def _check_references(config: dict[str, Any]) -> None:
     for dataset in config["epsilon_sweep"]["datasets"]:
         if dataset not in datasets:
             raise CatrecError(f"invalid config key 'epsilon_sweep.datasets': unknown dataset '{dataset}'")
+    if config["train"]["stack"] is True and config["train"]["engine"] == "eager":
+        raise CatrecError(
+            "invalid config key 'train.stack': true needs train.engine 'static' or 'auto' "
+            "(a stack trains on the static engine)"
+        )
     fig5_dataset = config["figures"]["fig5"]["dataset"]
     if fig5_dataset not in datasets:
         raise CatrecError(f"invalid config key 'figures.fig5.dataset': unknown dataset '{fig5_dataset}'")
@@ -161,6 +166,16 @@ def plans_gpu(device: str) -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def plans_stack(stack: bool | str, device: str) -> bool:
+    """Whether a config's fine-tuning runs at the paper's epsilon are trained as stacks (``train.stack``).
+
+    'auto' stacks where model jobs run on a GPU (``plans_gpu``): on a CPU a stack trains on the static engine,
+    which computes every padded position, so it is slower there than the runs one after the other, eager
+    (bench/paper_cost.py times both).
+    """
+    return plans_gpu(device) if stack == "auto" else bool(stack)
 
 
 def stage_keys(stage: str, *, model: str, method: str | None = None) -> tuple[str, ...]:

@@ -81,6 +81,12 @@ def run_template(kind: str, method: str, epsilon: float | str | None = "{epsilon
     return f"{RESULTS}/{kind}/{run_name(method, epsilon)}.{EXTENSIONS[kind]}"
 
 
+def stack_run(methods: list[str], epsilon: str) -> str:
+    """A stacked job's name below its stage (its log and benchmark): the seed's directory, then the runs it
+    trains and their epsilon, so the compute table says which runs the job trained."""
+    return f"{SEED_DIR}/stack-{'+'.join(methods)}/eps{epsilon}"
+
+
 def state_dir(method: str, epsilon: float | str | None = "{epsilon}") -> str:
     """Parent of a run's state directories (one per run identity, see ``catrec.state``)."""
     return f"{STATE_ROOT}/{run_name(method, epsilon)}"

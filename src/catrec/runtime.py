@@ -60,6 +60,21 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _stream_seed(seed: int, stream: int) -> int:
+    return int(np.random.SeedSequence([seed, stream]).generate_state(1)[0])
+
+
 def sampler_seed(seed: int) -> int:
     """A seed for the negative sampler, independent of the global torch stream seeded with ``seed``."""
-    return int(np.random.SeedSequence([seed, 1]).generate_state(1)[0])
+    return _stream_seed(seed, 1)
+
+
+def dropout_seed(seed: int) -> int:
+    """A seed for a static run's dropout masks (``catrec.models.stack``), apart from the other streams."""
+    return _stream_seed(seed, 2)
+
+
+def noise_seed(seed: int) -> int:
+    """A seed for a static run's level-1 noise: its own stream, so runs without level 1 never draw from
+    the stream their masks come from (a stack draws noise for all its runs once any run uses it)."""
+    return _stream_seed(seed, 3)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -95,6 +95,20 @@ def _write_curve(path: str | Path, rows: list[dict[str, Any]]) -> None:
         writer.writerows(rows)
 
 
+@dataclass
+class Run:
+    """One run of ``fit_runs``: its model, loss and the files it writes. ``label`` names it in the log."""
+
+    model: SequentialRecommender
+    loss_fn: LossFn
+    phase: str
+    curve_path: str | Path
+    state_dir: str | Path
+    epoch_offset: int = 0
+    model_selection: str = "last"
+    label: str = ""
+
+
 def fit(
     model: SequentialRecommender,
     data: SequenceData,
@@ -119,113 +133,163 @@ def fit(
     rewritten from memory after each evaluation. ``model_selection`` 'best_valid' ends with the weights of
     the evaluated epoch of highest validation NDCG@10 (the earliest on ties), 'last' with the final ones.
     """
-    if model_selection not in ("last", "best_valid"):
-        raise ValueError(f"unknown model_selection '{model_selection}' (expected 'last' or 'best_valid')")
-    model.to(device)
-    if config.engine == "static":
-        data = data.to(device)
-    engine = make_engine(config.engine, model, data, loss_fn, config, device)
-    torch.manual_seed(config.seed)
-    checkpoint = Path(state_dir) / CHECKPOINT_NAME
-    progress = _Progress()
-    if checkpoint.exists():
-        progress = _restore(checkpoint, model, engine.optimizer, engine.sampler)
-        print(f"{phase}: resuming from {checkpoint} at epoch {epoch_offset + progress.epoch}")
+    run = Run(model, loss_fn, phase, curve_path, state_dir, epoch_offset, model_selection)
+    (result,) = fit_runs([run], data, config, device=device)
+    return result
 
-    def evaluate_epoch(epoch: int, loss: float) -> float:
-        metrics = {split: evaluate(model, data, split) for split in SPLITS}
+
+class _RunProgress:
+    """One run of ``fit_runs`` in progress: its checkpoint, evaluations and model selection."""
+
+    def __init__(self, run: Run, data: SequenceData) -> None:
+        if run.model_selection not in ("last", "best_valid"):
+            raise ValueError(
+                f"unknown model_selection '{run.model_selection}' (expected 'last' or 'best_valid')"
+            )
+        self.run, self._data = run, data
+        self.checkpoint = Path(run.state_dir) / CHECKPOINT_NAME
+        self.progress = _Progress()
+        self.saved: dict[str, Any] | None = None
+        if self.checkpoint.exists():
+            self.saved = load_torch_file(self.checkpoint)
+            run.model.load_state_dict(self.saved["model"])
+            self.progress = _Progress(**self.saved["progress"])
+            print(f"{self.name}: resuming from {self.checkpoint} at epoch {self.epoch(self.progress.epoch)}")
+        valid_rows = [row for row in self.progress.rows if row["split"] == "valid"]
+        self.last_ndcg = valid_rows[-1]["ndcg@10"] if valid_rows else math.nan
+
+    @property
+    def name(self) -> str:
+        return f"{self.run.phase} {self.run.label}".strip()
+
+    def epoch(self, epoch: int) -> int:
+        """``epoch`` of this run in the curve's numbering (fine-tuning continues pretraining's)."""
+        return self.run.epoch_offset + epoch
+
+    def evaluate(self, epoch: int, loss: float) -> None:
+        model, progress = self.run.model, self.progress
+        metrics = {split: evaluate(model, self._data, split) for split in SPLITS}
         for split in SPLITS:
-            row = {"epoch": epoch_offset + epoch, "phase": phase, "split": split, **metrics[split]}
+            row = {"epoch": self.epoch(epoch), "phase": self.run.phase, "split": split, **metrics[split]}
             progress.rows.append({**row, "loss": loss, "seconds": progress.seconds})
-        _write_curve(curve_path, progress.rows)
+        _write_curve(self.run.curve_path, progress.rows)
         ndcg = metrics["valid"]["ndcg@10"]
-        if model_selection == "best_valid" and ndcg > progress.best_ndcg:
+        if self.run.model_selection == "best_valid" and ndcg > progress.best_ndcg:
             progress.best_epoch, progress.best_ndcg = epoch, ndcg
             progress.best_weights = {
                 name: value.detach().cpu().clone() for name, value in model.state_dict().items()
             }
         tqdm.write(
-            f"{phase} epoch {epoch_offset + epoch}: loss {loss:.4f}  "
+            f"{self.name} epoch {self.epoch(epoch)}: loss {loss:.4f}  "
             + "  ".join(f"{split} ndcg@10 {metrics[split]['ndcg@10']:.4f}" for split in SPLITS)
         )
-        return ndcg
+        self.last_ndcg = ndcg
 
-    valid_rows = [row for row in progress.rows if row["split"] == "valid"]
-    last_ndcg = valid_rows[-1]["ndcg@10"] if valid_rows else math.nan
-    last_loss = math.nan
+    def save(self, engine_state: dict[str, Any]) -> None:
+        state = {
+            "model": self.run.model.state_dict(),
+            **engine_state,
+            "cpu_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "progress": vars(self.progress),
+        }
+        save_torch_file(self.checkpoint, state)
+
+    def result(self) -> FitResult:
+        progress, run = self.progress, self.run
+        if not progress.rows:
+            # Zero epochs requested: report the model as given.
+            self.evaluate(0, math.nan)
+        _write_curve(run.curve_path, progress.rows)
+        if run.model_selection == "best_valid":
+            assert progress.best_weights is not None  # set by the first evaluation, and every run evaluates
+            run.model.load_state_dict(progress.best_weights)
+            selected = progress.best_epoch
+        else:
+            selected = progress.rows[-1]["epoch"] - run.epoch_offset
+        metrics = {row["split"]: row for row in progress.rows if row["epoch"] == self.epoch(selected)}
+        return FitResult(
+            selected_epoch=self.epoch(selected),
+            valid={key: metrics["valid"][key] for key in ("ndcg@10", "hit@10")},
+            test={key: metrics["test"][key] for key in ("ndcg@10", "hit@10")},
+            train_seconds=progress.seconds,
+            epochs_trained=progress.epoch,
+        )
+
+
+def fit_runs(
+    runs: Sequence[Run],
+    data: SequenceData,
+    config: TrainConfig,
+    *,
+    device: torch.device,
+    max_stack: int | None = None,
+) -> list[FitResult]:
+    """``fit`` for several runs of one schedule, trained together (one stack, ``catrec.models.stack``).
+
+    Each run resumes from its own checkpoint and keeps its own curve, evaluations and model selection; a
+    run that has finished trains no epoch again. Runs resumed at different epochs are trained in groups of
+    equal epoch, so the runs of one stack always take the same steps; ``max_stack`` caps a stack's size
+    (a memory bound: more runs are trained in consecutive stacks). More than one run needs 'static'.
+    """
+    for run in runs:
+        run.model.to(device)
+    if config.engine == "static":
+        data = data.to(device)
+    torch.manual_seed(config.seed)
+    states = [_RunProgress(run, data) for run in runs]
+    # The global stream: only the eager engine (one run) draws from it (dropout, level-1 noise).
+    saved = [state.saved for state in states if state.saved is not None]
+    if saved:
+        torch.set_rng_state(saved[0]["cpu_rng"])
+        if torch.cuda.is_available() and saved[0]["cuda_rng"]:
+            torch.cuda.set_rng_state_all(saved[0]["cuda_rng"])
+    for start in sorted({state.progress.epoch for state in states if state.progress.epoch < config.epochs}):
+        group = [state for state in states if state.progress.epoch == start]
+        size = max_stack or len(group)
+        for first in range(0, len(group), size):
+            _train_group(group[first : first + size], data, config, device)
+    for run in runs:
+        run.model.use_static(None)
+    return [state.result() for state in states]
+
+
+def _train_group(
+    group: list[_RunProgress], data: SequenceData, config: TrainConfig, device: torch.device
+) -> None:
+    """Train the runs of ``group`` (all at the same epoch) from there to ``config.epochs``, as one stack."""
+    models, losses = [state.run.model for state in group], [state.run.loss_fn for state in group]
+    engine = make_engine(config.engine, models, data, losses, config, device)
+    for index, state in enumerate(group):
+        if state.saved is not None:
+            engine.restore_run(index, state.saved)
     total_batches = num_batches(data, config.batch_size)
-    for epoch in range(progress.epoch + 1, config.epochs + 1):
-        model.train()
+    first = group[0]
+    last_losses = [math.nan] * len(group)
+    for epoch in range(first.progress.epoch + 1, config.epochs + 1):
+        for model in models:
+            model.train()
         started = time.perf_counter()
         bar = tqdm(
             engine.epoch(),
             total=total_batches,
-            desc=f"{phase} epoch {epoch_offset + epoch}/{epoch_offset + config.epochs}",
+            desc=f"{first.name if len(group) == 1 else f'{len(group)} runs'} epoch "
+            f"{first.epoch(epoch)}/{first.epoch(config.epochs)}",
             leave=False,
             dynamic_ncols=True,
             disable=None,  # no bar when stderr is a log file, only the per-evaluation lines
             # The last epoch's numbers: the static engine reads its loss once per epoch, never per step.
-            postfix={"last_loss": f"{last_loss:.4f}", "valid_ndcg": f"{last_ndcg:.4f}"},
+            postfix={"last_loss": f"{last_losses[0]:.4f}", "valid_ndcg": f"{first.last_ndcg:.4f}"},
         )
         for _ in bar:
             pass
-        last_loss = engine.mean_loss()
-        progress.seconds += time.perf_counter() - started
-        progress.epoch = epoch
-        if epoch % config.eval_every == 0 or epoch == config.epochs:
-            last_ndcg = evaluate_epoch(epoch, last_loss)
-        if epoch % config.checkpoint_every == 0 or epoch == config.epochs:
-            _save_checkpoint(checkpoint, model, engine.optimizer, engine.sampler, progress)
-    model.use_static(None)
-    if not progress.rows:
-        # Zero epochs requested: report the model as given.
-        evaluate_epoch(0, math.nan)
-    _write_curve(curve_path, progress.rows)
-    if model_selection == "best_valid":
-        assert progress.best_weights is not None  # set by the first evaluation, and every run evaluates
-        model.load_state_dict(progress.best_weights)
-        selected = progress.best_epoch
-    else:
-        selected = progress.rows[-1]["epoch"] - epoch_offset
-    metrics = {row["split"]: row for row in progress.rows if row["epoch"] == epoch_offset + selected}
-    return FitResult(
-        selected_epoch=epoch_offset + selected,
-        valid={key: metrics["valid"][key] for key in ("ndcg@10", "hit@10")},
-        test={key: metrics["test"][key] for key in ("ndcg@10", "hit@10")},
-        train_seconds=progress.seconds,
-        epochs_trained=progress.epoch,
-    )
-
-
-def _save_checkpoint(
-    path: Path,
-    model: SequentialRecommender,
-    optimizer: torch.optim.Optimizer,
-    sampler: torch.Generator,
-    progress: _Progress,
-) -> None:
-    state = {
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "cpu_rng": torch.get_rng_state(),
-        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "sampler_rng": sampler.get_state(),
-        "progress": vars(progress),
-    }
-    save_torch_file(path, state)
-
-
-def _restore(
-    path: Path,
-    model: SequentialRecommender,
-    optimizer: torch.optim.Optimizer,
-    sampler: torch.Generator,
-) -> _Progress:
-    state = load_torch_file(path)
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    torch.set_rng_state(state["cpu_rng"])
-    if torch.cuda.is_available() and state["cuda_rng"]:
-        torch.cuda.set_rng_state_all(state["cuda_rng"])
-    sampler.set_state(state["sampler_rng"])
-    return _Progress(**state["progress"])
+        last_losses = engine.mean_losses()
+        seconds = time.perf_counter() - started
+        engine.write_back()
+        for index, state in enumerate(group):
+            state.progress.seconds += seconds
+            state.progress.epoch = epoch
+            if epoch % config.eval_every == 0 or epoch == config.epochs:
+                state.evaluate(epoch, last_losses[index])
+            if epoch % config.checkpoint_every == 0 or epoch == config.epochs:
+                state.save(engine.run_state(index))

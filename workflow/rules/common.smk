@@ -24,7 +24,7 @@ shell.prefix(
 )
 
 from catrec import paths
-from catrec.config import plans_gpu, stage_hparams, validate_config
+from catrec.config import plans_gpu, plans_stack, stage_hparams, validate_config
 from catrec.errors import CatrecError
 from catrec.vocabulary import (
     CASCADE_TERMS,
@@ -54,6 +54,15 @@ SEEDS = config["seeds"]
 EPSILON = paths.epsilon_label(config["adversarial"]["epsilon"])
 # Model jobs on a GPU declare gpu=1; profiles/default (loaded by Snakemake itself) caps the total at one.
 USE_GPU = plans_gpu(config["device"])
+# train.stack: the runs one stacked job trains per dataset x model x seed, at the paper's epsilon (the sweep's
+# other values and continued stay jobs of their own); empty when runs are not stacked.
+STACKED = [
+    method
+    for method in METHODS
+    if method in EPSILON_METHODS
+    and plans_stack(config["train"]["stack"], config["device"])
+]
+STACK_RUN = paths.stack_run(STACKED, EPSILON)
 
 
 wildcard_constraints:
@@ -175,6 +184,78 @@ def finetune_inputs(wildcards):
         "pretrained": run_file("models", wildcards, "pretrain"),
         **cascade_input(wildcards),
     }
+
+
+def stack_files(kind):
+    """One kind of file of every run a stacked job trains, the seed's wildcards left in."""
+    seed_run = {"dataset": "{dataset}", "model": "{model}", "seed": "{seed}"}
+    return [
+        paths.run_template(kind, method, EPSILON).format(
+            **seed_run, method=method, epsilon=EPSILON
+        )
+        for method in STACKED
+    ]
+
+
+def stack_inputs(wildcards):
+    """What a stacked job reads: the data, the pretrained model, the cascades its adv_cas* runs need."""
+    terms = sorted({CASCADE_TERMS_OF[m] for m in STACKED if m in CASCADE_TERMS_OF})
+    cascades = {
+        f"cascade_{term}": paths.CASCADE.format(dataset=wildcards.dataset, terms=term)
+        for term in terms
+    }
+    return {
+        **data_files(wildcards),
+        "pretrained": run_file("models", wildcards, "pretrain"),
+        **cascades,
+    }
+
+
+def stack_runs(wildcards):
+    """``catrec finetune-stack --runs``: each run's settings (as its own job's), cascade and files.
+
+    A function of the wildcards alone: Snakemake compares such params with the last run's, so a changed
+    setting of one method re-runs the stack (whose other runs resume finished).
+    """
+    seed_run = {
+        "dataset": wildcards.dataset,
+        "model": wildcards.model,
+        "seed": wildcards.seed,
+    }
+    members = []
+    for method in STACKED:
+        hparams = stage_hparams(
+            config,
+            "finetune",
+            **{**seed_run, "seed": int(wildcards.seed)},
+            method=method,
+        )
+        if hparams["engine"] == "auto":
+            hparams["engine"] = (
+                "static"  # a stack trains on the static engine, wherever it runs
+            )
+        terms = CASCADE_TERMS_OF.get(method)
+        run = {**seed_run, "method": method, "epsilon": EPSILON}
+        files = {
+            kind: paths.run_file(kind, **run)
+            for kind in ("models", "curves", "metrics")
+        }
+        members.append(
+            {
+                "method": method,
+                "hparams": hparams,
+                "cascade": (
+                    paths.CASCADE.format(dataset=wildcards.dataset, terms=terms)
+                    if terms
+                    else None
+                ),
+                "checkpoint": files["models"],
+                "curve": files["curves"],
+                "metrics": files["metrics"],
+                "state_dir": paths.state_dir(method, EPSILON).format(**run),
+            }
+        )
+    return json.dumps(members, sort_keys=True)
 
 
 def profile_inputs(wildcards):
@@ -353,9 +434,13 @@ def compute_jobs():
             if method == "pretrain":
                 continue
             this_run = {**seed_run, "method": method, "epsilon": epsilon}
-            jobs[paths.benchmark_file("finetune", **this_run)] = paths.run_file(
-                "metrics", **this_run
-            )
+            finetune = paths.benchmark_file("finetune", **this_run)
+            if method in STACKED and epsilon == float(EPSILON):
+                # One stacked job trained this run and the others of its seed.
+                finetune = (
+                    f"{paths.BENCHMARKS}/finetune/{STACK_RUN.format(**seed_run)}.tsv"
+                )
+            jobs[finetune] = paths.run_file("metrics", **this_run)
             terms = CASCADE_TERMS_OF.get(method)
             if terms:
                 cascade = {"dataset": run["dataset"], "terms": terms}

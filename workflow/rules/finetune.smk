@@ -68,3 +68,40 @@ use rule finetune as finetune_clean with:
         paths.benchmark_template("finetune", "continued")
     wildcard_constraints:
         method="|".join(CLEAN_METHODS),
+
+
+# train.stack: the runs of STACKED at the paper's epsilon, one job per dataset x model x seed (one computation,
+# catrec.models.stack); each run writes exactly the files its own job would.
+if STACKED:
+
+    ruleorder: finetune_stack > finetune
+
+    rule finetune_stack:
+        input:
+            unpack(stack_inputs),
+        output:
+            models=stack_files("models"),
+            curves=stack_files("curves"),
+            metrics=stack_files("metrics"),
+        log:
+            f"logs/finetune/{STACK_RUN}.log",
+        benchmark:
+            f"{paths.BENCHMARKS}/finetune/{STACK_RUN}.tsv"
+        conda:
+            ENV
+        threads: 1 if USE_GPU else config["threads"]
+        resources:
+            gpu=1 if USE_GPU else 0,
+            device=config["device"],
+        params:
+            runs=stack_runs,
+            data=lambda wildcards, input: Path(input.sequences).parent,
+            max_stack=lambda wildcards: (
+                ""
+                if config["train"]["max_stack"] is None
+                else f"--max-stack {config['train']['max_stack']}"
+            ),
+        shell:
+            "python -m catrec finetune-stack --data {params.data:q} --dataset {wildcards.dataset}"
+            " --model {wildcards.model} --pretrained {input.pretrained:q} --runs {params.runs:q}"
+            " {params.max_stack} --device {resources.device} --threads {threads} > {log:q} 2>&1"

@@ -18,7 +18,11 @@ from catrec.data.sequences import SequenceData
 
 @dataclass
 class Batch:
-    """Users (B,) and their last L columns of inputs, next items (positives) and negatives, all (B, L)."""
+    """Users (B,) and their last L columns of inputs, next items (positives) and negatives, all (B, L).
+
+    A stack of K runs (``catrec.models.stack``) trains on batches with a leading run dimension: (K, B),
+    (K, B, L).
+    """
 
     users: torch.Tensor
     seqs: torch.Tensor
@@ -27,6 +31,10 @@ class Batch:
 
     def to(self, device: torch.device | str) -> Batch:
         return Batch(**{field.name: getattr(self, field.name).to(device) for field in fields(self)})
+
+    def run(self, index: int) -> Batch:
+        """Run ``index``'s batch of a stack's batch (every field with a leading run dimension K)."""
+        return Batch(**{field.name: getattr(self, field.name)[index] for field in fields(self)})
 
 
 def num_batches(data: SequenceData, batch_size: int) -> int:

@@ -60,6 +60,9 @@ class ModelConfig:
 class SequentialRecommender(nn.Module):
     """Base class: item embedding E with padding row 0, scoring by inner product."""
 
+    # Whether ``torch.func.vmap`` runs ``encode`` for a stack of runs (GRU4Rec's nn.GRU has no batching rule).
+    vectorizes = True
+
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
@@ -82,6 +85,11 @@ class SequentialRecommender(nn.Module):
     def input_scale(self) -> float:
         """The factor between the embedding rows E[seqs] and the tensor the sequence network takes in."""
         return 1.0
+
+    def randn_like(self, x: torch.Tensor) -> torch.Tensor:
+        """Standard normal noise shaped like ``x`` (the level-1 start), from the global stream; a stack of
+        runs (``catrec.models.stack``) draws each run's from its own generator instead."""
+        return torch.randn_like(x)
 
     def encode(self, seq_emb: torch.Tensor, seqs: torch.Tensor) -> torch.Tensor:
         """f(S; theta) of Eq. 3.3: (B, L, d) sequence embeddings -> (B, L, d) user representations.

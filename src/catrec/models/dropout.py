@@ -5,6 +5,8 @@ masks (``catrec.adversarial``). The eager engine gets them by restoring the RNG 
 inside a captured CUDA graph no host code runs between the passes, so the static engine keeps the masks
 themselves instead: ``DropoutMasks.recording`` stores every mask a pass draws (from the device's default
 generator, which CUDA graphs advance on each replay), ``replaying`` hands them out again in the same order.
+A stack of runs (``catrec.models.stack``) draws each run's masks from the run's own generator and replays
+them in every pass of its step.
 """
 
 from __future__ import annotations
@@ -34,13 +36,19 @@ class DropoutMasks:
             self._mode = "fresh"
 
     @contextmanager
-    def replaying(self) -> Iterator[None]:
-        """Apply the recorded masks again, in the order they were drawn."""
+    def replaying(self, masks: list[torch.Tensor] | None = None) -> Iterator[None]:
+        """Apply the recorded masks again, in the order they were drawn (or ``masks``, drawn elsewhere)."""
+        if masks is not None:
+            self._recorded = masks
         self._mode, self._next = "replay", 0
         try:
             yield
         finally:
             self._mode = "fresh"
+
+    def recorded(self) -> list[torch.Tensor]:
+        """The masks the last ``recording`` drew, in order."""
+        return list(self._recorded)
 
     def apply(self, x: torch.Tensor, p: float) -> torch.Tensor:
         """Inverted dropout of ``x`` with drop probability ``p`` (the mask holds the 1 / (1 - p) scale)."""

@@ -27,6 +27,9 @@ def _roll_rows(x: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
 
 
 class GRU4Rec(SequentialRecommender):
+    # A stack runs one GRU per run (one cuDNN call each on CUDA): vmap has no batching rule for aten::gru.
+    vectorizes = False
+
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
         self.emb_dropout = Dropout(config.dropout)

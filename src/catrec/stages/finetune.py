@@ -1,5 +1,8 @@
 """Stage ``finetune``: fine-tune a pretrained model with one method (Eq. 4.6-4.10); write its results.
 
+``finetune-stack`` fine-tunes one pretrained model with several methods at once (``catrec.models.stack``),
+each run resuming and writing exactly what ``finetune`` would for it.
+
 'base' trains nothing: it reports the pretrained model (its weights copied, a curve with only the header).
 The metrics JSON carries ``epsilon`` (None for methods without perturbation), ``selected_epoch``, the
 run's identity digest ``run_id`` and the training ``engine`` that ran ('eager' for 'base': its evaluation
@@ -8,14 +11,19 @@ is the eager one).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import copy
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from catrec.adversarial import make_loss
-from catrec.data.sequences import SPLITS
+from catrec.data.sequences import SPLITS, SequenceData
+from catrec.errors import CatrecError
 from catrec.io import write_text_atomically
-from catrec.models import save_model
+from catrec.models import SequentialRecommender, save_model
 from catrec.runtime import configure, resolve_engine
 from catrec.stages.common import (
     data_inputs,
@@ -25,7 +33,7 @@ from catrec.stages.common import (
     write_metrics_json,
 )
 from catrec.state import run_state
-from catrec.trainer import TrainConfig, evaluate, fit
+from catrec.trainer import Run, TrainConfig, evaluate, fit_runs
 from catrec.vocabulary import CURVE_COLUMNS
 
 
@@ -68,43 +76,160 @@ def finetune(
         )
         return
 
-    values["engine"] = resolve_engine(values["engine"], torch_device)
-    config = TrainConfig.from_hparams(values)
-    inputs = {**data_inputs(data_dir), "pretrained": Path(pretrained)}
-    cascade_matrix = method_cascade(method, cascade, config.batch_size, data)
-    if cascade_matrix is not None:
-        inputs["cascade"] = Path(str(cascade))
-    state = run_state(
-        state_dir,
-        stage="finetune",
-        model=model_name,
-        method=method,
-        hparams=values,
-        inputs=inputs,
-        metrics=metrics,
+    member = FinetuneRun(
+        method,
+        hparams,
+        None if cascade is None else Path(cascade),
+        Path(checkpoint),
+        Path(curve),
+        Path(metrics),
+        Path(state_dir),
     )
-    print(f"finetune {dataset}/{model_name} {method} seed {config.seed}: state {state.directory}")
-    loss_fn = make_loss(method, values, cascade_matrix, data)
-    result = fit(
+    _finetune_runs(
         model,
         data,
-        loss_fn,
-        config,
-        phase="finetune",
-        curve_path=curve,
-        state_dir=state.directory,
+        [(member, values)],
+        dataset=dataset,
+        model_name=model_name,
+        data_dir=data_dir,
+        pretrained=pretrained,
         device=torch_device,
-        epoch_offset=values["epoch_offset"],
-        model_selection=values["model_selection"],
     )
-    save_model(checkpoint, model)
-    write_metrics_json(
-        metrics,
-        **record,
-        valid=result.valid,
-        test=result.test,
-        epsilon=values.get("epsilon"),
-        selected_epoch=result.selected_epoch,
-        run_id=state.run_id,
-        engine=config.engine,
+
+
+def finetune_stack(
+    *,
+    data_dir: str | Path,
+    dataset: str,
+    model_name: str,
+    pretrained: str | Path,
+    runs: Sequence[FinetuneRun],
+    device: str = "auto",
+    threads: int = 1,
+    max_stack: int | None = None,
+) -> None:
+    """Fine-tune ``pretrained`` with several methods as one stack (``catrec.models.stack``), or as
+    consecutive stacks of at most ``max_stack`` runs.
+
+    The runs must share their schedule (seed, epochs, batch size, ...) and resolve to the static engine; each
+    resumes its own state and writes exactly the outputs ``finetune`` writes for it (a finished run trains
+    no epoch again).
+    """
+    if not runs:
+        raise CatrecError("finetune-stack needs at least one run")
+    prepared = [prepare(run.hparams, "finetune", model=model_name, method=run.method) for run in runs]
+    if any(run.method == "base" for run in runs):
+        raise CatrecError("'base' trains nothing: it is never part of a stack")
+    torch_device = configure(device, threads)
+    model, data = load_model_and_data(
+        pretrained, data_dir, model_name=model_name, max_len=prepared[0]["max_len"], device=torch_device
     )
+    _finetune_runs(
+        model,
+        data,
+        list(zip(runs, prepared, strict=True)),
+        dataset=dataset,
+        model_name=model_name,
+        data_dir=data_dir,
+        pretrained=pretrained,
+        device=torch_device,
+        max_stack=max_stack,
+    )
+
+
+@dataclass(frozen=True)
+class FinetuneRun:
+    """One fine-tuning run of a stack: its method, ``--hparams`` and the files it reads and writes."""
+
+    method: str
+    hparams: Mapping[str, Any]
+    cascade: Path | None
+    checkpoint: Path
+    curve: Path
+    metrics: Path
+    state_dir: Path
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, Any]) -> FinetuneRun:
+        """A run of ``catrec finetune-stack --runs`` (an object with these fields; ``cascade`` optional)."""
+        missing = [name for name in RUN_FIELDS if name not in value and name != "cascade"]
+        unknown = sorted(set(value) - set(RUN_FIELDS))
+        if missing or unknown:
+            problem = f"lacks {', '.join(missing)}" if missing else f"has unknown key(s) {', '.join(unknown)}"
+            raise CatrecError(f"--runs: the run of method {value.get('method')!r} {problem}")
+        paths = {name: Path(value[name]) for name in RUN_FIELDS[3:]}
+        cascade = value.get("cascade")
+        return cls(value["method"], value["hparams"], None if cascade is None else Path(cascade), **paths)
+
+
+RUN_FIELDS = ("method", "hparams", "cascade", "checkpoint", "curve", "metrics", "state_dir")
+
+
+def _finetune_runs(
+    pretrained_model: SequentialRecommender,
+    data: SequenceData,
+    members: list[tuple[FinetuneRun, dict[str, Any]]],
+    *,
+    dataset: str,
+    model_name: str,
+    data_dir: str | Path,
+    pretrained: str | Path,
+    device: torch.device,
+    max_stack: int | None = None,
+) -> None:
+    """Train ``members`` (runs with their validated settings) from ``pretrained_model``, one stack."""
+    configs = set()
+    for _, values in members:
+        values["engine"] = resolve_engine(values["engine"], device)
+        configs.add(TrainConfig.from_hparams(values))
+    # Checked before any state is written: a refused stack leaves nothing behind.
+    if len(configs) > 1:
+        raise CatrecError(
+            "the runs of a stack must share their schedule (seed, epochs, batch size, engine, ...)"
+        )
+    (config,) = configs
+    if len(members) > 1 and config.engine != "static":
+        raise CatrecError(f"the eager engine trains one run at a time, not {len(members)} (stacks: 'static')")
+    runs = []
+    for member, values in members:
+        inputs = {**data_inputs(data_dir), "pretrained": Path(pretrained)}
+        cascade_matrix = method_cascade(member.method, member.cascade, config.batch_size, data)
+        if cascade_matrix is not None:
+            inputs["cascade"] = Path(str(member.cascade))
+        state = run_state(
+            member.state_dir,
+            stage="finetune",
+            model=model_name,
+            method=member.method,
+            hparams=values,
+            inputs=inputs,
+            metrics=member.metrics,
+        )
+        print(f"finetune {dataset}/{model_name} {member.method} seed {config.seed}: state {state.directory}")
+        run = Run(
+            model=copy.deepcopy(pretrained_model),
+            loss_fn=make_loss(member.method, values, cascade_matrix, data),
+            phase="finetune",
+            curve_path=member.curve,
+            state_dir=state.directory,
+            epoch_offset=values["epoch_offset"],
+            model_selection=values["model_selection"],
+            label=member.method if len(members) > 1 else "",
+        )
+        runs.append((run, state.run_id))
+    results = fit_runs([run for run, _ in runs], data, config, device=device, max_stack=max_stack)
+    for (member, values), (run, run_id), result in zip(members, runs, results, strict=True):
+        save_model(member.checkpoint, run.model)
+        write_metrics_json(
+            member.metrics,
+            dataset=dataset,
+            model=model_name,
+            method=member.method,
+            seed=values["seed"],
+            valid=result.valid,
+            test=result.test,
+            epsilon=values.get("epsilon"),
+            selected_epoch=result.selected_epoch,
+            run_id=run_id,
+            engine=config.engine,
+        )
