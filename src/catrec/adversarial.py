@@ -196,9 +196,6 @@ class AdversarialLoss:
     ) -> None:
         if sequence not in (None, "bce", "representation"):
             raise ValueError(f"unknown sequence perturbation '{sequence}'")
-        self.config = config
-        self.sequence = sequence
-        self.linear = linear
         self.factors = factors
         uses = {kind for kind in (sequence, "linear" if linear else None) if kind is not None}
         self.coefficients = LossCoefficients(
@@ -214,14 +211,6 @@ class AdversarialLoss:
 
     def __call__(self, model: SequentialRecommender, batch: Batch) -> torch.Tensor:
         return total_loss(self.terms(model, batch), self.coefficients)
-
-    def input_budget(self, model: SequentialRecommender, norm: float) -> float:
-        """The norm on the embedding rows E[seqs] that makes ``norm`` in the chosen space of S.
-
-        S = input_scale * E[seqs] (SASRec's sqrt(d)); a step of norm eps on S is one of eps / input_scale
-        on the rows, in the same direction (the gradient w.r.t. S is the rows' gradient / input_scale).
-        """
-        return norm / model.input_scale if self.config.perturb_space == "input" else norm
 
     def terms(self, model: SequentialRecommender, batch: Batch) -> LossTerms:
         return loss_terms(model, batch, self.coefficients, self.factors)
@@ -266,7 +255,11 @@ def _stacked_factors(factors: list[FactorFn], batch: Batch) -> torch.Tensor:
 
 
 def _budget(norm: Coefficient, input_space: Coefficient, input_scale: float) -> Coefficient:
-    """``norm`` in the chosen space of S as a norm on the rows E[seqs] (``AdversarialLoss.input_budget``)."""
+    """The norm on the embedding rows E[seqs] that makes ``norm`` in the chosen space of S.
+
+    S = input_scale * E[seqs] (SASRec's sqrt(d)); a step of norm eps on S is one of eps / input_scale on the
+    rows, in the same direction (the gradient w.r.t. S is the rows' gradient / input_scale).
+    """
     if isinstance(input_space, torch.Tensor):
         return norm / torch.where(input_space > 0, input_scale, 1.0)
     return norm / input_scale if input_space else norm
