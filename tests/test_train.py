@@ -24,6 +24,7 @@ from catrec.metrics import ndcg_hit_at_k
 from catrec.models import ModelConfig, SequentialRecommender, build_model, load_model, save_model
 from catrec.runtime import seed_everything
 from catrec.stages.common import write_metrics_json
+from catrec.stages.pretrain import PretrainRun, pretrain_stack
 from catrec.trainer import CHECKPOINT_NAME, FitResult, TrainConfig, evaluate, fit
 
 TOY_LEN = 20
@@ -446,3 +447,51 @@ def test_cuda_matches_cpu_and_trains(
 
     _, result = train_toy(toy_data, tmp_path, model_name, device="cuda", epochs=4, eval_every=2)
     assert result.valid["ndcg@10"] > popularity_ndcg(toy_data)
+
+
+def stack_member(out: Path, **overrides: object) -> PretrainRun:
+    settings = {"hidden_size": 16, "epochs": 3, "eval_every": 3, "engine": "static", **overrides}
+    hparams = pretrain_hparams("gru4rec", **settings)
+    return PretrainRun(hparams, out / "model.pt", out / "curve.csv", out / "metrics.json", out / "state")
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.2])
+def test_a_pretraining_stack_across_seeds_writes_what_each_seed_alone_writes(
+    toy_data_dir: Path, tmp_path: Path, dropout: float
+) -> None:
+    """``catrec pretrain-stack``: each seed's run as ``pretrain`` writes it alone (same run id, curve and
+    weights): its own initial weights, batches, negatives and dropout masks come from its own seed."""
+    seeds = (1, 2, 3)
+    stacked = [stack_member(tmp_path / f"stack{seed}", seed=seed, dropout=dropout) for seed in seeds]
+    pretrain_stack(data_dir=toy_data_dir, dataset="toy", model_name="gru4rec", runs=stacked, device="cpu")
+    for seed, member in zip(seeds, stacked, strict=True):
+        alone = stack_member(tmp_path / f"alone{seed}", seed=seed, dropout=dropout)
+        pretrain_stack(data_dir=toy_data_dir, dataset="toy", model_name="gru4rec", runs=[alone], device="cpu")
+        stacked_metrics, alone_metrics = (json.loads(run.metrics.read_text()) for run in (member, alone))
+        assert stacked_metrics["run_id"] == alone_metrics["run_id"]
+        for split in ("valid", "test"):
+            assert stacked_metrics[split] == pytest.approx(alone_metrics[split], rel=1e-6), (seed, split)
+        stacked_weights, alone_weights = (
+            load_model(run.checkpoint, torch.device("cpu")).state_dict() for run in (member, alone)
+        )
+        for name, value in alone_weights.items():
+            torch.testing.assert_close(stacked_weights[name], value, rtol=1e-5, atol=1e-6)
+    # Different seeds train different models.
+    first, second = (load_model(run.checkpoint, torch.device("cpu")).state_dict() for run in stacked[:2])
+    assert not torch.allclose(first["item_emb.weight"], second["item_emb.weight"])
+
+
+def test_pretrain_stack_refuses_what_it_cannot_stack(toy_data_dir: Path, tmp_path: Path) -> None:
+    def stack(runs: list[PretrainRun]) -> None:
+        pretrain_stack(data_dir=toy_data_dir, dataset="toy", model_name="gru4rec", runs=runs, device="cpu")
+
+    with pytest.raises(CatrecError, match="distinct seeds"):
+        stack([stack_member(tmp_path / "a", seed=1), stack_member(tmp_path / "b", seed=1)])
+    with pytest.raises(CatrecError, match="all their settings but the seed"):
+        stack([stack_member(tmp_path / "a", seed=1), stack_member(tmp_path / "b", seed=2, lr=0.1)])
+    with pytest.raises(CatrecError, match="eager engine trains one run"):
+        stack([stack_member(tmp_path / "a", seed=1, engine="eager"),
+               stack_member(tmp_path / "b", seed=2, engine="eager")])  # fmt: skip
+    assert not list(tmp_path.rglob("*.json")), "a refused stack writes nothing"
+    with pytest.raises(CatrecError, match="the run of seed 1 lacks curve"):
+        PretrainRun.from_json({"hparams": {"seed": 1}, "checkpoint": "m", "metrics": "j", "state_dir": "s"})

@@ -153,6 +153,20 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_pretrain_stack(args: argparse.Namespace) -> None:
+    from catrec.stages.pretrain import PretrainRun, pretrain_stack
+
+    pretrain_stack(
+        data_dir=args.data,
+        dataset=args.dataset,
+        model_name=args.model,
+        runs=[PretrainRun.from_json(run) for run in args.runs],
+        device=args.device,
+        threads=args.threads,
+        max_stack=args.max_stack,
+    )
+
+
 def cmd_cascade(args: argparse.Namespace) -> None:
     from catrec.stages.cascade import write_cascade
 
@@ -401,29 +415,43 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--cascade", type=Path, help="cascade matrix (.pt), needed by adv_cas*")
     add_run_outputs(sub)
 
+    def add_stack_args(sub: argparse.ArgumentParser, runs_help: str) -> None:
+        sub.add_argument("--data", type=Path, required=True, help="preprocessed dataset directory")
+        sub.add_argument("--dataset", required=True, help="dataset name recorded in the outputs")
+        sub.add_argument("--model", required=True, choices=list(MODELS))
+        sub.add_argument(
+            "--runs", type=_runs, required=True, help=f"JSON list (or @file.json) of {runs_help}"
+        )
+        sub.add_argument(
+            "--max-stack",
+            type=_positive(int),
+            help="train at most this many runs at once (consecutive stacks; default: all), a bound on memory",
+        )
+        sub.add_argument("--device", choices=DEVICES, default="auto", help="auto: CUDA when available")
+        sub.add_argument("--threads", type=int, default=1, help="CPU threads torch may use, on a GPU too")
+
+    sub = add(
+        "pretrain-stack",
+        cmd_pretrain_stack,
+        "Pretrain one model for several seeds trained as one stack (static engine).",
+    )
+    add_stack_args(
+        sub,
+        "runs, each an object with hparams (as pretrain's --hparams; the runs differ in seed alone), "
+        "checkpoint, curve, metrics and state_dir",
+    )
+
     sub = add(
         "finetune-stack",
         cmd_finetune_stack,
         "Fine-tune one pretrained model with several methods trained as one stack (static engine).",
     )
-    sub.add_argument("--data", type=Path, required=True, help="preprocessed dataset directory")
-    sub.add_argument("--dataset", required=True, help="dataset name recorded in the outputs")
-    sub.add_argument("--model", required=True, choices=list(MODELS))
+    add_stack_args(
+        sub,
+        "runs, each an object with method, hparams (as finetune's --hparams), cascade (adv_cas* only), "
+        "checkpoint, curve, metrics and state_dir",
+    )
     sub.add_argument("--pretrained", type=Path, required=True)
-    sub.add_argument(
-        "--runs",
-        type=_runs,
-        required=True,
-        help="JSON list (or @file.json) of runs, each an object with method, hparams (as finetune's "
-        "--hparams), cascade (adv_cas* only), checkpoint, curve, metrics and state_dir",
-    )
-    sub.add_argument(
-        "--max-stack",
-        type=_positive(int),
-        help="train at most this many runs at once (consecutive stacks; default: all), a bound on memory",
-    )
-    sub.add_argument("--device", choices=DEVICES, default="auto", help="auto: CUDA when available")
-    sub.add_argument("--threads", type=int, default=1, help="CPU threads torch may use, on a GPU too")
 
     sub = add("attack", cmd_attack, "Item-replacement attacks (section 5.6) against one trained model.")
     add_training_args(sub)

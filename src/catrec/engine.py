@@ -111,12 +111,17 @@ class _Training:
         losses: Sequence[LossFn],
         schedule: TrainSchedule,
         device: torch.device,
+        seeds: Sequence[int] | None = None,
     ) -> None:
         if not models or len(models) != len(losses):
             raise ValueError(f"one loss per model ({len(models)} models, {len(losses)} losses)")
         self._models, self._data, self._losses = list(models), data, list(losses)
         self._schedule, self._device = schedule, device
         self.size = len(models)
+        # Each run's seed: the schedule's, but for a stack of pretrainings across seeds.
+        self._seeds = list(seeds) if seeds is not None else [schedule.seed] * self.size
+        if len(self._seeds) != self.size:
+            raise ValueError(f"one seed per model ({self.size} models, {len(self._seeds)} seeds)")
         self._prepare()
 
     def _prepare(self) -> None:
@@ -133,7 +138,7 @@ class EagerEngine(_Training):
             )
         (self._model,), (self._loss_fn,) = self._models, self._losses
         self.optimizer = make_optimizer(self._model.parameters(), self._schedule)
-        self.sampler = torch.Generator().manual_seed(sampler_seed(self._schedule.seed))
+        self.sampler = torch.Generator().manual_seed(sampler_seed(self._seeds[0]))
         self._loss_sum, self._steps = 0.0, 0
 
     def epoch(self) -> Iterator[None]:
@@ -165,9 +170,11 @@ class StaticEngine(_Training):
 
     Trains its runs as one ``ModelStack`` (a single run is a stack of one), each run's batches, negatives,
     dropout masks and level-1 noise drawn by its own generators (sampler, dropout, noise), seeded from its
-    seed alone, so a run's numbers do not depend on the stack it is trained in. The member models are
-    switched to their static layout (their evaluation stays on the device). Setting ``capture`` False
-    before the first step runs every step uncaptured on CUDA too (the reference the graph is tested against).
+    seed alone, so a run's numbers do not depend on the stack it is trained in (runs of different seeds,
+    pretrainings across seeds, draw different batches: the step's inputs carry the run dimension). The
+    member models are switched to their static layout (their evaluation stays on the device). Setting
+    ``capture`` False before the first step runs every step uncaptured on CUDA too (the reference the graph
+    is tested against).
     """
 
     def _prepare(self) -> None:
@@ -175,13 +182,9 @@ class StaticEngine(_Training):
         self.capture = device.type == "cuda"
         for model in self._models:
             model.use_static(DropoutMasks())
-        self._samplers = [
-            torch.Generator(device).manual_seed(sampler_seed(schedule.seed)) for _ in range(size)
-        ]
-        self._dropout = [
-            torch.Generator(device).manual_seed(dropout_seed(schedule.seed)) for _ in range(size)
-        ]
-        self._noise = [torch.Generator(device).manual_seed(noise_seed(schedule.seed)) for _ in range(size)]
+        self._samplers = [torch.Generator(device).manual_seed(sampler_seed(seed)) for seed in self._seeds]
+        self._dropout = [torch.Generator(device).manual_seed(dropout_seed(seed)) for seed in self._seeds]
+        self._noise = [torch.Generator(device).manual_seed(noise_seed(seed)) for seed in self._seeds]
         self.stack = ModelStack(self._models, self._dropout, self._noise)
         self._coefficients, self._factors = stack_coefficients(self._losses, device)
         self.optimizer = make_optimizer(self.stack.parameters.values(), schedule, capturable=True)
@@ -294,14 +297,16 @@ def make_engine(
     losses: Sequence[LossFn],
     schedule: TrainSchedule,
     device: torch.device,
+    seeds: Sequence[int] | None = None,
 ) -> Engine:
     """The engine named ``engine`` ('eager' or 'static', as ``catrec.runtime.resolve_engine`` resolves it)
-    for the runs of ``models`` (each trained with its loss in ``losses``; more than one: 'static' only).
+    for the runs of ``models`` (each trained with its loss in ``losses``; more than one: 'static' only),
+    each run seeded by its entry of ``seeds`` (default: every run the schedule's seed).
 
     The models must be on ``device``; 'eager' reads ``data`` where it is, 'static' moves it to ``device``.
     """
     if engine == "eager":
-        return EagerEngine(models, data, losses, schedule, device)
+        return EagerEngine(models, data, losses, schedule, device, seeds)
     if engine == "static":
-        return StaticEngine(models, data, losses, schedule, device)
+        return StaticEngine(models, data, losses, schedule, device, seeds)
     raise ValueError(f"unknown engine '{engine}' (expected 'eager' or 'static', resolved)")

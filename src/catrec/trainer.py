@@ -97,7 +97,9 @@ def _write_curve(path: str | Path, rows: list[dict[str, Any]]) -> None:
 
 @dataclass
 class Run:
-    """One run of ``fit_runs``: its model, loss and the files it writes. ``label`` names it in the log."""
+    """One run of ``fit_runs``: its model, loss and the files it writes. ``label`` names it in the log;
+    ``seed`` is its own where the runs of a stack differ in seed alone (pretraining across seeds), else
+    the schedule's."""
 
     model: SequentialRecommender
     loss_fn: LossFn
@@ -107,6 +109,11 @@ class Run:
     epoch_offset: int = 0
     model_selection: str = "last"
     label: str = ""
+    seed: int | None = None
+
+
+def _seed_of(run: Run, config: TrainConfig) -> int:
+    return config.seed if run.seed is None else run.seed
 
 
 def fit(
@@ -236,7 +243,7 @@ def fit_runs(
         run.model.to(device)
     if config.engine == "static":
         data = data.to(device)
-    torch.manual_seed(config.seed)
+    torch.manual_seed(_seed_of(runs[0], config))
     states = [_RunProgress(run, data) for run in runs]
     # The global stream: only the eager engine (one run) draws from it (dropout, level-1 noise).
     saved = [state.saved for state in states if state.saved is not None]
@@ -259,7 +266,8 @@ def _train_group(
 ) -> None:
     """Train the runs of ``group`` (all at the same epoch) from there to ``config.epochs``, as one stack."""
     models, losses = [state.run.model for state in group], [state.run.loss_fn for state in group]
-    engine = make_engine(config.engine, models, data, losses, config, device)
+    seeds = [_seed_of(state.run, config) for state in group]
+    engine = make_engine(config.engine, models, data, losses, config, device, seeds)
     for index, state in enumerate(group):
         if state.saved is not None:
             engine.restore_run(index, state.saved)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,25 @@ def method_cascade(
             raise CatrecError(f"{path} has {key}={payload[key]!r}; method '{method}' needs {key}={value!r}")
     check_cascade(payload["cascade"], data, source=str(path))
     return payload["cascade"]
+
+
+def run_fields(
+    value: Mapping[str, Any], required: Sequence[str], optional: Sequence[str], name: str
+) -> dict[str, Any]:
+    """One run of a stack's ``--runs`` (``value``, a JSON object), checked to hold every ``required`` key and
+    no key outside ``required`` and ``optional``; ``name`` names the run in the error."""
+    missing = [key for key in required if key not in value]
+    unknown = sorted(set(value) - set(required) - set(optional))
+    if missing or unknown:
+        problem = f"lacks {', '.join(missing)}" if missing else f"has unknown key(s) {', '.join(unknown)}"
+        raise CatrecError(f"--runs: the run {name} {problem}")
+    return dict(value)
+
+
+def check_stack_engine(runs: int, engine: str) -> None:
+    """Refuse a stack of ``runs`` runs that would train on the eager engine (one run at a time)."""
+    if runs > 1 and engine != "static":
+        raise CatrecError(f"the eager engine trains one run at a time, not {runs} (stacks: 'static')")
 
 
 def data_inputs(data_dir: str | Path) -> dict[str, Path]:

@@ -26,10 +26,12 @@ from catrec.io import write_text_atomically
 from catrec.models import SequentialRecommender, save_model
 from catrec.runtime import configure, resolve_engine
 from catrec.stages.common import (
+    check_stack_engine,
     data_inputs,
     load_model_and_data,
     method_cascade,
     prepare,
+    run_fields,
     write_metrics_json,
 )
 from catrec.state import run_state
@@ -152,17 +154,17 @@ class FinetuneRun:
     @classmethod
     def from_json(cls, value: Mapping[str, Any]) -> FinetuneRun:
         """A run of ``catrec finetune-stack --runs`` (an object with these fields; ``cascade`` optional)."""
-        missing = [name for name in RUN_FIELDS if name not in value and name != "cascade"]
-        unknown = sorted(set(value) - set(RUN_FIELDS))
-        if missing or unknown:
-            problem = f"lacks {', '.join(missing)}" if missing else f"has unknown key(s) {', '.join(unknown)}"
-            raise CatrecError(f"--runs: the run of method {value.get('method')!r} {problem}")
-        paths = {name: Path(value[name]) for name in RUN_FIELDS[3:]}
-        cascade = value.get("cascade")
-        return cls(value["method"], value["hparams"], None if cascade is None else Path(cascade), **paths)
-
-
-RUN_FIELDS = ("method", "hparams", "cascade", "checkpoint", "curve", "metrics", "state_dir")
+        files = ("checkpoint", "curve", "metrics", "state_dir")
+        fields = run_fields(
+            value, ("method", "hparams", *files), ("cascade",), f"of method {value.get('method')!r}"
+        )
+        cascade = fields.get("cascade")
+        return cls(
+            fields["method"],
+            fields["hparams"],
+            None if cascade is None else Path(cascade),
+            *(Path(fields[name]) for name in files),
+        )
 
 
 def _finetune_runs(
@@ -188,8 +190,7 @@ def _finetune_runs(
             "the runs of a stack must share their schedule (seed, epochs, batch size, engine, ...)"
         )
     (config,) = configs
-    if len(members) > 1 and config.engine != "static":
-        raise CatrecError(f"the eager engine trains one run at a time, not {len(members)} (stacks: 'static')")
+    check_stack_engine(len(members), config.engine)
     runs = []
     for member, values in members:
         inputs = {**data_inputs(data_dir), "pretrained": Path(pretrained)}

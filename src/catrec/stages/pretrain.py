@@ -1,18 +1,51 @@
-"""Stage ``pretrain``: train a base model with the BCE loss (Eq. 3.5); write weights, curve and metrics."""
+"""Stage ``pretrain``: train a base model with the BCE loss (Eq. 3.5); write weights, curve and metrics.
+
+``pretrain-stack`` trains the pretrainings of several seeds of one dataset x model at once
+(``catrec.models.stack``), each run resuming and writing exactly what ``pretrain`` would for it.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from catrec.data.sequences import SequenceData
+from catrec.errors import CatrecError
 from catrec.losses import bce_loss
 from catrec.models import ModelConfig, build_model, save_model
-from catrec.runtime import configure, resolve_engine
-from catrec.stages.common import data_inputs, prepare, write_metrics_json
+from catrec.runtime import configure, resolve_engine, seed_everything
+from catrec.stages.common import (
+    check_stack_engine,
+    data_inputs,
+    prepare,
+    run_fields,
+    write_metrics_json,
+)
 from catrec.state import run_state
-from catrec.trainer import TrainConfig, fit
+from catrec.trainer import Run, TrainConfig, fit_runs
+
+RUN_FILES = ("checkpoint", "curve", "metrics", "state_dir")
+
+
+@dataclass(frozen=True)
+class PretrainRun:
+    """One pretraining of a stack: its ``--hparams`` (as ``pretrain``'s) and the files it writes."""
+
+    hparams: Mapping[str, Any]
+    checkpoint: Path
+    curve: Path
+    metrics: Path
+    state_dir: Path
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, Any]) -> PretrainRun:
+        """A run of ``catrec pretrain-stack --runs`` (an object with these fields)."""
+        hparams = value.get("hparams")
+        seed = hparams.get("seed") if isinstance(hparams, Mapping) else None
+        fields = run_fields(value, ("hparams", *RUN_FILES), (), f"of seed {seed!r}")
+        return cls(fields["hparams"], *(Path(fields[name]) for name in RUN_FILES))
 
 
 def pretrain(
@@ -29,49 +62,91 @@ def pretrain(
     threads: int = 1,
 ) -> None:
     """Train ``model_name`` on ``data_dir``, resuming this run's own state under ``state_dir``."""
-    values = prepare(hparams, "pretrain", model=model_name)
-    torch_device = configure(device, threads)
-    values["engine"] = resolve_engine(values["engine"], torch_device)
-    config = TrainConfig.from_hparams(values)
-    data = SequenceData.from_dir(data_dir, values["max_len"])
-    state = run_state(
-        state_dir,
-        stage="pretrain",
-        model=model_name,
-        method="pretrain",
-        hparams=values,
-        inputs=data_inputs(data_dir),
-        metrics=metrics,
-    )
-    model = build_model(ModelConfig.from_hparams(values, data.num_items)).to(torch_device)
-    parameters = sum(p.numel() for p in model.parameters())
-    print(
-        f"pretrain {dataset}/{model_name} seed {config.seed}: device {torch_device}, {data.num_users} users, "
-        f"{data.num_items} items, T={values['max_len']}, {parameters} parameters, {config.epochs} epochs, "
-        f"engine {config.engine}, state {state.directory}"
-    )
-    result = fit(
-        model,
-        data,
-        bce_loss,
-        config,
-        phase="pretrain",
-        curve_path=curve,
-        state_dir=state.directory,
-        device=torch_device,
-        model_selection="last",
-    )
-    if result.epochs_trained:
-        print(f"pretrain {dataset}/{model_name}: {result.train_seconds / result.epochs_trained:.2f} s/epoch")
-    save_model(checkpoint, model)
-    write_metrics_json(
-        metrics,
+    run = PretrainRun(hparams, Path(checkpoint), Path(curve), Path(metrics), Path(state_dir))
+    pretrain_stack(
+        data_dir=data_dir,
         dataset=dataset,
-        model=model_name,
-        method="pretrain",
-        seed=config.seed,
-        valid=result.valid,
-        test=result.test,
-        run_id=state.run_id,
-        engine=config.engine,
+        model_name=model_name,
+        runs=[run],
+        device=device,
+        threads=threads,
     )
+
+
+def pretrain_stack(
+    *,
+    data_dir: str | Path,
+    dataset: str,
+    model_name: str,
+    runs: Sequence[PretrainRun],
+    device: str = "auto",
+    threads: int = 1,
+    max_stack: int | None = None,
+) -> None:
+    """Pretrain ``model_name`` once per run, the runs trained as one stack (or consecutive stacks of at
+    most ``max_stack``): runs of distinct seeds and otherwise the same settings, on the static engine
+    where there is more than one. Each run resumes its own state and writes what ``pretrain`` writes."""
+    if not runs:
+        raise CatrecError("pretrain-stack needs at least one run")
+    prepared = [prepare(run.hparams, "pretrain", model=model_name) for run in runs]
+    torch_device = configure(device, threads)
+    for values in prepared:
+        values["engine"] = resolve_engine(values["engine"], torch_device)
+    seeds = [values["seed"] for values in prepared]
+    # Checked before any state is written: a refused stack leaves nothing behind.
+    if len(set(seeds)) != len(seeds):
+        raise CatrecError(f"the runs of a pretraining stack need distinct seeds, not {seeds}")
+    if any({**values, "seed": seeds[0]} != prepared[0] for values in prepared):
+        raise CatrecError("the runs of a pretraining stack must share all their settings but the seed")
+    config = TrainConfig.from_hparams(prepared[0])
+    check_stack_engine(len(runs), config.engine)
+    data = SequenceData.from_dir(data_dir, prepared[0]["max_len"])
+    members = []
+    for member, values in zip(runs, prepared, strict=True):
+        state = run_state(
+            member.state_dir,
+            stage="pretrain",
+            model=model_name,
+            method="pretrain",
+            hparams=values,
+            inputs=data_inputs(data_dir),
+            metrics=member.metrics,
+        )
+        # Each run's initial weights are those of the run alone: drawn from its own seed.
+        seed_everything(values["seed"])
+        model = build_model(ModelConfig.from_hparams(values, data.num_items)).to(torch_device)
+        parameters = sum(p.numel() for p in model.parameters())
+        print(
+            f"pretrain {dataset}/{model_name} seed {values['seed']}: device {torch_device}, "
+            f"{data.num_users} users, {data.num_items} items, T={values['max_len']}, {parameters} "
+            f"parameters, {config.epochs} epochs, engine {config.engine}, state {state.directory}"
+        )
+        run = Run(
+            model=model,
+            loss_fn=bce_loss,
+            phase="pretrain",
+            curve_path=member.curve,
+            state_dir=state.directory,
+            label=f"seed {values['seed']}" if len(runs) > 1 else "",
+            seed=values["seed"],
+        )
+        members.append((member, run, state.run_id))
+    results = fit_runs([run for _, run, _ in members], data, config, device=torch_device, max_stack=max_stack)
+    for (member, run, run_id), seed, result in zip(members, seeds, results, strict=True):
+        if result.epochs_trained:
+            print(
+                f"pretrain {dataset}/{model_name} seed {seed}: "
+                f"{result.train_seconds / result.epochs_trained:.2f} s/epoch"
+            )
+        save_model(member.checkpoint, run.model)
+        write_metrics_json(
+            member.metrics,
+            dataset=dataset,
+            model=model_name,
+            method="pretrain",
+            seed=seed,
+            valid=result.valid,
+            test=result.test,
+            run_id=run_id,
+            engine=config.engine,
+        )
