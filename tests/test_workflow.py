@@ -106,16 +106,21 @@ def planned_gpus(output: str) -> dict[str, set[str]]:
     return gpus
 
 
+def cuda_mocked(directory: Path) -> dict[str, str]:
+    """The environment of a Snakemake process that sees CUDA as available (it plans; nothing runs)."""
+    mock = directory / "mock_cuda"
+    mock.mkdir(exist_ok=True)
+    (mock / "sitecustomize.py").write_text("import torch\ntorch.cuda.is_available = lambda: True\n")
+    return {"PYTHONPATH": str(mock)}
+
+
 def test_auto_device_with_cuda_plans_one_gpu_per_model_job(tmp_path: Path) -> None:
     """`device: auto` where CUDA is available (mocked in the Snakemake process) plans gpu=1 for model jobs."""
     config = str(REPO_ROOT / "config/smoke.yaml")
     without = planned_gpus(snakemake(tmp_path, "-n", "--cores", "1", "all", "--configfile", config).stdout)
-    mock = tmp_path / "mock_cuda"
-    mock.mkdir()
-    (mock / "sitecustomize.py").write_text("import torch\ntorch.cuda.is_available = lambda: True\n")
     with_cuda = planned_gpus(
         snakemake(
-            tmp_path, "-n", "--cores", "1", "all", "--configfile", config, env={"PYTHONPATH": str(mock)}
+            tmp_path, "-n", "--cores", "1", "all", "--configfile", config, env=cuda_mocked(tmp_path)
         ).stdout
     )
     assert {rule: values for rule, values in with_cuda.items() if rule in MODEL_RULES} == {
@@ -601,6 +606,29 @@ def test_stacked_config_plans_one_stack_per_seed_at_the_paper_epsilon(tmp_path: 
     assert "finetune_stack" not in unstacked, "auto on a CPU: no stacks"
 
 
+def test_stacked_config_with_several_seeds_plans_one_pretraining_stack_per_model(tmp_path: Path) -> None:
+    """train.stack with two seeds: one pretrain_stack job per model trains both seeds' pretrainings; the
+    compute table reads its benchmark; with CUDA (mocked) it holds a GPU like every model job."""
+    config = stacked_config()
+    config["seeds"] = [42, 43]
+    path = write_config(tmp_path, "stack.yaml", config)
+    result = snakemake(tmp_path, "-n", "-p", "--cores", "1", "all", "--configfile", str(path))
+    jobs = planned_jobs(result.stdout)
+    assert jobs["pretrain_stack"] == len(config["models"]) and "pretrain" not in jobs
+    assert "logs/pretrain/toy/sasrec/seed42/stack-seeds42+43.log" in result.stdout
+    compute = result.stdout.split("catrec compute", 1)[1].split("\n", 1)[0]
+    assert "benchmarks/pretrain/toy/sasrec/seed42/stack-seeds42+43.tsv" in compute
+    assert "benchmarks/pretrain/toy/sasrec/seed42/pretrain.tsv" not in compute
+    auto = {**config, "train": {**config["train"], "stack": "auto"}}
+    path = write_config(tmp_path, "auto.yaml", auto)
+    on_cuda = snakemake(
+        tmp_path, "-n", "--cores", "1", "all", "--configfile", str(path), env=cuda_mocked(tmp_path)
+    )
+    assert planned_gpus(on_cuda.stdout)["pretrain_stack"] == {"1"}
+    on_cpu = planned_jobs(snakemake(tmp_path, "-n", "--cores", "1", "all", "--configfile", str(path)).stdout)
+    assert "pretrain_stack" not in on_cpu and on_cpu["pretrain"] == 2 * len(config["models"])
+
+
 def test_stacked_fig6_plans_only_what_it_needs(tmp_path: Path) -> None:
     config = stacked_config()
     path = write_config(tmp_path, "stack.yaml", config)
@@ -608,7 +636,8 @@ def test_stacked_fig6_plans_only_what_it_needs(tmp_path: Path) -> None:
         snakemake(tmp_path, "-n", "--cores", "1", "figures/fig6.pdf", "--configfile", str(path)).stdout
     )
     assert jobs["finetune_stack"] == 1 and "finetune" not in jobs, "no epsilon sweep, SASRec only"
-    assert jobs["pretrain"] == 1 and "table1" not in jobs and "profile" not in jobs
+    assert jobs["pretrain"] == 1 and "pretrain_stack" not in jobs, "one seed: nothing to stack"
+    assert "table1" not in jobs and "profile" not in jobs
 
 
 def test_stacking_the_eager_engine_is_refused_naming_the_key(tmp_path: Path) -> None:

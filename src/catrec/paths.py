@@ -87,6 +87,12 @@ def stack_run(methods: list[str], epsilon: str) -> str:
     return f"{SEED_DIR}/stack-{'+'.join(methods)}/eps{epsilon}"
 
 
+def seed_stack_run(seeds: list[int]) -> str:
+    """A pretraining stack's name below its stage (its log and benchmark): listed under its first seed and
+    named after the seeds it trains, so the compute table says which runs the job trained."""
+    return f"{{dataset}}/{{model}}/seed{min(seeds)}/stack-seeds{'+'.join(map(str, seeds))}"
+
+
 def state_dir(method: str, epsilon: float | str | None = "{epsilon}") -> str:
     """Parent of a run's state directories (one per run identity, see ``catrec.state``)."""
     return f"{STATE_ROOT}/{run_name(method, epsilon)}"

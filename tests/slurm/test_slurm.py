@@ -34,23 +34,25 @@ def cluster_dir() -> Path:
     return Path(value)
 
 
-def snakemake(workdir: Path, *options: str) -> str:
-    """Run the smoke DAG in `workdir`; the log is returned and kept beside the results."""
+def snakemake(workdir: Path, *options: str, overlay: Path | None = None) -> str:
+    """Run the smoke DAG (with ``overlay``'s keys over it) in `workdir`; the log is returned and kept beside
+    the results."""
     workdir.mkdir(parents=True, exist_ok=True)
     command = [
         sys.executable,
         "-m",
         "snakemake",
+        "all",
         "--snakefile",
         str(REPO / "Snakefile"),
         "--directory",
         str(workdir),
         "--configfile",
         str(SMOKE_CONFIG),
+        *([] if overlay is None else [str(overlay)]),
         "--config",
         "device=cpu",
         *options,
-        "all",
     ]
     run = subprocess.run(command, capture_output=True, text=True, check=False)
     log = run.stdout + run.stderr
@@ -66,20 +68,40 @@ def local_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return workdir
 
 
+# The options of a run through the cluster: the profile, and the test cluster has no accounting database
+# (tests/slurm/cluster.sh says why).
+CLUSTER_OPTIONS = (
+    "--workflow-profile",
+    str(PROFILE),
+    "--slurm-status-command",
+    "squeue",
+    "--slurm-init-seconds-before-status-checks",
+    "2",
+)
+# train.stack with two seeds, SASRec only: a pretraining stack and a fine-tuning stack per seed.
+STACKED_OVERLAY = {
+    "seeds": [42, 43],
+    "models": ["sasrec"],
+    "train": {"stack": True},
+    "epsilon_sweep": {"models": ["sasrec"]},
+    "figures": {"fig6": {"supplementary_model": "sasrec"}},
+}
+STACKED_RULES = {"pretrain_stack", "finetune_stack"}
+
+
 @pytest.fixture(scope="module")
 def slurm_run(tmp_path_factory: pytest.TempPathFactory, cluster_dir: Path) -> tuple[Path, str]:
     workdir = tmp_path_factory.mktemp("slurm")
-    log = snakemake(
-        workdir,
-        "--workflow-profile",
-        str(PROFILE),
-        # the test cluster has no accounting database (tests/slurm/cluster.sh says why)
-        "--slurm-status-command",
-        "squeue",
-        "--slurm-init-seconds-before-status-checks",
-        "2",
-    )
-    return workdir, log
+    return workdir, snakemake(workdir, *CLUSTER_OPTIONS)
+
+
+@pytest.fixture(scope="module")
+def stacked_slurm_run(tmp_path_factory: pytest.TempPathFactory, cluster_dir: Path) -> tuple[Path, str]:
+    """The stacked jobs of the smoke DAG with ``STACKED_OVERLAY``, and what they need, through the cluster."""
+    workdir = tmp_path_factory.mktemp("stacked")
+    overlay = workdir.parent / "stacked-overlay.yaml"
+    overlay.write_text(yaml.safe_dump(STACKED_OVERLAY))
+    return workdir, snakemake(workdir, *CLUSTER_OPTIONS, "--until", *sorted(STACKED_RULES), overlay=overlay)
 
 
 def local_rules() -> set[str]:
@@ -102,8 +124,9 @@ def scheduler_record(cluster_dir: Path) -> dict[str, dict[str, str]]:
     return record
 
 
-def test_every_cluster_job_completed_in_its_partition(slurm_run: tuple[Path, str], cluster_dir: Path) -> None:
-    _, log = slurm_run
+def check_submissions(log: str, cluster_dir: Path) -> dict[str, str]:
+    """Every job the log submitted is COMPLETED in the scheduler's record, in the partition the profile routes
+    its rule to; the listing is appended to ``listing.txt`` (`make test-slurm` prints it). Job id -> rule."""
     submitted = dict(SUBMISSION.findall(log))
     cluster_jobs = len(re.findall(r"^rule \w+:$", log, re.MULTILINE))
     assert submitted and len(submitted) == cluster_jobs, (
@@ -119,7 +142,24 @@ def test_every_cluster_job_completed_in_its_partition(slurm_run: tuple[Path, str
         assert state == "COMPLETED", f"SLURM job {job_id} ({rule}): {fields or 'not in the record'}"
         expected = "gpu" if rule in gpu_rules else "cpu"
         assert partition == expected, f"SLURM job {job_id} ({rule}) ran in {partition}"
-    (cluster_dir / "listing.txt").write_text("\n".join(listing) + "\n")
+    with (cluster_dir / "listing.txt").open("a") as listing_file:
+        listing_file.write("\n".join(listing) + "\n")
+    return submitted
+
+
+def test_every_cluster_job_completed_in_its_partition(slurm_run: tuple[Path, str], cluster_dir: Path) -> None:
+    check_submissions(slurm_run[1], cluster_dir)
+
+
+def test_stacked_jobs_completed_in_the_gpu_partition(
+    stacked_slurm_run: tuple[Path, str], cluster_dir: Path
+) -> None:
+    workdir, log = stacked_slurm_run
+    submitted = check_submissions(log, cluster_dir)
+    assert set(submitted.values()) >= STACKED_RULES and gpu_partition_rules() >= STACKED_RULES
+    for seed in STACKED_OVERLAY["seeds"]:
+        assert (workdir / f"results/metrics/toy/sasrec/seed{seed}/pretrain.json").is_file()
+        assert (workdir / f"results/metrics/toy/sasrec/seed{seed}/adv_cas/eps1.json").is_file()
 
 
 def test_local_rules_are_not_submitted(slurm_run: tuple[Path, str]) -> None:

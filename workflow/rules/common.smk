@@ -63,6 +63,11 @@ STACKED = [
     and plans_stack(config["train"]["stack"], config["device"])
 ]
 STACK_RUN = paths.stack_run(STACKED, EPSILON)
+# train.stack with several seeds: the pretrainings of one dataset x model, one per seed, as one stacked job.
+PRETRAIN_STACKED = len(SEEDS) > 1 and plans_stack(
+    config["train"]["stack"], config["device"]
+)
+PRETRAIN_STACK_RUN = paths.seed_stack_run(SEEDS)
 
 
 wildcard_constraints:
@@ -211,8 +216,29 @@ def stack_inputs(wildcards):
     }
 
 
+def stack_member(run, hparams):
+    """One run of a stacked job's ``--runs``: its settings (as its own job's) and the files it writes."""
+    if hparams["engine"] == "auto":
+        hparams = {
+            **hparams,
+            "engine": "static",
+        }  # a stack trains on the static engine, wherever it runs
+    return {
+        "hparams": hparams,
+        **{
+            name: paths.run_file(kind, **run)
+            for name, kind in (
+                ("checkpoint", "models"),
+                ("curve", "curves"),
+                ("metrics", "metrics"),
+            )
+        },
+        "state_dir": paths.state_dir(run["method"], run["epsilon"]).format(**run),
+    }
+
+
 def stack_runs(wildcards):
-    """``catrec finetune-stack --runs``: each run's settings (as its own job's), cascade and files.
+    """``catrec finetune-stack --runs``: each run's settings, cascade and files.
 
     A function of the wildcards alone: Snakemake compares such params with the last run's, so a changed
     setting of one method re-runs the stack (whose other runs resume finished).
@@ -220,42 +246,54 @@ def stack_runs(wildcards):
     seed_run = {
         "dataset": wildcards.dataset,
         "model": wildcards.model,
-        "seed": wildcards.seed,
+        "seed": int(wildcards.seed),
     }
     members = []
     for method in STACKED:
-        hparams = stage_hparams(
-            config,
-            "finetune",
-            **{**seed_run, "seed": int(wildcards.seed)},
-            method=method,
-        )
-        if hparams["engine"] == "auto":
-            hparams["engine"] = (
-                "static"  # a stack trains on the static engine, wherever it runs
-            )
         terms = CASCADE_TERMS_OF.get(method)
-        run = {**seed_run, "method": method, "epsilon": EPSILON}
-        files = {
-            kind: paths.run_file(kind, **run)
-            for kind in ("models", "curves", "metrics")
-        }
+        hparams = stage_hparams(config, "finetune", **seed_run, method=method)
         members.append(
             {
                 "method": method,
-                "hparams": hparams,
                 "cascade": (
                     paths.CASCADE.format(dataset=wildcards.dataset, terms=terms)
                     if terms
                     else None
                 ),
-                "checkpoint": files["models"],
-                "curve": files["curves"],
-                "metrics": files["metrics"],
-                "state_dir": paths.state_dir(method, EPSILON).format(**run),
+                **stack_member(
+                    {**seed_run, "method": method, "epsilon": EPSILON}, hparams
+                ),
             }
         )
     return json.dumps(members, sort_keys=True)
+
+
+def pretrain_stack_files(kind):
+    """One kind of file of every seed's pretraining, the dataset and model wildcards left in."""
+    return [
+        paths.run_template(kind, "pretrain").format(
+            dataset="{dataset}", model="{model}", seed=seed
+        )
+        for seed in SEEDS
+    ]
+
+
+def pretrain_stack_runs(wildcards):
+    """``catrec pretrain-stack --runs``: each seed's settings and files (as its own pretrain job's)."""
+    members = []
+    for seed in SEEDS:
+        run = {"dataset": wildcards.dataset, "model": wildcards.model, "seed": seed}
+        hparams = stage_hparams(config, "pretrain", **run)
+        members.append(
+            stack_member({**run, "method": "pretrain", "epsilon": None}, hparams)
+        )
+    return json.dumps(members, sort_keys=True)
+
+
+def max_stack_arg(wildcards):
+    """``--max-stack`` of a stacked job (train.max_stack), or nothing where stacks are not bounded."""
+    bound = config["train"]["max_stack"]
+    return "" if bound is None else f"--max-stack {bound}"
 
 
 def profile_inputs(wildcards):
@@ -430,7 +468,11 @@ def compute_jobs():
                 "seed": run["seed"],
             }
             pretrain = paths.run_file("metrics", **seed_run, method="pretrain")
-            jobs[paths.benchmark_file("pretrain", **seed_run)] = pretrain
+            pretraining = paths.benchmark_file("pretrain", **seed_run)
+            if PRETRAIN_STACKED:
+                # One stacked job pretrained this seed and the others.
+                pretraining = f"{paths.BENCHMARKS}/pretrain/{PRETRAIN_STACK_RUN.format(**seed_run)}.tsv"
+            jobs[pretraining] = pretrain
             if method == "pretrain":
                 continue
             this_run = {**seed_run, "method": method, "epsilon": epsilon}

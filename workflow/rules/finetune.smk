@@ -96,11 +96,7 @@ if STACKED:
         params:
             runs=stack_runs,
             data=lambda wildcards, input: Path(input.sequences).parent,
-            max_stack=lambda wildcards: (
-                ""
-                if config["train"]["max_stack"] is None
-                else f"--max-stack {config['train']['max_stack']}"
-            ),
+            max_stack=max_stack_arg,
         shell:
             "python -m catrec finetune-stack --data {params.data:q} --dataset {wildcards.dataset}"
             " --model {wildcards.model} --pretrained {input.pretrained:q} --runs {params.runs:q}"
