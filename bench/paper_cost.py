@@ -43,8 +43,8 @@ from catrec.adversarial import make_loss
 from catrec.attack import AttackConfig, attack_rows
 from catrec.cascade import cascade_matrix
 from catrec.config import load_config, stage_hparams
+from catrec.data.formats import load_sequences
 from catrec.data.item_sets import ItemSets
-from catrec.data.raw import load_sequences
 from catrec.data.sequences import SequenceData
 from catrec.engine import WARMUP_STEPS, make_engine
 from catrec.metrics import rank_users

@@ -28,7 +28,7 @@ import torch
 
 from catrec.config import load_config, stage_hparams
 from catrec.data.batches import num_batches
-from catrec.data.raw import load_sequences
+from catrec.data.formats import load_sequences
 from catrec.data.sequences import SequenceData
 from catrec.engine import WARMUP_STEPS, make_engine
 from catrec.losses import bce_loss

@@ -15,10 +15,8 @@ import yaml
 from conftest import BEAUTY_PATH, ML100K_PATH, REPO_ROOT, require_shared
 
 from catrec.cli import main
-from catrec.data.raw import (
-    export,
-    kcore,
-    leave_one_out,
+from catrec.data.export import export
+from catrec.data.formats import (
     load_sequences,
     parse_amazon_csv,
     parse_amazon_json,
@@ -26,9 +24,8 @@ from catrec.data.raw import (
     parse_pairs,
     parse_recbole,
     parse_sequences,
-    preprocess,
-    remap_ids,
 )
+from catrec.data.preprocess import kcore, leave_one_out, preprocess, remap_ids
 from catrec.errors import CatrecError
 from catrec.toy import generate_sequences, write_toy_zip
 from catrec.vocabulary import DATA_FORMATS

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -29,3 +30,18 @@ def test_clean(command: list[str], tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     if "--lint" in command:
         assert "Congratulations" in result.stdout + result.stderr
+
+
+MAX_FUNCTION_LINES = 80
+
+
+def test_no_function_of_the_package_is_longer_than_80_lines() -> None:
+    """A function a reader must hold in mind at once fits a screen; longer ones are split by what they do."""
+    long = []
+    for path in sorted((REPO_ROOT / "src" / "catrec").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                lines = node.end_lineno - node.lineno + 1 if node.end_lineno else 0
+                if lines > MAX_FUNCTION_LINES:
+                    long.append(f"{path.relative_to(REPO_ROOT)}:{node.lineno} {node.name} ({lines} lines)")
+    assert not long, long

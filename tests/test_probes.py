@@ -24,7 +24,7 @@ from test_workflow import planned_runs, snakemake, write_config
 
 from catrec.cli import main
 from catrec.config import read_hparams, stage_hparams, validate_config
-from catrec.data.raw import preprocess
+from catrec.data.preprocess import preprocess
 from catrec.data.sequences import SequenceData
 from catrec.errors import CatrecError
 from catrec.models import ModelConfig, build_model, save_model

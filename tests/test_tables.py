@@ -11,7 +11,8 @@ import pytest
 
 from catrec.errors import CatrecError
 from catrec.report.collect import collect
-from catrec.report.tables import write_table1, write_table2
+from catrec.report.table1 import write_table1
+from catrec.report.table2 import write_table2
 from catrec.vocabulary import (
     ATTACK_COLUMNS,
     ATTACK_SUMMARY_COLUMNS,

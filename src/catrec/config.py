@@ -11,6 +11,7 @@ is refused).
 
 from __future__ import annotations
 
+import argparse
 import math
 from collections.abc import Mapping
 from functools import cache
@@ -20,9 +21,10 @@ from typing import Any
 import jsonschema
 import yaml
 
+from catrec.commands import Command
 from catrec.errors import CatrecError
 from catrec.io import read_text
-from catrec.vocabulary import ADVERSARIAL_KEYS_OF, METHODS, MODEL_KEYS_OF
+from catrec.vocabulary import ADVERSARIAL_KEYS_OF, METHODS, MODEL_KEYS_OF, MODELS
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -46,6 +48,11 @@ _SCHEDULE_KEYS = (
     "engine",
 )
 ATTACK_KEYS = ("positions", "max_k", "distance", "step_size", "multi", "random_seed")
+# The `adversarial:` keys: what the methods read, and the model selection of every fine-tuning run.
+_ADVERSARIAL_CONFIG_KEYS = (
+    *dict.fromkeys(k for keys in ADVERSARIAL_KEYS_OF.values() for k in keys),
+    "model_selection",
+)
 
 
 def _key_path(error: jsonschema.ValidationError, prefix: str) -> str:
@@ -234,20 +241,90 @@ def stage_hparams(
     Snakemake passes it as a rule parameter, so a changed setting re-runs exactly the jobs that read it.
     ``epsilon`` overrides ``adversarial.epsilon`` (the runs of the epsilon sweep).
     """
-    train, adversarial = config["train"], config["adversarial"]
-    available: dict[str, Any] = {
-        "seed": seed,
-        "max_len": config["datasets"][dataset]["max_len"],
-        "model": model,
-        "hidden_size": config["model"]["hidden_size"],
-        "dropout": config["model"]["dropout"],
-        **config["model"][model],
-        **{key: train[key] for key in _SCHEDULE_KEYS if key != "epochs"},
-        "epochs": train["pretrain_epochs"] if stage == "pretrain" else train["finetune_epochs"],
-        "epoch_offset": train["pretrain_epochs"],
-        **adversarial,
-        **config["attack"],
+    sources = hparam_sources(stage, dataset=dataset, model=model)
+    job = {"seed": seed, "model": model}  # the job's own seed and model, not a config value
+    values = {}
+    for key in stage_keys(stage, model=model, method=method):
+        if key in job:
+            values[key] = job[key]
+        elif key == "epsilon" and epsilon is not None:
+            values[key] = float(epsilon)
+        else:
+            values[key] = _lookup(config, sources[key])
+    return values
+
+
+def hparam_sources(stage: str, *, dataset: str, model: str) -> dict[str, str]:
+    """Every ``--hparams`` key -> the config key it is read from (dotted), for ``stage`` on ``dataset``.
+
+    ``seed`` and ``model`` are the job's own (one job per entry of ``seeds`` and ``models``).
+    """
+    return {
+        "seed": "seeds",
+        "max_len": f"datasets.{dataset}.max_len",
+        "model": "models",
+        "hidden_size": "model.hidden_size",
+        "dropout": "model.dropout",
+        **{key: f"model.{model}.{key}" for key in MODEL_KEYS_OF[model]},
+        **{key: f"train.{key}" for key in _SCHEDULE_KEYS if key != "epochs"},
+        "epochs": "train.pretrain_epochs" if stage == "pretrain" else "train.finetune_epochs",
+        "epoch_offset": "train.pretrain_epochs",
+        **{key: f"adversarial.{key}" for key in _ADVERSARIAL_CONFIG_KEYS},
+        **{key: f"attack.{key}" for key in ATTACK_KEYS},
     }
-    if epsilon is not None:
-        available["epsilon"] = float(epsilon)
-    return {key: available[key] for key in stage_keys(stage, model=model, method=method)}
+
+
+def _lookup(config: Mapping[str, Any], dotted: str) -> Any:
+    value: Any = config
+    for part in dotted.split("."):
+        value = value[part]
+    return value
+
+
+def config_keys(
+    stage: str, *, model: str, method: str | None = None, dataset: str = "{dataset}"
+) -> dict[str, str]:
+    """The config keys ``stage`` reads for ``model`` (finetune: and ``method``) -> the ``--hparams`` key each
+    becomes (``stage_keys``), in that order."""
+    sources = hparam_sources(stage, dataset=dataset, model=model)
+    return {sources[key]: key for key in stage_keys(stage, model=model, method=method)}
+
+
+def _declare_check_config(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", type=Path)
+
+
+def _run_check_config(args: argparse.Namespace) -> None:
+    load_config(args.config)
+    print(f"{args.config}: valid")
+
+
+def _declare_stage_keys(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("stage", choices=STAGES)
+    parser.add_argument("--model", choices=MODELS, help="default: every model")
+    parser.add_argument("--method", choices=METHODS, help="finetune: default every method")
+
+
+def _run_stage_keys(args: argparse.Namespace) -> None:
+    """One line per config key: the key, then the --hparams key it becomes (keys of several models or
+    methods once, in order)."""
+    keys: dict[str, str] = {}
+    for model in [args.model] if args.model else MODELS:
+        methods = [args.method] if args.method or args.stage != "finetune" else METHODS
+        for method in methods:
+            keys.update(config_keys(args.stage, model=model, method=method))
+    for config_key, hparam in keys.items():
+        print(f"{config_key}\t{hparam}")
+
+
+COMMANDS = (
+    Command(
+        "check-config", "Validate a config file against the schema.", _declare_check_config, _run_check_config
+    ),
+    Command(
+        "stage-keys",
+        "Print the config keys a stage reads (tab: the --hparams key each becomes), from catrec.config.",
+        _declare_stage_keys,
+        _run_stage_keys,
+    ),
+)

@@ -13,6 +13,7 @@ nothing behind, ``.part`` included.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import hashlib
 import json
@@ -31,6 +32,7 @@ import requests
 import urllib3
 from tqdm import tqdm
 
+from catrec.commands import Command, positive
 from catrec.errors import CatrecError
 from catrec.io import atomic_path, read_json, write_text_atomically
 
@@ -224,6 +226,16 @@ def _fetch(
     raise _UrlError(f"{failure} (gave up after {retries + 1} attempts)")
 
 
+def _expected_digests(output: Path, md5: str | None, sha256: str | None, lock: Path | None) -> dict[str, str]:
+    """The checksums ``output`` must match: those given, else the sha256 ``lock`` recorded (none: empty)."""
+    expected = {name: value.strip().lower() for name, value in (("md5", md5), ("sha256", sha256)) if value}
+    if not expected and lock is not None:
+        locked = _read_lock(lock).get(output.name)
+        if locked:
+            expected = {"sha256": str(locked).strip().lower()}
+    return expected
+
+
 def download(
     urls: list[str],
     output: str | Path,
@@ -253,13 +265,8 @@ def download(
     if max_bytes < 1 or not 0 < deadline < math.inf:
         raise ValueError(f"max_bytes and deadline must be positive and finite, got {max_bytes}, {deadline}")
     output = Path(output)
-    expected = {name: value.strip().lower() for name, value in (("md5", md5), ("sha256", sha256)) if value}
     lock = Path(lock_file) if lock_file is not None else None
-    if not expected and lock is not None:
-        locked = _read_lock(lock).get(output.name)
-        if locked:
-            expected = {"sha256": str(locked).strip().lower()}
-
+    expected = _expected_digests(output, md5, sha256, lock)
     if output.exists():
         problem = _checksum_problem(output, expected, str(output)) if expected else None
         if problem:
@@ -339,3 +346,56 @@ def extract_member(archive: str | Path, member: str, output: str | Path) -> Path
     except (OSError, zipfile.BadZipFile) as exc:
         raise CatrecError(f"cannot extract '{member}' from {archive}: {exc}") from exc
     return output
+
+
+def _declare_download(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--url",
+        dest="urls",
+        metavar="URL",
+        action="append",
+        required=True,
+        help="source URL; repeat for mirrors, tried in order",
+    )
+    parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument("--md5", help="expected md5 of the file")
+    parser.add_argument("--sha256", help="expected sha256 of the file")
+    parser.add_argument(
+        "--lock-file", type=Path, help="JSON file recording the observed sha256 when no checksum is known"
+    )
+    parser.add_argument(
+        "--max-bytes",
+        type=positive(int),
+        default=DEFAULT_MAX_BYTES,
+        help="abandon a URL sending more than this (default: 8 GiB)",
+    )
+    parser.add_argument(
+        "--deadline",
+        type=positive(float),
+        default=DEFAULT_DEADLINE_S,
+        metavar="SECONDS",
+        help="give up on the file after this long, all attempts and mirrors together "
+        f"(default: {DEFAULT_DEADLINE_S:g})",
+    )
+
+
+def _declare_extract(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--archive", type=Path, required=True)
+    parser.add_argument("--member", required=True)
+    parser.add_argument("--output", type=Path, required=True)
+
+
+COMMANDS = (
+    Command(
+        "download",
+        "Download a file (retries, resume, checksum, atomic rename).",
+        _declare_download,
+        Command.calling(download),
+    ),
+    Command(
+        "extract",
+        "Extract one member of a zip archive (path traversal is refused).",
+        _declare_extract,
+        Command.calling(extract_member),
+    ),
+)

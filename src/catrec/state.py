@@ -9,6 +9,7 @@ left alone until ``catrec prune-state`` removes what no result uses any more.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import shutil
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from catrec.commands import Command
 from catrec.errors import CatrecError
 from catrec.io import read_json, write_text_atomically
 
@@ -101,3 +103,27 @@ def prune_state(root: str | Path, *, finished: bool = False, dry_run: bool = Fal
             if not dry_run:
                 shutil.rmtree(directory)
     return removed
+
+
+def _declare_prune_state(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("root", metavar="state_dir", type=Path, help="state root, e.g. results/state")
+    parser.add_argument("--finished", action="store_true", help="also remove the state of finished runs")
+    parser.add_argument("--dry-run", action="store_true", help="only list what would be removed")
+
+
+def _run_prune_state(args: argparse.Namespace) -> None:
+    removed = prune_state(args.root, finished=args.finished, dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    for directory in removed:
+        print(f"{verb} {directory}")
+    print(f"{verb} {len(removed)} state director{'y' if len(removed) == 1 else 'ies'}")
+
+
+COMMANDS = (
+    Command(
+        "prune-state",
+        "Remove resumable state that no result uses any more (runs whose results a newer run replaced).",
+        _declare_prune_state,
+        _run_prune_state,
+    ),
+)

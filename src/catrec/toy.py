@@ -11,11 +11,13 @@ takes exactly the extract -> preprocess path of the real ML-1M download.
 
 from __future__ import annotations
 
+import argparse
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from catrec.commands import Command
 from catrec.io import atomic_path
 
 STAY, NEXT_CLUSTER = 0.75, 0.2
@@ -79,3 +81,23 @@ def write_toy_zip(
     with atomic_path(output) as temp, zipfile.ZipFile(temp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         archive.writestr(member, "\n".join(lines) + "\n")
     return output
+
+
+def _declare_toy(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--output", type=Path, required=True, help="zip file to write")
+    parser.add_argument("--member", default="toy/ratings.dat", help="name of ratings.dat inside the zip")
+    parser.add_argument("--users", type=int, required=True)
+    parser.add_argument("--items", type=int, required=True)
+    parser.add_argument("--clusters", type=int, default=8, help="item clusters users drift through")
+    parser.add_argument("--mean-length", type=int, default=25, help="mean interactions per user")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+COMMANDS = (
+    Command(
+        "toy",
+        "Write the synthetic toy dataset as an ML-1M style ratings.dat inside a zip.",
+        _declare_toy,
+        Command.calling(write_toy_zip),
+    ),
+)

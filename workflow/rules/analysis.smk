@@ -1,6 +1,9 @@
 # Stage 6, post hoc (nothing is trained): the perturbation profile of each run of a method that perturbs S
 # (issue 10), per-user test metrics of every run of Table 2, and their significance tests.
 
+# Training batches each profile measures (``catrec profile --batches``).
+PROFILE_BATCHES = 20
+
 
 rule profile:
     input:

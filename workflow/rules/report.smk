@@ -2,6 +2,10 @@
 # retrains a model. The outputs marked report() (here, in data.smk and analysis.smk) make up the HTML report of
 # `snakemake --report`, each captioned by its workflow/report/*.rst.
 
+# The compute table: one row per job of BENCHMARK_STAGES that `all` runs (compute_jobs, targets.smk).
+COMPUTE_JOBS = compute_jobs()
+COMPUTE = [paths.COMPUTE + ext for ext in (".csv", ".md", ".html")]
+
 # Table 2 and its comparison with the paper cover the same runs.
 TABLE2_LABELS = run_labels(SUMMARIES["metrics"][1])
 

@@ -1,9 +1,9 @@
 """A preprocessed dataset split leave-one-out, as the padded tensors training and evaluation read.
 
-Every user's chronological sequence is split leave-one-out (``catrec.data.raw.leave_one_out``): the last item
-is the test target, the second last the validation target, the rest the training sequence. Following section
-3.2, each training position predicts the next item. Matrices are (m, T), left-padded with item 0 so the most
-recent item is in the last column.
+Every user's chronological sequence is split leave-one-out (``catrec.data.preprocess.leave_one_out``): the
+last item is the test target, the second last the validation target, the rest the training sequence.
+Following section 3.2, each training position predicts the next item. Matrices are (m, T), left-padded with
+item 0 so the most recent item is in the last column.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from catrec.data.formats import read_sequence_lines
 from catrec.data.item_sets import ItemSets
-from catrec.data.raw import leave_one_out, read_sequence_lines
+from catrec.data.preprocess import leave_one_out
 from catrec.errors import CatrecError
 from catrec.io import read_json, read_text
 

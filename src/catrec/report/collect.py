@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from catrec.commands import Command
 from catrec.errors import CatrecError
 from catrec.io import read_json
 from catrec.paths import parse_run
@@ -113,3 +115,17 @@ def collect(kind: str, inputs: Sequence[Path], output: Path, *, long: bool = Fal
         frame = frame.melt(id_vars=identity, value_vars=list(METRICS), var_name="metric", value_name="value")
         frame = sort_runs(frame, then=("epsilon", "seed", "split", "metric"))[METRICS_LONG_COLUMNS]
     write_csv(frame, output)
+
+
+def _declare_collect(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("kind", choices=["metrics", "curves", "attacks", "profiles"])
+    parser.add_argument("inputs", type=Path, nargs="+")
+    parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument("--long", action="store_true", help="metrics: one row per metric (metric, value)")
+
+
+COMMANDS = (
+    Command(
+        "collect", "Gather per-run results into one tidy CSV.", _declare_collect, Command.calling(collect)
+    ),
+)

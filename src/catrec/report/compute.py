@@ -15,17 +15,19 @@ without numbers); ``write_compute`` writes ``PREFIX.csv`` (``COMPUTE_COLUMNS``),
 
 from __future__ import annotations
 
+import argparse
 import math
 from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
+from catrec.commands import Command
 from catrec.errors import CatrecError
 from catrec.io import read_text
 from catrec.paths import parse_benchmark
 from catrec.report.frames import label, sort_runs
-from catrec.report.tables import Cell, Table, _number, _write_table
+from catrec.report.render import Cell, Table, format_number, write_table
 from catrec.vocabulary import BENCHMARK_STAGES, COMPUTE_COLUMNS
 
 BENCHMARK_COLUMNS = ("s", "max_rss")
@@ -127,8 +129,8 @@ def _layout(frame: pd.DataFrame) -> Table:
             Cell(text(record["model"])),
             Cell(text(record["method"])),
             Cell(text(record["seed"])),
-            Cell(_number(record["seconds"], ",.1f")),
-            Cell(_number(record["max_rss_mb"], ",.0f")),
+            Cell(format_number(record["seconds"], ",.1f")),
+            Cell(format_number(record["max_rss_mb"], ",.0f")),
         ]
         for _, record in frame.iterrows()
     ]
@@ -138,8 +140,8 @@ def _layout(frame: pd.DataFrame) -> Table:
         [
             Cell(f"all {len(frame)} jobs", bold=True),
             *(Cell("") for _ in range(4)),
-            Cell(_number(frame["seconds"].sum(), ",.1f"), bold=True),
-            Cell(_number(peak, ",.0f"), bold=True),
+            Cell(format_number(frame["seconds"].sum(), ",.1f"), bold=True),
+            Cell(format_number(peak, ",.0f"), bold=True),
         ]
     )
     return Table(
@@ -155,4 +157,38 @@ def _layout(frame: pd.DataFrame) -> Table:
 def write_compute(paths: Sequence[str | Path], prefix: Path, *, allow_missing: bool = False) -> None:
     """Write ``prefix.csv`` (``COMPUTE_COLUMNS``), ``.md`` and ``.html`` from the benchmark files."""
     frame = compute_frame(paths, allow_missing=allow_missing)
-    _write_table(prefix, frame, _layout(frame), formats=("csv", "md", "html"))
+    write_table(prefix, frame, _layout(frame), formats=("csv", "md", "html"))
+
+
+def _declare_compute(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "paths",
+        metavar="benchmarks",
+        type=Path,
+        nargs="+",
+        help="benchmark files, benchmarks/{stage}/<run>.tsv",
+    )
+    parser.add_argument(
+        "--output-prefix",
+        dest="prefix",
+        metavar="PREFIX",
+        type=Path,
+        required=True,
+        help="writes PREFIX.csv, .md and .html",
+    )
+    parser.add_argument(
+        "--allow-missing",
+        action="store_true",
+        help="a benchmark file that does not exist (a job run before benchmarks were recorded) is a row "
+        "without numbers instead of an error",
+    )
+
+
+COMMANDS = (
+    Command(
+        "compute",
+        "Tabulate the cost of every job (seconds, peak memory) from Snakemake's benchmark files.",
+        _declare_compute,
+        Command.calling(write_compute),
+    ),
+)

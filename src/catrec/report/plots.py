@@ -6,6 +6,7 @@ no global figure registry are involved (saving renders with Agg), so this works 
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
+from catrec.commands import Command
 from catrec.errors import CatrecError
 from catrec.io import atomic_path
 from catrec.report.frames import (
@@ -29,7 +31,7 @@ from catrec.report.frames import (
     read_table_csv,
     require_columns,
 )
-from catrec.vocabulary import METHODS, METRICS
+from catrec.vocabulary import FIGURE_KINDS, METHODS, METRICS
 
 PNG_DPI = 150
 SINGLE_POSITIONS = ("first", "middle", "last")
@@ -381,3 +383,28 @@ def plot_figure(figure: str, input_csv: Path, output_pdf: Path, options: Sequenc
     for path, file_format in ((output_pdf, "pdf"), (output_pdf.with_suffix(".png"), "png")):
         with atomic_path(path) as temp:
             drawn.savefig(temp, format=file_format, dpi=PNG_DPI)
+
+
+def _declare_plot(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("figure", choices=sorted(set(FIGURE_KINDS.values())))
+    parser.add_argument(
+        "--input", dest="input_csv", metavar="INPUT", type=Path, required=True, help="tidy CSV"
+    )
+    parser.add_argument(
+        "--output",
+        dest="output_pdf",
+        metavar="OUTPUT",
+        type=Path,
+        required=True,
+        help="PDF path; a PNG is written beside it",
+    )
+    parser.add_argument(
+        "--option", dest="options", action="append", default=[], metavar="KEY=VALUE", help="e.g. model=sasrec"
+    )
+
+
+COMMANDS = (
+    Command(
+        "plot", "Render a figure from tidy CSV (never trains).", _declare_plot, Command.calling(plot_figure)
+    ),
+)

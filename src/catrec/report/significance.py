@@ -15,6 +15,7 @@ Two-sided p-values (scipy.stats). A test with nothing to compare (all difference
 
 from __future__ import annotations
 
+import argparse
 import math
 import warnings
 from collections.abc import Sequence
@@ -24,10 +25,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from catrec.commands import Command
 from catrec.errors import CatrecError
 from catrec.paths import parse_run
 from catrec.report.frames import DATASET_ORDER, MODEL_ORDER, label, ordered, read_table_csv
-from catrec.report.tables import Cell, Table, _number, _write_table
+from catrec.report.render import Cell, Table, format_number, write_table
 from catrec.vocabulary import (
     METHODS,
     METRICS,
@@ -165,14 +167,14 @@ def _layout(frame: pd.DataFrame, reference: str) -> Table:
                 Cell(label(record["dataset"])),
                 Cell(label(record["model"])),
                 Cell(record["method_b"]),
-                Cell(_number(record["epsilon"], "g")),
+                Cell(format_number(record["epsilon"], "g")),
                 Cell(label(record["metric"])),
                 Cell("Wilcoxon" if record["test"] == "wilcoxon" else "paired t"),
                 Cell(seed),
                 Cell(str(int(record["n"]))),
-                Cell(_number(record["mean_a"], ".4f")),
-                Cell(_number(record["mean_b"], ".4f")),
-                Cell(_number(record["statistic"], ".4g")),
+                Cell(format_number(record["mean_a"], ".4f")),
+                Cell(format_number(record["mean_b"], ".4f")),
+                Cell(format_number(record["statistic"], ".4g")),
                 _p_value(record["p_value"]),
             ]
         )
@@ -204,4 +206,41 @@ def write_significance(inputs: Sequence[Path], prefix: Path, reference: str = SI
     if reference not in set(users["method"]):
         raise CatrecError(f"significance: no per-user metrics of '{reference}' among the inputs")
     frame = significance_frame(users, reference)
-    _write_table(prefix, frame, _layout(frame, reference), formats=("csv", "md", "html"))
+    write_table(prefix, frame, _layout(frame, reference), formats=("csv", "md", "html"))
+
+
+def _declare_significance(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--users",
+        dest="inputs",
+        metavar="USERS",
+        type=Path,
+        nargs="+",
+        required=True,
+        help="per-user metrics CSVs (catrec user-metrics)",
+    )
+    parser.add_argument(
+        "--output-prefix",
+        dest="prefix",
+        metavar="PREFIX",
+        type=Path,
+        required=True,
+        help="writes PREFIX.csv, .md and .html",
+    )
+    parser.add_argument(
+        "--method-a",
+        dest="reference",
+        metavar="METHOD",
+        default=SIGNIFICANCE_REFERENCE,
+        help="the method tested against the others",
+    )
+
+
+COMMANDS = (
+    Command(
+        "significance",
+        "Wilcoxon (over users, per seed) and paired t-tests (over seeds) of adv_cas against each method.",
+        _declare_significance,
+        Command.calling(write_significance),
+    ),
+)

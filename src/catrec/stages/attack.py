@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from catrec.attack import AttackConfig, attack_rows
+from catrec.commands import Command, add_training_args
 from catrec.io import atomic_path
 from catrec.runtime import configure
 from catrec.stages.common import load_model_and_data, prepare
@@ -49,3 +51,20 @@ def run_attacks(
     )
     labels = {"dataset": dataset, "model": model_name, "method": method}
     write_attack_csv([{**labels, **row} for row in rows], output)
+
+
+def _declare_attack(parser: argparse.ArgumentParser) -> None:
+    add_training_args(parser)
+    parser.add_argument("--method", required=True)
+    parser.add_argument("--checkpoint", type=Path, required=True)
+    parser.add_argument("--output", type=Path, required=True, help="tidy CSV of metrics under attack")
+
+
+COMMANDS = (
+    Command(
+        "attack",
+        "Item-replacement attacks (section 5.6) against one trained model.",
+        _declare_attack,
+        Command.calling(run_attacks),
+    ),
+)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from catrec.cascade import cascade_matrix
+from catrec.commands import Command, add_data
 from catrec.data.sequences import SequenceData
 from catrec.io import save_torch_file
+from catrec.vocabulary import CASCADE_TERMS
 
 
 def write_cascade(
@@ -20,3 +23,21 @@ def write_cascade(
     inputs = SequenceData.from_dir(data_dir, max_len).train_inputs()
     payload = {"cascade": cascade_matrix(inputs, batch_size, terms), "terms": terms, "batch_size": batch_size}
     save_torch_file(output, payload)
+
+
+def _declare_cascade(parser: argparse.ArgumentParser) -> None:
+    add_data(parser)
+    parser.add_argument("--max-len", type=int, required=True, help="T")
+    parser.add_argument("--batch-size", type=int, required=True, help="b, the training batch size")
+    parser.add_argument("--terms", choices=CASCADE_TERMS, default="both")
+    parser.add_argument("--output", type=Path, required=True)
+
+
+COMMANDS = (
+    Command(
+        "cascade",
+        "Compute the cascade matrix of Eq. 4.11 for the training inputs.",
+        _declare_cascade,
+        Command.calling(write_cascade),
+    ),
+)

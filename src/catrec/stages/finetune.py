@@ -11,6 +11,7 @@ is the eager one).
 
 from __future__ import annotations
 
+import argparse
 import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from typing import Any
 import torch
 
 from catrec.adversarial import make_loss
+from catrec.commands import Command, add_run_outputs, add_stack_args, add_training_args, keywords
 from catrec.data.sequences import SPLITS, SequenceData
 from catrec.errors import CatrecError
 from catrec.io import write_text_atomically
@@ -234,3 +236,40 @@ def _finetune_runs(
             run_id=run_id,
             engine=config.engine,
         )
+
+
+def _declare_finetune(parser: argparse.ArgumentParser) -> None:
+    add_training_args(parser)
+    parser.add_argument("--method", required=True)
+    parser.add_argument("--pretrained", type=Path, required=True)
+    parser.add_argument("--cascade", type=Path, help="cascade matrix (.pt), needed by adv_cas*")
+    add_run_outputs(parser)
+
+
+def _declare_finetune_stack(parser: argparse.ArgumentParser) -> None:
+    add_stack_args(
+        parser,
+        "runs, each an object with method, hparams (as finetune's --hparams), cascade (adv_cas* only), "
+        "checkpoint, curve, metrics and state_dir",
+    )
+    parser.add_argument("--pretrained", type=Path, required=True)
+
+
+def _run_finetune_stack(args: argparse.Namespace) -> None:
+    finetune_stack(**{**keywords(args), "runs": [FinetuneRun.from_json(run) for run in args.runs]})
+
+
+COMMANDS = (
+    Command(
+        "finetune",
+        "Fine-tune a pretrained model with one method (Eq. 4.6-4.10).",
+        _declare_finetune,
+        Command.calling(finetune),
+    ),
+    Command(
+        "finetune-stack",
+        "Fine-tune one pretrained model with several methods trained as one stack (static engine).",
+        _declare_finetune_stack,
+        _run_finetune_stack,
+    ),
+)

@@ -6,11 +6,13 @@
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from catrec.commands import Command, add_run_outputs, add_stack_args, add_training_args, keywords
 from catrec.data.sequences import SequenceData
 from catrec.errors import CatrecError
 from catrec.losses import bce_loss
@@ -150,3 +152,36 @@ def pretrain_stack(
             run_id=run_id,
             engine=config.engine,
         )
+
+
+def _declare_pretrain(parser: argparse.ArgumentParser) -> None:
+    add_training_args(parser)
+    add_run_outputs(parser)
+
+
+def _declare_pretrain_stack(parser: argparse.ArgumentParser) -> None:
+    add_stack_args(
+        parser,
+        "runs, each an object with hparams (as pretrain's --hparams; the runs differ in seed alone), "
+        "checkpoint, curve, metrics and state_dir",
+    )
+
+
+def _run_pretrain_stack(args: argparse.Namespace) -> None:
+    pretrain_stack(**{**keywords(args), "runs": [PretrainRun.from_json(run) for run in args.runs]})
+
+
+COMMANDS = (
+    Command(
+        "pretrain",
+        "Train a base model with the BCE loss of Eq. 3.5 (resumable).",
+        _declare_pretrain,
+        Command.calling(pretrain),
+    ),
+    Command(
+        "pretrain-stack",
+        "Pretrain one model for several seeds trained as one stack (static engine).",
+        _declare_pretrain_stack,
+        _run_pretrain_stack,
+    ),
+)

@@ -8,6 +8,7 @@ every method of a seed sees the same batches). Nothing is trained.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import itertools
 from collections.abc import Mapping
@@ -17,6 +18,7 @@ from typing import Any
 import torch
 
 from catrec.adversarial import AdversarialLoss, make_loss
+from catrec.commands import Command, add_training_args, positive
 from catrec.data.batches import iterate_batches
 from catrec.errors import CatrecError
 from catrec.io import atomic_path
@@ -72,3 +74,27 @@ def write_profile(
         f"profile {dataset}/{model_name} {method}: {len(measured)} batches, "
         f"mean total norm {rows[0]['total_norm']:.6g}"
     )
+
+
+def _declare_profile(parser: argparse.ArgumentParser) -> None:
+    add_training_args(parser)
+    parser.add_argument(
+        "--method", required=True, help="a method that perturbs S (adv_seq, adv_global, adv_cas*)"
+    )
+    parser.add_argument("--checkpoint", type=Path, required=True, help="the fine-tuned model (.pt)")
+    parser.add_argument("--cascade", type=Path, help="cascade matrix (.pt) the run used, needed by adv_cas*")
+    parser.add_argument(
+        "--batches", type=positive(int), default=20, help="training batches to measure (default: 20)"
+    )
+    parser.add_argument("--output", type=Path, required=True, help="tidy CSV of the profile")
+
+
+COMMANDS = (
+    Command(
+        "profile",
+        "Perturbation profile of a fine-tuned model: the norm its method adds to S by position from the end "
+        "(post hoc, nothing is trained).",
+        _declare_profile,
+        Command.calling(write_profile),
+    ),
+)

@@ -6,9 +6,11 @@ ranks them, and each user's values are kept instead of their mean.
 
 from __future__ import annotations
 
+import argparse
 import csv
 from pathlib import Path
 
+from catrec.commands import Command, add_data, add_device, add_model, positive
 from catrec.io import atomic_path
 from catrec.metrics import rank_users
 from catrec.runtime import configure
@@ -38,3 +40,22 @@ def write_user_metrics(
         writer = csv.writer(stream)
         writer.writerow(USER_METRICS_COLUMNS)
         writer.writerows(rows)
+
+
+def _declare_user_metrics(parser: argparse.ArgumentParser) -> None:
+    add_data(parser)
+    parser.add_argument("--max-len", type=positive(int), required=True, help="T")
+    add_model(parser)
+    parser.add_argument("--checkpoint", type=Path, required=True)
+    parser.add_argument("--output", type=Path, required=True, help="CSV: user, ndcg@10, hit@10")
+    add_device(parser)
+
+
+COMMANDS = (
+    Command(
+        "user-metrics",
+        "Per-user test NDCG@10 and HT@10 of one trained model.",
+        _declare_user_metrics,
+        Command.calling(write_user_metrics),
+    ),
+)
