@@ -106,6 +106,25 @@ def add_data(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_output_prefix(parser: argparse.ArgumentParser, writes: str) -> None:
+    """``--output-prefix PREFIX`` of a table writer; ``writes`` says which files (the help text)."""
+    parser.add_argument(
+        "--output-prefix", dest="prefix", metavar="PREFIX", type=Path, required=True, help=writes
+    )
+
+
+def add_paper(parser: argparse.ArgumentParser, table: str) -> None:
+    """``--paper``: the CSV of the paper's ``table``."""
+    parser.add_argument(
+        "--paper",
+        dest="paper_path",
+        metavar="PAPER",
+        type=Path,
+        required=True,
+        help=f"CSV of the paper's {table}",
+    )
+
+
 def add_model(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", dest="model_name", required=True, choices=list(MODELS))
 

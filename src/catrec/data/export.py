@@ -11,7 +11,7 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
-from catrec.commands import Command
+from catrec.commands import Command, add_data
 from catrec.data.formats import read_user_sequences
 from catrec.errors import CatrecError
 from catrec.io import atomic_path
@@ -55,14 +55,7 @@ def export(fmt: str, data_dir: str | Path, output: str | Path) -> int:
 
 def _declare_export(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", dest="fmt", required=True, choices=EXPORT_FORMATS)
-    parser.add_argument(
-        "--data",
-        dest="data_dir",
-        metavar="DATA",
-        type=Path,
-        required=True,
-        help="preprocessed dataset directory",
-    )
+    add_data(parser)
     parser.add_argument("--output", type=Path, required=True, help="file to write, e.g. ml-100k.inter")
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from catrec.commands import Command
+from catrec.commands import Command, add_output_prefix
 from catrec.errors import CatrecError
 from catrec.io import read_text
 from catrec.paths import parse_benchmark
@@ -168,14 +168,7 @@ def _declare_compute(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         help="benchmark files, benchmarks/{stage}/<run>.tsv",
     )
-    parser.add_argument(
-        "--output-prefix",
-        dest="prefix",
-        metavar="PREFIX",
-        type=Path,
-        required=True,
-        help="writes PREFIX.csv, .md and .html",
-    )
+    add_output_prefix(parser, "writes PREFIX.csv, .md and .html")
     parser.add_argument(
         "--allow-missing",
         action="store_true",

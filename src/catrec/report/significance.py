@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from catrec.commands import Command
+from catrec.commands import Command, add_output_prefix
 from catrec.errors import CatrecError
 from catrec.paths import parse_run
 from catrec.report.frames import DATASET_ORDER, MODEL_ORDER, label, ordered, read_table_csv
@@ -219,14 +219,7 @@ def _declare_significance(parser: argparse.ArgumentParser) -> None:
         required=True,
         help="per-user metrics CSVs (catrec user-metrics)",
     )
-    parser.add_argument(
-        "--output-prefix",
-        dest="prefix",
-        metavar="PREFIX",
-        type=Path,
-        required=True,
-        help="writes PREFIX.csv, .md and .html",
-    )
+    add_output_prefix(parser, "writes PREFIX.csv, .md and .html")
     parser.add_argument(
         "--method-a",
         dest="reference",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from catrec.commands import Command, named_path
+from catrec.commands import Command, add_output_prefix, add_paper, named_path
 from catrec.errors import CatrecError
 from catrec.io import read_json
 from catrec.report.frames import STATS_KEYS, label, read_table_csv
@@ -69,22 +69,8 @@ def _declare_table1(parser: argparse.ArgumentParser) -> None:
         required=True,
         metavar="NAME=STATS_JSON",
     )
-    parser.add_argument(
-        "--paper",
-        dest="paper_path",
-        metavar="PAPER",
-        type=Path,
-        required=True,
-        help="CSV of the paper's Table 1",
-    )
-    parser.add_argument(
-        "--output-prefix",
-        dest="prefix",
-        metavar="PREFIX",
-        type=Path,
-        required=True,
-        help="writes PREFIX.{csv,md,tex,html}",
-    )
+    add_paper(parser, "Table 1")
+    add_output_prefix(parser, "writes PREFIX.{csv,md,tex,html}")
 
 
 def _run_table1(args: argparse.Namespace) -> None:

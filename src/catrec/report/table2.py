@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from catrec.commands import Command
+from catrec.commands import Command, add_output_prefix, add_paper
 from catrec.errors import CatrecError
 from catrec.report.frames import (
     DATASET_ORDER,
@@ -208,22 +208,8 @@ def _declare_table2(parser: argparse.ArgumentParser) -> None:
         required=True,
         help="tidy metrics CSV (catrec collect metrics)",
     )
-    parser.add_argument(
-        "--paper",
-        dest="paper_path",
-        metavar="PAPER",
-        type=Path,
-        required=True,
-        help="CSV of the paper's Table 2",
-    )
-    parser.add_argument(
-        "--output-prefix",
-        dest="prefix",
-        metavar="PREFIX",
-        type=Path,
-        required=True,
-        help="directory for the table2* files",
-    )
+    add_paper(parser, "Table 2")
+    add_output_prefix(parser, "directory for the table2* files")
 
 
 COMMANDS = (
