@@ -15,7 +15,9 @@ from catrec.adversarial import (
     AdversarialConfig,
     AdversarialLoss,
     CascadeFactors,
+    check_cascade,
     fgsm_step,
+    loss_coefficients,
     make_loss,
     representation_gap,
 )
@@ -704,6 +706,8 @@ def test_make_loss_and_adversarial_loss_refuse_what_they_do_not_know(data: Seque
         make_loss("base", make_hparams("adv_linear"), None, data)
     with pytest.raises(ValueError, match="unknown sequence perturbation 'both'"):
         AdversarialLoss(hand_config(), sequence="both", linear=True)
+    with pytest.raises(ValueError, match="is not a loss of catrec.adversarial.make_loss"):
+        loss_coefficients(representation_gap)
 
 
 def test_eq_4_6_one_real_position_is_its_own_mean() -> None:
@@ -802,3 +806,45 @@ def test_finetune_stack_refuses_what_it_cannot_stack(
                stack_run("adv_cas", tmp_path, run_inputs, engine="eager")])  # fmt: skip
     with pytest.raises(CatrecError, match="lacks checkpoint"):
         FinetuneRun.from_json({"method": "adv_seq", "hparams": {}})
+
+
+# The terms of Eq. 4.10 each method computes: a term its equation does not have is not computed at all
+# (not merely weighted by 0), so it costs nothing and cannot leak into the loss through a NaN.
+TERMS_OF = {
+    "adv_linear": {"adv2"},
+    "adv_seq": {"adv_seq"},
+    "adv_global": {"adv1", "adv2"},
+    **{method: {"adv1", "adv2"} for method in CASCADE_TERMS_OF},
+}
+
+
+@pytest.mark.parametrize("method", list(TERMS_OF))
+def test_eq_4_10_each_method_computes_exactly_the_terms_of_its_equation(
+    method: str, data: SequenceData, cascades: dict[str, torch.Tensor]
+) -> None:
+    hparams = make_hparams(method)
+    loss = make_loss(method, hparams, cascades.get(CASCADE_TERMS_OF.get(method, "")), data)
+    assert isinstance(loss, AdversarialLoss)
+    terms = loss.terms(new_model("sasrec", data.num_items), padded_batch(data))
+    computed = {name for name in ("adv1", "adv2", "adv_seq") if getattr(terms, name) is not None}
+    assert computed == TERMS_OF[method]
+
+
+def test_check_cascade_names_the_file_and_what_is_wrong(data: SequenceData) -> None:
+    """Every refusal of a cascade matrix names its source and the fault (one clear error, never a crash)."""
+    good = cascade_matrix(data.train_inputs(), BATCH_SIZE)
+    with pytest.raises(CatrecError, match=r"^c\.pt: 'cascade' holds list, not a float matrix C$"):
+        check_cascade([1.0], data, "c.pt")
+    with pytest.raises(CatrecError, match=r"^c\.pt: 'cascade' holds torch\.int64, not a float matrix C$"):
+        check_cascade(good.long(), data, "c.pt")
+    with pytest.raises(CatrecError, match=r"^the cascade matrix: C has shape .*same max_len\?$"):
+        check_cascade(good[:, 1:], data)
+    infinite = good.clone()
+    infinite[0, -1] = torch.inf
+    with pytest.raises(CatrecError, match=r"^c\.pt: C holds NaN or infinite values$"):
+        check_cascade(infinite, data, "c.pt")
+    misplaced = good.clone()
+    misplaced[0, -1] = 0.0
+    with pytest.raises(CatrecError, match=r"^c\.pt: C is positive at 1 position\(s\) .*from this dataset\?$"):
+        check_cascade(misplaced, data, "c.pt")
+    check_cascade(good, data, "c.pt")

@@ -15,6 +15,7 @@ from catrec.attack import (
     AttackConfig,
     attack_rows,
     choose_positions,
+    drop_percent,
     gradient_replacements,
     mean_metrics,
     nearest_items,
@@ -117,9 +118,11 @@ def test_choose_positions_on_hand_built_inputs() -> None:
     assert columns("last") == [[5], [5], [5], []]
     assert columns("last_k", 3) == [[3, 4, 5], [5], [3, 4, 5], []]
     assert columns("last_k", 0) == [[], [], [], []]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="k must be >= 0, got -1"):
+        choose_positions(inputs, "last_k", -1)
+    with pytest.raises(ValueError, match="position 'middle' replaces exactly one item, got k=2"):
         choose_positions(inputs, "middle", 2)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown position 'second'"):
         choose_positions(inputs, "second")
 
 
@@ -132,6 +135,17 @@ def test_nearest_items_cosine_and_l2_disagree_as_documented() -> None:
     assert nearest_items(query, table, none_banned, "l2").tolist() == [2]
     one_banned = torch.tensor([[True, True, False, False]])
     assert nearest_items(query, table, one_banned, "cosine").tolist() == [2]
+    with pytest.raises(ValueError, match="unknown distance 'dot'"):
+        nearest_items(query, table, none_banned, "dot")
+
+
+def test_a_user_without_an_admissible_item_is_an_error() -> None:
+    table = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    queries = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    second_user_has_seen_everything = torch.tensor([[True, False, True], [True, True, True]])
+    for distance in ("cosine", "l2"):
+        with pytest.raises(CatrecError, match="a user's history covers every item"):
+            nearest_items(queries, table, second_user_has_seen_everything, distance)
 
 
 def test_perturbed_history_swaps_one_occurrence() -> None:
@@ -140,6 +154,10 @@ def test_perturbed_history_swaps_one_occurrence() -> None:
     perturbed = torch.tensor([[0, 7, 3], [0, 9, 3]])
     # User 2 saw item 2 twice: it stays excluded through its other occurrence.
     assert perturbed_history(exclude, inputs, perturbed).tolist() == [[1, 7, 3], [9, 1, 2, 3]]
+    with pytest.raises(ValueError, match="exclude must contain every item of the input window"):
+        perturbed_history(ItemSets.from_lists([[1, 3], [2, 3]]), inputs, perturbed)
+    nobody = torch.zeros(0, 3, dtype=torch.int64)
+    assert perturbed_history(ItemSets.from_lists([]), nobody, nobody).tolist() == []
 
 
 @pytest.mark.parametrize(
@@ -195,6 +213,84 @@ def test_only_chosen_positions_change_to_admissible_items(
         forbidden = set(exclude.tolist()[row]) | set(inputs[row].tolist()) | {int(targets[row]), 0}
         assert not forbidden & set(new)
         assert len(set(new)) == len(new)
+
+
+@pytest.mark.parametrize("attack", ["gradient", "random"])
+def test_a_full_window_is_attacked_whole_whatever_its_item_ids(attack: str) -> None:
+    """Windows without padding, each holding item 1: 'first' replaces every user's oldest item (a batch is
+    as wide as its longest real window)."""
+    num_items, width = 30, 6
+    inputs = torch.stack([torch.randperm(num_items, generator=torch.Generator().manual_seed(row))[:width] + 1
+                          for row in range(8)])  # fmt: skip
+    inputs[:, 3] = 1
+    inputs[inputs[:, 0] == 1, 0] = num_items  # the oldest item is another one
+    targets = torch.full((len(inputs),), num_items - 1)
+    exclude = ItemSets.from_lists(inputs.tolist())
+    mask = choose_positions(inputs, "first")
+    if attack == "gradient":
+        perturbed = gradient_replacements(
+            tiny_model("sasrec", num_items), inputs, targets, exclude, mask,
+            step_size=1.0, distance="cosine", multi="joint",
+        )  # fmt: skip
+        with pytest.raises(ValueError, match="unknown multi mode 'both'"):
+            gradient_replacements(
+                tiny_model("sasrec", num_items), inputs, targets, exclude, mask,
+                step_size=1.0, distance="cosine", multi="both",
+            )  # fmt: skip
+    else:
+        perturbed = random_replacements(
+            inputs, targets, exclude, mask, num_items=num_items, generator=torch.Generator().manual_seed(0)
+        )
+    assert torch.equal(perturbed != inputs, mask)
+
+
+def test_random_replacements_depend_on_their_generator_alone(toy_sequences: list[list[int]]) -> None:
+    data = SequenceData.from_sequences(toy_sequences, max(map(max, toy_sequences)), max_len=8)
+    inputs, targets, exclude = data.eval_inputs("test"), data.eval_targets("test"), data.eval_exclude("test")
+    mask = choose_positions(inputs, "last_k", 2)
+
+    def draw(generator_seed: int, global_seed: int) -> torch.Tensor:
+        torch.manual_seed(global_seed)
+        generator = torch.Generator().manual_seed(generator_seed)
+        return random_replacements(
+            inputs, targets, exclude, mask, num_items=data.num_items, generator=generator
+        )
+
+    assert torch.equal(draw(5, global_seed=0), draw(5, global_seed=1))
+    assert not torch.equal(draw(5, global_seed=0), draw(6, global_seed=0))
+
+
+def test_attack_rows_are_the_metrics_of_each_attack_s_replacements(
+    trained: tuple[SequentialRecommender, Path], toy_data_dir: Path
+) -> None:
+    """The gradient row measures the gradient attack, the random row a draw from ``random_seed``'s own
+    generator (whatever torch's global seed), each as ``mean_metrics`` of its replacements."""
+    model, _ = trained
+    data = SequenceData.from_dir(toy_data_dir, MAX_LEN)
+    inputs, targets, exclude = data.eval_inputs("test"), data.eval_targets("test"), data.eval_exclude("test")
+    config = AttackConfig(positions=("last",), max_k=0, distance="cosine", step_size=1.0, multi="joint",
+                          random_seed=7)  # fmt: skip
+    torch.manual_seed(8)
+    rows = {
+        (row["attack"], row["position"]): row for row in attack_rows(model, inputs, targets, exclude, config)
+    }
+    mask = choose_positions(inputs, "last")
+    gradient = gradient_replacements(
+        model, inputs, targets, exclude, mask, step_size=1.0, distance="cosine", multi="joint"
+    )
+    random = random_replacements(
+        inputs, targets, exclude, mask, num_items=data.num_items, generator=torch.Generator().manual_seed(7)
+    )
+    expected = {"gradient": gradient, "random": random}
+    for attack, perturbed in expected.items():
+        ndcg, hit = mean_metrics(model, inputs, targets, exclude, perturbed)
+        assert (rows[(attack, "last")]["ndcg@10"], rows[(attack, "last")]["hit@10"]) == (ndcg, hit), attack
+    assert rows[("gradient", "last")]["ndcg@10"] != rows[("random", "last")]["ndcg@10"]
+
+
+def test_drop_percent_of_a_zero_clean_metric_is_nan() -> None:
+    assert drop_percent(0.02, 0.08) == pytest.approx(25.0)
+    assert math.isnan(drop_percent(0.0, 0.0))
 
 
 def hand_built_model(distance_case: int) -> SequentialRecommender:

@@ -439,21 +439,23 @@ def test_a_run_in_a_stack_trains_as_it_trains_alone(
     assert not torch.allclose(stacked[0]["item_emb.weight"], stacked[2]["item_emb.weight"])
 
 
-@pytest.mark.parametrize("variant", list(VARIANTS))
-@pytest.mark.parametrize("method", METHODS)
-def test_a_stack_of_one_computes_the_loss_and_gradients_of_its_model(
-    variant: str, method: str, data: SequenceData, cascade: torch.Tensor, monkeypatch: pytest.MonkeyPatch
+def stacked(batch: Batch, count: int) -> Batch:
+    """``batch`` as a stack of ``count`` runs sees it: every tensor with a leading run dimension."""
+    return Batch(**{name: torch.stack([value] * count) for name, value in vars(batch).items()})
+
+
+def assert_stack_of_one_matches(
+    variant: str, loss_fn: LossFn, data: SequenceData, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Eq. 4.10 with per-run coefficients (``loss_terms`` on a ModelStack) is each method's own loss."""
+    """The loss and gradients of ``loss_fn`` on one model equal those of a stack holding only that model."""
     monkeypatch.setattr(torch, "randn_like", value_noise)
     monkeypatch.setattr(ModelStack, "randn_like", lambda self, x: value_noise(x))
-    loss_fn = method_loss(method, data, cascade)
     batch = next(StaticEngineBatches(data).batches())
     model = new_model(variant, data.num_items, dtype=torch.float64)
     model_loss, model_gradients = loss_and_gradients(model, loss_fn, batch)
     stack = ModelStack([model], [torch.Generator()], [torch.Generator()])
     coefficients, factors = stack_coefficients([loss_fn], torch.device("cpu"))
-    stacked_batch = Batch(**{name: value.unsqueeze(0) for name, value in vars(batch).items()})
+    stacked_batch = stacked(batch, 1)
     stack.draw(stacked_batch.seqs)
     (loss,) = total_loss(loss_terms(stack, stacked_batch, coefficients, factors), coefficients)
     loss.backward()
@@ -463,6 +465,54 @@ def test_a_stack_of_one_computes_the_loss_and_gradients_of_its_model(
         assert stacked_gradient is not None or not gradient.any(), name
         if stacked_gradient is not None:
             torch.testing.assert_close(stacked_gradient[0], gradient, rtol=1e-7, atol=1e-10, msg=name)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("method", METHODS)
+def test_a_stack_of_one_computes_the_loss_and_gradients_of_its_model(
+    variant: str, method: str, data: SequenceData, cascade: torch.Tensor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Eq. 4.10 with per-run coefficients (``loss_terms`` on a ModelStack) is each method's own loss."""
+    assert_stack_of_one_matches(variant, method_loss(method, data, cascade), data, monkeypatch)
+
+
+@pytest.mark.parametrize("method", ["adv_seq", "adv_cas"])
+@pytest.mark.parametrize(("scope", "space"), [("sequence", "embedding"), ("position", "input")])
+def test_a_stack_of_one_keeps_its_norm_scope_and_perturbation_space(
+    method: str,
+    scope: str,
+    space: str,
+    data: SequenceData,
+    cascade: torch.Tensor,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Eq. 4.7's norm within the run's grad_norm_scope, its budget in the run's perturb_space (SASRec's
+    sqrt(d) input scale tells the two spaces apart), in a stack as alone."""
+    loss_fn = method_loss(method, data, cascade, grad_norm_scope=scope, perturb_space=space)
+    assert_stack_of_one_matches("sasrec-pre", loss_fn, data, monkeypatch)
+
+
+def test_a_mixed_stack_perturbs_each_run_as_it_perturbs_alone(
+    data: SequenceData, cascade: torch.Tensor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """adv_seq's step along dL_B/dS beside adv_cas's level-1 step (Eq. 4.7): each run's perturbation of S
+    is the one it takes alone (the perturbation profile reads it)."""
+    monkeypatch.setattr(torch, "randn_like", value_noise)
+    monkeypatch.setattr(ModelStack, "randn_like", lambda self, x: value_noise(x))
+    batch = next(StaticEngineBatches(data).batches())
+    losses = [method_loss(method, data, cascade) for method in ("adv_seq", "adv_cas")]
+    models = copies(new_model("sasrec-pre", data.num_items, dtype=torch.float64), len(losses))
+    stack = ModelStack(models, [torch.Generator() for _ in models], [torch.Generator() for _ in models])
+    coefficients, factors = stack_coefficients(losses, torch.device("cpu"))
+    stacked_batch = stacked(batch, len(models))
+    stack.draw(stacked_batch.seqs)
+    perturbation = loss_terms(stack, stacked_batch, coefficients, factors).perturbation
+    assert perturbation is not None and perturbation.shape == (len(models), *batch.seqs.shape, HIDDEN)
+    for run, (model, loss_fn) in enumerate(zip(models, losses, strict=True)):
+        assert isinstance(loss_fn, AdversarialLoss)
+        alone = loss_fn.terms(model, batch).perturbation
+        assert alone is not None
+        torch.testing.assert_close(perturbation[run], alone, rtol=1e-9, atol=1e-12)
 
 
 def test_a_stacked_step_reads_nothing_back_and_keeps_its_shapes(

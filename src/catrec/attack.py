@@ -370,12 +370,13 @@ def attack_rows(
                 "clean_hit@10": clean_hit,
                 "drop_ndcg@10": clean_ndcg - ndcg,
                 "drop_hit@10": clean_hit - hit,
-                "drop_ndcg@10_pct": _percent(clean_ndcg - ndcg, clean_ndcg),
-                "drop_hit@10_pct": _percent(clean_hit - hit, clean_hit),
+                "drop_ndcg@10_pct": drop_percent(clean_ndcg - ndcg, clean_ndcg),
+                "drop_hit@10_pct": drop_percent(clean_hit - hit, clean_hit),
             }
         )
     return rows
 
 
-def _percent(drop: float, clean: float) -> float:
+def drop_percent(drop: float, clean: float) -> float:
+    """``drop`` in percent of ``clean``; NaN where the clean metric is 0 (an untrained model's HT@10)."""
     return 100.0 * drop / clean if clean else math.nan
