@@ -166,6 +166,23 @@ def test_fig3_continues_epochs_and_marks_finetuning() -> None:
     assert lines["start of fine-tuning"].get_linestyle() == "--"
 
 
+def test_fig3_draws_each_epsilon_of_a_method_as_its_own_line() -> None:
+    """Never a mean over epsilon values: a method fine-tuned at two has two labelled lines, each its own."""
+    curves = synthetic_curves()
+    second = curves[curves["method"] == "adv_cas"].assign(epsilon=5.0)
+    second["ndcg@10"] = second["ndcg@10"] + 0.01
+    drawn = build_figure("fig3", pd.concat([curves, second]), {"dataset": "video", "model": "sasrec"})
+    lines = {line.get_label(): line for line in drawn.axes[0].lines}
+    assert "adv_cas" not in lines and "adv_global" in lines
+    valid = curves[
+        (curves["dataset"] == "video") & (curves["model"] == "sasrec") & (curves["split"] == "valid")
+    ]
+    at_10 = valid[valid["method"] == "adv_cas"]["ndcg@10"].to_numpy()
+    np.testing.assert_allclose(lines["adv_cas, ε = 10"].get_ydata()[1:], at_10)
+    np.testing.assert_allclose(lines["adv_cas, ε = 5"].get_ydata()[1:], at_10 + 0.01)
+    assert lines["adv_cas, ε = 5"].get_linestyle() != lines["adv_cas, ε = 10"].get_linestyle()
+
+
 def test_fig4_uses_a_log_epsilon_axis() -> None:
     drawn = build_figure("fig4", synthetic_epsilon(), {})
     assert len(drawn.axes) == len(DATASETS) * 2

@@ -117,6 +117,25 @@ def _figure_legend(figure: Figure, axes: Iterable[Axes], title: str | None = Non
     figure.legend(entries.values(), entries.keys(), loc="outside right center", title=title)
 
 
+# One method's fine-tuning at several epsilon values in one panel: one line each, told apart by the dash.
+_EPSILON_LINESTYLES = ("-", "--", ":", "-.")
+
+
+def _epsilon_curves(method: str, rows: pd.DataFrame) -> list[tuple[str, pd.Series]]:
+    """(label, mean validation NDCG@10 per epoch) of ``method``'s fine-tuning rows, one per epsilon.
+
+    The mean is over seeds only: runs at different epsilon values are different curves, labelled with their
+    epsilon where there are several (the pipeline's Figure 3 has one epsilon per method).
+    """
+    if "epsilon" not in rows or rows["epsilon"].nunique() <= 1:
+        curve = rows.groupby("epoch")["ndcg@10"].mean()
+        return [] if curve.empty else [(method, curve)]
+    return [
+        (f"{method}, ε = {epsilon:g}", group.groupby("epoch")["ndcg@10"].mean())
+        for epsilon, group in rows.groupby("epsilon")
+    ]
+
+
 def _fig3(data: pd.DataFrame, options: Mapping[str, str], source: str) -> Figure:
     """Validation NDCG@10 per epoch: the pretraining curve, then each method's fine-tuning curve."""
     valid = _nonempty(data[data["split"] == "valid"], source, "'valid' in column 'split'")
@@ -137,14 +156,19 @@ def _fig3(data: pd.DataFrame, options: Mapping[str, str], source: str) -> Figure
             if not pretrain.empty:
                 ax.plot(pretrain.index, pretrain.to_numpy(), color="black", label="pretraining")
             for method in methods:
-                curve = runs[(runs["phase"] == "finetune") & (runs["method"] == method)]
-                curve = curve.groupby("epoch")["ndcg@10"].mean()
-                if curve.empty:
-                    continue
-                if not pretrain.empty:
-                    # Start each fine-tuning line at the pretrained model it starts from: no visual gap.
-                    curve = pd.concat([pretrain.iloc[-1:], curve])
-                ax.plot(curve.index, curve.to_numpy(), color=_method_color(method), label=method)
+                finetune = runs[(runs["phase"] == "finetune") & (runs["method"] == method)]
+                for line, (name, curve) in enumerate(_epsilon_curves(method, finetune)):
+                    if not pretrain.empty:
+                        # Start each fine-tuning line at the pretrained model it starts from: no visual gap.
+                        curve = pd.concat([pretrain.iloc[-1:], curve])
+                    style = _EPSILON_LINESTYLES[line % len(_EPSILON_LINESTYLES)]
+                    ax.plot(
+                        curve.index,
+                        curve.to_numpy(),
+                        color=_method_color(method),
+                        linestyle=style,
+                        label=name,
+                    )
             start = pretrain.index.max() if not pretrain.empty else runs["epoch"].min()
             ax.axvline(start, color="grey", linestyle="--", linewidth=1, label="start of fine-tuning")
             ax.set(title=f"{label(model)} on {label(dataset)}", xlabel="epoch", ylabel="validation NDCG@10")
