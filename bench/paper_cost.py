@@ -11,12 +11,13 @@ seconds of download, preprocessing, tables and plots left out (seconds each).
 
     .venv/bin/python bench/paper_cost.py [--device cuda|cpu] [--quick] [--configfile FILE] [--json PATH]
 
-Prints one line ``whole paper: <x> min (eager <y> min) on <device>; unstacked <u> min`` (x: the ``static``
-engine with the fine-tuning runs of each dataset x model x seed at the paper's epsilon trained as one stack,
-``catrec.models.stack``; u: the same runs one after the other; y: ``eager``); ``--json`` writes ``device``,
-``stages`` (seconds per step / evaluation / attack / cascade, per engine; ``stack_step_seconds`` and, on
-CUDA, ``stack_peak_memory_mib``),
-``projected_minutes`` (stacked), ``projected_minutes_unstacked`` and ``projected_minutes_eager``.
+Prints one line ``whole paper: <x> min (eager <y> min) on <device>`` (x: the ``static`` engine, y: ``eager``).
+Where the config stacks on the timed device (``train.stack``: ``auto`` stacks on CUDA only, as the pipeline
+does), x trains the fine-tuning runs of each dataset x model x seed at the paper's epsilon as one stack
+(``catrec.models.stack``, timed too) and the line ends ``; unstacked <u> min`` (u: the same runs one after the
+other). ``--json`` writes ``device``, ``stacked``, ``stages`` (seconds per step / evaluation / attack /
+cascade, per engine; where stacked ``stack_step_seconds`` and, on CUDA, ``stack_peak_memory_mib``),
+``projected_minutes``, ``projected_minutes_unstacked`` and ``projected_minutes_eager``.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ import torch
 from catrec.adversarial import make_loss
 from catrec.attack import AttackConfig, attack_rows
 from catrec.cascade import cascade_matrix
-from catrec.config import load_config, stage_hparams
+from catrec.config import load_config, plans_stack, stage_hparams
 from catrec.data.formats import load_sequences
 from catrec.data.item_sets import ItemSets
 from catrec.data.sequences import SequenceData
@@ -66,16 +67,18 @@ MODEL_RULES |= {"user_metrics", "user_metrics_clean", "cascade"}
 
 @dataclass(frozen=True)
 class Budget:
-    """How much is timed: steps per loss (after warm-up), users of an evaluation and of an attack."""
+    """How much is timed: steps per loss and of a stack (after warm-up), users of an evaluation and of an
+    attack."""
 
     steps: int
+    stack_steps: int  # a stack step is K runs' work, so --quick times one
     warmup: int  # untimed steps first: a static engine captures its CUDA graph after WARMUP_STEPS
     eval_users: int
     attack_users: int
 
 
-FULL = Budget(steps=30, warmup=WARMUP_STEPS + 2, eval_users=4096, attack_users=512)
-QUICK = Budget(steps=3, warmup=WARMUP_STEPS + 1, eval_users=512, attack_users=32)
+FULL = Budget(steps=30, stack_steps=30, warmup=WARMUP_STEPS + 2, eval_users=4096, attack_users=512)
+QUICK = Budget(steps=2, stack_steps=1, warmup=WARMUP_STEPS + 1, eval_users=512, attack_users=32)
 
 
 def synthetic(users: int, items: int, mean_length: float, max_len: int, seed: int = 0) -> SequenceData:
@@ -155,8 +158,9 @@ def stack_step_seconds(
     device: torch.device,
     budget: Budget,
 ) -> tuple[float, float | None]:
-    """Seconds per step of the ``methods`` trained as one stack (``static``, ``catrec.models.stack``), and
-    the stack's peak GPU memory in MiB (None on the CPU): what ``train.max_stack`` bounds."""
+    """Seconds per step (the mean over ``budget.stack_steps``) of the ``methods`` trained as one stack
+    (``static``, ``catrec.models.stack``), and the stack's peak GPU memory in MiB (None on the CPU): what
+    ``train.max_stack`` bounds."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     torch.manual_seed(0)
@@ -166,7 +170,7 @@ def stack_step_seconds(
     steps = make_engine("static", models, data, losses, TrainConfig.from_hparams(hparams), device).epoch()
     for _ in range(budget.warmup):
         next(steps)
-    seconds = _timed(lambda: [next(steps) for _ in range(budget.steps)], device) / budget.steps
+    seconds = _timed(lambda: [next(steps) for _ in range(budget.stack_steps)], device) / budget.stack_steps
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
     return seconds, peak
 
@@ -219,9 +223,10 @@ def trained_losses(config: dict[str, Any]) -> list[str]:
 
 
 def time_stages(
-    config: dict[str, Any], device: torch.device, budget: Budget
+    config: dict[str, Any], device: torch.device, budget: Budget, stack: bool
 ) -> tuple[dict[str, Any], dict[str, str]]:
-    """Per dataset: its kind and cascade seconds; per model: seconds per step (loss, engine), eval, attack."""
+    """Per dataset: its kind and cascade seconds; per model: seconds per step (loss, engine), eval, attack,
+    and with ``stack`` the seconds per step of the stack of ``stacked_methods``."""
     with open(TABLE1) as handle:
         shapes = {row["dataset"]: row for row in csv.DictReader(handle)}
     stages: dict[str, Any] = {}
@@ -257,7 +262,7 @@ def time_stages(
                     for engine in ENGINES
                 }
                 print(f"{name} {model_name} {loss}: {timings['step_seconds'][loss]}", flush=True)
-            stacked = stacked_methods(config)
+            stacked = stacked_methods(config) if stack else []
             if stacked:
                 # Timed in the same run as the separate steps above, so the two projections compare.
                 timings["stack_step_seconds"], timings["stack_peak_memory_mib"] = stack_step_seconds(
@@ -340,38 +345,36 @@ def main() -> None:
     config = load_config(args.configfile)
     budget = QUICK if args.quick else FULL
     if device.type != "cuda":
-        # No CUDA graph to capture: one untimed step (first-call allocations) warms a CPU run up, which keeps
-        # --quick within its 5 minutes now that it times a stack of six runs per dataset x model too.
+        # No CUDA graph to capture: one untimed step (first-call allocations) warms a CPU run up.
         budget = replace(budget, warmup=1)
+    # As the pipeline decides it for this device (a CPU stack is slower than its runs: bench/stack_speed.py).
+    stack = plans_stack(config["train"]["stack"], device.type)
     jobs = planned_jobs(args.configfile)
-    stages, kinds = time_stages(config, device, budget)
+    stages, kinds = time_stages(config, device, budget, stack)
     minutes = {
         engine: sum(job_seconds(rule, wildcards, config, stages, engine) for rule, wildcards in jobs) / 60
         for engine in ENGINES
     }
-    stacked = sum(
-        job_seconds(rule, wildcards, config, stages, "static", stacked=True) for rule, wildcards in jobs
+    projected = sum(
+        job_seconds(rule, wildcards, config, stages, "static", stacked=stack) for rule, wildcards in jobs
     )
-    minutes["stacked"] = stacked / 60
     report = {
         "device": device_name(device),
         "config": str(args.configfile),
         "quick": args.quick,
+        "stacked": stack,
         "jobs": len(jobs),
         "datasets": kinds,
         "stages": stages,
-        "projected_minutes": minutes["stacked"],
+        "projected_minutes": projected / 60,
         "projected_minutes_unstacked": minutes["static"],
         "projected_minutes_eager": minutes["eager"],
     }
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2) + "\n")
-    stacked_minutes, static, eager = minutes["stacked"], minutes["static"], minutes["eager"]
-    print(
-        f"whole paper: {stacked_minutes:.1f} min (eager {eager:.1f} min) on {report['device']}; "
-        f"unstacked {static:.1f} min"
-    )
+    line = f"whole paper: {projected / 60:.1f} min (eager {minutes['eager']:.1f} min) on {report['device']}"
+    print(f"{line}; unstacked {minutes['static']:.1f} min" if stack else line)
 
 
 if __name__ == "__main__":

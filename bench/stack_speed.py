@@ -66,7 +66,9 @@ def main() -> None:
     device = resolve_device(args.device)
     torch.set_num_threads(args.threads)
     config = load_config(REPO_ROOT / "config" / "config.yaml")
-    budget = Budget(steps=args.steps, warmup=QUICK.warmup, eval_users=0, attack_users=0)
+    budget = Budget(
+        steps=args.steps, stack_steps=args.steps, warmup=QUICK.warmup, eval_users=0, attack_users=0
+    )
     data, _ = dataset("beauty", config["datasets"]["beauty"]["max_len"], {})
     steps_per_epoch = -(-data.num_users // config["train"]["batch_size"])
     cascades = {"adv_cas": cascade_matrix(data.train_inputs(), config["train"]["batch_size"], "both")}

@@ -180,7 +180,7 @@ def plans_stack(stack: bool | str, device: str) -> bool:
 
     'auto' stacks where model jobs run on a GPU (``plans_gpu``): on a CPU a stack trains on the static engine,
     which computes every padded position, so it is slower there than the runs one after the other, eager
-    (bench/paper_cost.py times both).
+    (bench/stack_speed.py times both).
     """
     return plans_gpu(device) if stack == "auto" else bool(stack)
 
