@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-slurm demo report lint bench mutate gpu-check clean
+.PHONY: install test test-slurm demo report lint bench mutate gpu-prepare gpu-check clean
 
 $(STAMP): pyproject.toml envs/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -60,16 +60,23 @@ mutate: install
 	done
 	$(BIN)/python tests/mutation_summary.py $(MODULES)
 
-# For a lent GPU (<= 8 min): pytest -m gpu, bench/paper_cost.py --json, bench/train_speed.py and a short Snakemake
-# run on Beauty, each into a file under OUT (bench/README.md). Rehearse on the CPU: make gpu-check DEVICE=cpu.
-# Needs no install step where torch, snakemake and jsonschema are importable: PYTHON=python3 there.
+# For a lent GPU (bench/README.md says how): `make gpu-prepare` here, beside ../shared and the package registry,
+# fills GPU_DIR with what the GPU machine lacks (the wheels of snakemake and jsonschema for its Python, and
+# Beauty.txt); the device tool carries GPU_DIR there, where `make gpu-check` runs each check under its own
+# timeout, within 8 minutes, on the machine's python3 (or .venv/bin/python, or GPU_PYTHON). Rehearse on the
+# CPU: make gpu-check DEVICE=cpu (tests/test_gpu_check.py does it on a bare copy; SCALE=ci shrinks the work).
+GPU_DIR ?= .gpu
+GPU_PYTHON_VERSION ?= 3.12
+BEAUTY ?= ../shared/data/beauty/Beauty.txt
+gpu-prepare: install
+	$(BIN)/python bench/gpu_prepare.py --out $(GPU_DIR) --python-version $(GPU_PYTHON_VERSION) --beauty $(BEAUTY)
+
 OUT ?= gpu-check
 DEVICE ?= cuda
-GPU_PYTHON ?= $(BIN)/python
-BEAUTY ?= ../shared/data/beauty/Beauty.txt
+SCALE ?= full
+GPU_PYTHON ?=
 gpu-check:
-	OUT=$(OUT) DEVICE=$(DEVICE) PYTHON=$(GPU_PYTHON) BEAUTY=$(BEAUTY) PAPER_COST_FLAGS="$(if $(filter cpu,$(DEVICE)),--quick)" \
-		bash bench/gpu_check.sh
+	OUT=$(OUT) DEVICE=$(DEVICE) GPU_DIR=$(GPU_DIR) SCALE=$(SCALE) CHECK_PYTHON=$(GPU_PYTHON) bash bench/gpu_check.sh
 
 clean:
 	rm -rf results/* figures/* .snakemake

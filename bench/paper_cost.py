@@ -1,7 +1,7 @@
 """What a config's whole experiment costs: timed steps of each stage and engine, projected over its jobs.
 
-Not a test. For every dataset of the config (the real Beauty set from the shared data folder; the others as
-synthetic sets with the users, items and mean sequence length of the paper's Table 1, lengths 5 + an
+Not a test. For every dataset of the config (the real Beauty set, ``--beauty``, never a stand-in; the others
+as synthetic sets with the users, items and mean sequence length of the paper's Table 1, lengths 5 + an
 exponential tail), both models and each engine (``eager``, ``static``) it times a few training steps of
 every training loss the config's methods use (pretraining and ``continued`` share the clean loss), one
 full-ranking evaluation and one attack run (both on a slice of the users, scaled to all), and the cascade
@@ -10,6 +10,7 @@ so the projection covers exactly what ``snakemake all`` runs: one job at a time 
 seconds of download, preprocessing, tables and plots left out (seconds each).
 
     .venv/bin/python bench/paper_cost.py [--device cuda|cpu] [--quick] [--configfile FILE] [--json PATH]
+        [--beauty PATH]
 
 Prints one line ``whole paper: <x> min (eager <y> min) on <device>`` (x: the ``static`` engine, y: ``eager``).
 Where the config stacks on the timed device (``train.stack``: ``auto`` stacks on CUDA only, as the pipeline
@@ -89,10 +90,14 @@ def synthetic(users: int, items: int, mean_length: float, max_len: int, seed: in
     return SequenceData.from_sequences(sequences, items, max_len=max_len)
 
 
-def dataset(name: str, max_len: int, shapes: dict[str, dict[str, str]]) -> tuple[SequenceData, str]:
-    """The dataset ``name`` of the config: Beauty real where the shared copy is, else its Table 1 shape."""
-    if name == "beauty" and BEAUTY_PATH.exists():
-        sequences = load_sequences(BEAUTY_PATH)
+def dataset(
+    name: str, max_len: int, shapes: dict[str, dict[str, str]], beauty: Path
+) -> tuple[SequenceData, str]:
+    """The dataset ``name`` of the config: Beauty real (never a stand-in), the others of Table 1's shape."""
+    if name == "beauty":
+        if not beauty.is_file():
+            raise SystemExit(f"{beauty}: no Beauty file (--beauty PATH names it)")
+        sequences = load_sequences(beauty)
         return SequenceData.from_sequences(sequences, max(map(max, sequences)), max_len), "real"
     if name not in shapes:
         raise SystemExit(f"dataset '{name}' is neither Beauty nor in {TABLE1}")
@@ -223,7 +228,7 @@ def trained_losses(config: dict[str, Any]) -> list[str]:
 
 
 def time_stages(
-    config: dict[str, Any], device: torch.device, budget: Budget, stack: bool
+    config: dict[str, Any], device: torch.device, budget: Budget, stack: bool, beauty: Path = BEAUTY_PATH
 ) -> tuple[dict[str, Any], dict[str, str]]:
     """Per dataset: its kind and cascade seconds; per model: seconds per step (loss, engine), eval, attack,
     and with ``stack`` the seconds per step of the stack of ``stacked_methods``."""
@@ -232,7 +237,7 @@ def time_stages(
     stages: dict[str, Any] = {}
     kinds = {}
     for name, spec in config["datasets"].items():
-        data, kinds[name] = dataset(name, spec["max_len"], shapes)
+        data, kinds[name] = dataset(name, spec["max_len"], shapes, beauty)
         batch_size = config["train"]["batch_size"]
         cascades = {}
         started = time.perf_counter()
@@ -340,6 +345,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a few steps and small slices (<= 5 min on CPU)")
     parser.add_argument("--configfile", type=Path, default=REPO_ROOT / "config" / "config.yaml")
     parser.add_argument("--json", type=Path, help="write the timings and projections here")
+    parser.add_argument("--beauty", type=Path, default=BEAUTY_PATH, help="the real Beauty set")
     args = parser.parse_args()
     device = resolve_device(args.device)
     config = load_config(args.configfile)
@@ -350,7 +356,7 @@ def main() -> None:
     # As the pipeline decides it for this device (a CPU stack is slower than its runs: bench/stack_speed.py).
     stack = plans_stack(config["train"]["stack"], device.type)
     jobs = planned_jobs(args.configfile)
-    stages, kinds = time_stages(config, device, budget, stack)
+    stages, kinds = time_stages(config, device, budget, stack, args.beauty)
     minutes = {
         engine: sum(job_seconds(rule, wildcards, config, stages, engine) for rule, wildcards in jobs) / 60
         for engine in ENGINES

@@ -46,8 +46,10 @@ QUICK_BATCHES, WARMUP_BATCHES = 20, WARMUP_STEPS + 2
 MODELS = ("sasrec", "gru4rec")
 
 
-def beauty() -> SequenceData:
-    sequences = load_sequences(BEAUTY_PATH)
+def beauty(path: Path) -> SequenceData:
+    if not path.is_file():
+        raise SystemExit(f"{path}: no Beauty file (--beauty PATH names it)")
+    sequences = load_sequences(path)
     return SequenceData.from_sequences(sequences, max(map(max, sequences)), max_len=50)
 
 
@@ -59,7 +61,10 @@ def ml1m_shaped(users: int = 6040, items: int = 3416, seed: int = 0) -> Sequence
     return SequenceData.from_sequences(sequences, items, max_len=200)
 
 
-DATASETS: dict[str, Callable[[], SequenceData]] = {"beauty": beauty, "ml1m-shaped": ml1m_shaped}
+DATASETS: dict[str, Callable[[Path], SequenceData]] = {
+    "beauty": beauty,
+    "ml1m-shaped": lambda _beauty: ml1m_shaped(),
+}
 
 
 def paper_hparams(model_name: str, max_len: int, *, bucket_by_length: bool, engine: str) -> dict[str, object]:
@@ -125,6 +130,8 @@ def main() -> None:
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     parser.add_argument("--engine", default="auto", choices=ENGINES, help="train.engine (auto: per device)")
     parser.add_argument("--datasets", nargs="+", choices=sorted(DATASETS), default=list(DATASETS))
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
+    parser.add_argument("--beauty", type=Path, default=BEAUTY_PATH, help="the real Beauty set")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument(
         "--quick", action="store_true", help=f"time at most {QUICK_BATCHES} random batches, extrapolated"
@@ -140,13 +147,13 @@ def main() -> None:
     header = "| dataset | model | random s/epoch | bucketed s/epoch | speed-up | eval s (all users) |"
     rows = [header, "|---|---|---:|---:|---:|---:|"]
     for name in args.datasets:
-        data = DATASETS[name]()
+        data = DATASETS[name](args.beauty)
         lengths = (data.train_inputs() != 0).sum(1).float()
         print(
             f"{name}: {data.num_users} users, {data.num_items} items, T={data.max_len}, "
             f"mean training input length {lengths.mean():.1f}"
         )
-        for model_name in MODELS:
+        for model_name in args.models:
             baseline, extrapolated = epoch_seconds(
                 data, model_name, False, device, engine, args.epochs, QUICK_BATCHES if args.quick else None
             )

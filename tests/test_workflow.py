@@ -46,9 +46,12 @@ BIN_DIR = Path(sys.executable).parent
 
 
 def snakemake(
-    workdir: Path, *args: str, check: bool = True, env: dict[str, str] | None = None
+    workdir: Path, *args: str, check: bool = True, env: dict[str, str] | None = None, cuda: bool = False
 ) -> subprocess.CompletedProcess[str]:
+    """Snakemake on ``workdir``; its process and jobs see no CUDA (hidden, whatever the machine has), or with
+    ``cuda`` a CUDA mocked as available (for plans only, ``-n``: nothing could run on it)."""
     env = {**os.environ, "PATH": f"{BIN_DIR}{os.pathsep}{os.environ['PATH']}", **(env or {})}
+    env |= cuda_mocked(workdir) if cuda else {"CUDA_VISIBLE_DEVICES": ""}
     command = [
         str(BIN_DIR / "snakemake"),
         "--snakefile",
@@ -119,15 +122,28 @@ def test_auto_device_with_cuda_plans_one_gpu_per_model_job(tmp_path: Path) -> No
     config = str(REPO_ROOT / "config/smoke.yaml")
     without = planned_gpus(snakemake(tmp_path, "-n", "--cores", "1", "all", "--configfile", config).stdout)
     with_cuda = planned_gpus(
-        snakemake(
-            tmp_path, "-n", "--cores", "1", "all", "--configfile", config, env=cuda_mocked(tmp_path)
-        ).stdout
+        snakemake(tmp_path, "-n", "--cores", "1", "all", "--configfile", config, cuda=True).stdout
     )
     assert {rule: values for rule, values in with_cuda.items() if rule in MODEL_RULES} == {
         rule: {"1"} for rule in MODEL_RULES
     }
     assert all(values == {"0"} for rule, values in with_cuda.items() if rule not in MODEL_RULES)
-    assert all(values == {"0"} for values in without.values())  # this machine has no CUDA
+    assert all(values == {"0"} for values in without.values())  # CUDA hidden
+
+
+def test_tests_plan_as_without_cuda_on_a_machine_with_one(tmp_path: Path) -> None:
+    """On a GPU machine (faked: CUDA available unless CUDA_VISIBLE_DEVICES hides it, as there) the helper's
+    runs still see no CUDA, so no workflow test depends on the machine it runs on."""
+    machine = tmp_path / "gpu_machine"
+    machine.mkdir()
+    (machine / "sitecustomize.py").write_text(
+        "import os, torch\ntorch.cuda.is_available = lambda: os.environ.get('CUDA_VISIBLE_DEVICES') != ''\n"
+    )
+    config = str(REPO_ROOT / "config/smoke.yaml")
+    plan = snakemake(
+        tmp_path, "-n", "--cores", "1", "all", "--configfile", config, env={"PYTHONPATH": str(machine)}
+    )
+    assert all(values == {"0"} for values in planned_gpus(plan.stdout).values())
 
 
 def test_default_profile_caps_gpu_jobs_without_flags(tmp_path: Path) -> None:
@@ -621,9 +637,7 @@ def test_stacked_config_with_several_seeds_plans_one_pretraining_stack_per_model
     assert "benchmarks/pretrain/toy/sasrec/seed42/pretrain.tsv" not in compute
     auto = {**config, "train": {**config["train"], "stack": "auto"}}
     path = write_config(tmp_path, "auto.yaml", auto)
-    on_cuda = snakemake(
-        tmp_path, "-n", "--cores", "1", "all", "--configfile", str(path), env=cuda_mocked(tmp_path)
-    )
+    on_cuda = snakemake(tmp_path, "-n", "--cores", "1", "all", "--configfile", str(path), cuda=True)
     assert planned_gpus(on_cuda.stdout)["pretrain_stack"] == {"1"}
     on_cpu = planned_jobs(snakemake(tmp_path, "-n", "--cores", "1", "all", "--configfile", str(path)).stdout)
     assert "pretrain_stack" not in on_cpu and on_cpu["pretrain"] == 2 * len(config["models"])
