@@ -73,7 +73,10 @@ install_wheels() {  # the wheels the image lacks, into $WORK/site (on PYTHONPATH
     local wheels=("$GPU_DIR"/wheels/*.whl)
     if [ ! -e "${wheels[0]}" ]; then echo "no wheels in $GPU_DIR/wheels: using $PYTHON's packages"; return 0; fi
     "$PYTHON" -m pip install --quiet --no-index --no-deps --no-compile --no-cache-dir --target "$WORK/site" \
-        "${wheels[@]}" && "$PYTHON" -c 'import snakemake, jsonschema; print("snakemake", snakemake.__version__)'
+        "${wheels[@]}" || return 1
+    # For the record only: a version the wheels need that the image holds at another version shows here.
+    "$PYTHON" -m pip check || true
+    "$PYTHON" -c 'import snakemake, jsonschema; print("snakemake", snakemake.__version__)'
 }
 
 gpu_tests() {  # only the files that hold GPU tests: collecting the others needs packages the machine lacks
