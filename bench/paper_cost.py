@@ -51,7 +51,7 @@ from catrec.engine import WARMUP_STEPS, make_engine
 from catrec.metrics import rank_users
 from catrec.models import ModelConfig, build_model
 from catrec.paths import epsilon_label
-from catrec.runtime import resolve_device
+from catrec.runtime import resolve_device, set_precision
 from catrec.trainer import TrainConfig
 from catrec.vocabulary import CASCADE_TERMS_OF, CLEAN_METHODS, EPSILON_METHODS
 
@@ -343,6 +343,7 @@ def main() -> None:
     args = parser.parse_args()
     device = resolve_device(args.device)
     config = load_config(args.configfile)
+    set_precision(config["train"]["precision"])  # as the pipeline's jobs compute
     budget = QUICK if args.quick else FULL
     if device.type != "cuda":
         # No CUDA graph to capture: one untimed step (first-call allocations) warms a CPU run up.

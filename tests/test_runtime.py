@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from catrec.config import plans_gpu
-from catrec.runtime import configure
+from catrec.errors import CatrecError
+from catrec.runtime import configure, set_precision
 
 
 @pytest.fixture
@@ -40,3 +41,8 @@ def test_cpu_job_uses_its_threads(restore_threads: None) -> None:
 def test_plans_gpu(monkeypatch: pytest.MonkeyPatch, device: str, cuda: bool, expected: bool) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
     assert plans_gpu(device) is expected
+
+
+def test_an_unknown_precision_is_refused_naming_it() -> None:
+    with pytest.raises(CatrecError, match="unknown precision 'fp16'"):
+        set_precision("fp16")

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,7 @@ TOY_HPARAMS = {
     "checkpoint_every": 4,
     "bucket_by_length": True,
     "engine": "eager",
+    "precision": "fp32",
     "epsilon": 10,  # a fine-tuning key: ignored here
 }
 
@@ -479,6 +481,29 @@ def test_a_pretraining_stack_across_seeds_writes_what_each_seed_alone_writes(
     # Different seeds train different models.
     first, second = (load_model(run.checkpoint, torch.device("cpu")).state_dict() for run in stacked[:2])
     assert not torch.allclose(first["item_emb.weight"], second["item_emb.weight"])
+
+
+@pytest.fixture
+def restore_precision() -> Iterator[None]:
+    flags = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
+
+
+def test_precision_is_applied_to_matmuls_and_cudnn_and_recorded(
+    toy_data_dir: Path, tmp_path: Path, restore_precision: None
+) -> None:
+    """``train.precision`` sets both TF32 flags (cuDNN's default is TF32 on, cuBLAS's off) and the metrics
+    JSON records it beside the engine and the device."""
+    for precision in ("tf32", "fp32"):
+        settings = {"epochs": 1, "eval_every": 1, "engine": "eager", "precision": precision}
+        member = stack_member(tmp_path / precision, **settings)
+        runs = [member]
+        pretrain_stack(data_dir=toy_data_dir, dataset="toy", model_name="gru4rec", runs=runs, device="cpu")
+        tf32 = precision == "tf32"
+        assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (tf32, tf32)
+        metrics = json.loads(member.metrics.read_text())
+        assert (metrics["engine"], metrics["device"], metrics["precision"]) == ("eager", "cpu", precision)
 
 
 def test_pretrain_stack_refuses_what_it_cannot_stack(toy_data_dir: Path, tmp_path: Path) -> None:

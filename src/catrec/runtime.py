@@ -1,6 +1,7 @@
-"""Where and how a run computes: the device, CPU threads, the training engine and seeds.
+"""Where and how a run computes: the device, CPU threads, float32 precision, the training engine and seeds.
 
-The device, threads and seeds never change a run's identity; the engine does (``resolve_engine``).
+The device, threads and seeds never change a run's identity; the engine (``resolve_engine``) and the
+precision (``train.precision``) do.
 """
 
 from __future__ import annotations
@@ -40,8 +41,28 @@ def resolve_engine(engine: str, device: torch.device) -> str:
     return engine
 
 
-def configure(device_name: str, threads: int) -> torch.device:
-    """The device to compute on, with torch limited to ``threads`` CPU threads on a GPU too.
+PRECISIONS = ("fp32", "tf32")
+# The paper's (the reference SASRec code trains in float32); what every job without the setting computes in.
+DEFAULT_PRECISION = "fp32"
+
+
+def set_precision(precision: str) -> None:
+    """Compute float32 matmuls (cuBLAS) and cuDNN (GRU4Rec's GRU) in IEEE float32 ('fp32') or let both
+    round their inputs to TensorFloat-32 ('tf32', on GPUs that have it; a CPU computes float32 either way).
+
+    Both flags are set either way: torch's defaults differ (matmuls float32, cuDNN TF32), which left
+    GRU4Rec in TF32 and SASRec in float32. The ``allow_tf32`` flags exist in every torch since 1.7; the
+    newer ``fp32_precision`` settings must not be mixed with them (torch refuses a mix), so they are not used.
+    """
+    if precision not in PRECISIONS:
+        raise CatrecError(f"unknown precision '{precision}' (expected one of {', '.join(PRECISIONS)})")
+    torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+    torch.backends.cudnn.allow_tf32 = precision == "tf32"
+
+
+def configure(device_name: str, threads: int, precision: str = DEFAULT_PRECISION) -> torch.device:
+    """The device to compute on, with torch limited to ``threads`` CPU threads on a GPU too, computing
+    float32 at ``precision`` (``set_precision``).
 
     A CUDA job left at torch's default takes every host core, so jobs sharing a machine (or a SLURM node)
     fight over them; the rule's ``threads`` is what the scheduler reserved.
@@ -50,6 +71,7 @@ def configure(device_name: str, threads: int) -> torch.device:
         raise CatrecError(f"--threads must be at least 1, got {threads}")
     device = resolve_device(device_name)
     torch.set_num_threads(threads)
+    set_precision(precision)
     return device
 
 

@@ -45,6 +45,7 @@ class TrainConfig:
     checkpoint_every: int
     bucket_by_length: bool
     engine: str  # eager | static, resolved (catrec.runtime.resolve_engine)
+    precision: str  # fp32 | tf32, applied by the stage (catrec.runtime.configure)
 
     @classmethod
     def from_hparams(cls, hparams: Mapping[str, Any]) -> TrainConfig:
