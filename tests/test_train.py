@@ -506,6 +506,45 @@ def test_precision_is_applied_to_matmuls_and_cudnn_and_recorded(
         assert (metrics["engine"], metrics["device"], metrics["precision"]) == ("eager", "cpu", precision)
 
 
+# Run in a fresh process: the first optimizer of a process is the one torch leaves in a reference cycle.
+FREED_BETWEEN_STACKS = """
+import gc, json, sys, weakref
+from pathlib import Path
+import catrec.trainer
+from catrec.stages.pretrain import PretrainRun, pretrain_stack
+
+data_dir, out, hparams = Path(sys.argv[1]), Path(sys.argv[2]), json.loads(sys.argv[3])
+engines = []
+make_engine = catrec.trainer.make_engine
+
+def recording_make_engine(*args, **kwargs):
+    if engines:
+        print("first engine alive when the second is built:", engines[0]() is not None)
+    engine = make_engine(*args, **kwargs)
+    engines.append(weakref.ref(engine))
+    return engine
+
+catrec.trainer.make_engine = recording_make_engine
+files = (".pt", ".csv", ".json", "state")
+runs = [PretrainRun({**hparams, "seed": seed}, *(out / f"{seed}{name}" for name in files)) for seed in (1, 2)]
+gc.disable()
+pretrain_stack(data_dir=data_dir, dataset="toy", model_name="gru4rec", runs=runs, device="cpu", max_stack=1)
+"""
+
+
+def test_consecutive_stacks_free_the_first_engine_before_building_the_second(
+    toy_data_dir: Path, tmp_path: Path
+) -> None:
+    """With ``max_stack`` splitting a job, the first stack's engine (parameters, Adam state, on CUDA its
+    graph pool) is freed before the second is built, without waiting for the garbage collector."""
+    hparams = pretrain_hparams("gru4rec", hidden_size=16, epochs=1, eval_every=1, engine="static")
+    arguments = [str(toy_data_dir), str(tmp_path), json.dumps(hparams)]
+    command = [sys.executable, "-c", FREED_BETWEEN_STACKS, *arguments]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "first engine alive when the second is built: False" in result.stdout, result.stdout
+
+
 def test_pretrain_stack_refuses_what_it_cannot_stack(toy_data_dir: Path, tmp_path: Path) -> None:
     def stack(runs: list[PretrainRun]) -> None:
         pretrain_stack(data_dir=toy_data_dir, dataset="toy", model_name="gru4rec", runs=runs, device="cpu")

@@ -9,6 +9,7 @@ random stream are restored). The steps themselves are run by the engine of ``Tra
 from __future__ import annotations
 
 import csv
+import gc
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -257,9 +258,26 @@ def fit_runs(
         size = max_stack or len(group)
         for first in range(0, len(group), size):
             _train_group(group[first : first + size], data, config, device)
+            _release_memory(device)
     for run in runs:
         run.model.use_static(None)
     return [state.result() for state in states]
+
+
+def _release_memory(device: torch.device) -> None:
+    """Free the memory of the stack ``_train_group`` just trained before the next one is built (on CUDA:
+    and captured), so consecutive stacks (``max_stack``) never hold two stacks' parameters, Adam state and
+    CUDA-graph pool at once.
+
+    The engine is freed when ``_train_group`` returns but for one reference cycle torch leaves: the first
+    optimizer of a process imports ``torch._dynamo``, and that import keeps the frames it was called from,
+    the engine's among them, in a cycle (``torch.fx.wrap`` holds its own frame in a local), which only the
+    cyclic garbage collector frees, whenever it next runs. Collected here; CUDA's caching allocator then
+    hands the freed blocks back to the device.
+    """
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def _train_group(
