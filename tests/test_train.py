@@ -399,6 +399,27 @@ def test_killed_pretraining_resumes_to_the_same_result(toy_data_dir: Path, tmp_p
     assert all(torch.equal(weights[name], reference_weights[name]) for name in weights)
 
 
+def test_a_static_run_refuses_to_resume_on_the_other_device_type(
+    toy_data: SequenceData, tmp_path: Path
+) -> None:
+    """A static run's generators live on its device (a CPU generator's state is 5,056 bytes, a CUDA one's
+    16): its checkpoint resumed on the other device type is one error naming it and both devices."""
+    settings = {"engine": "static", "hidden_size": 16, "eval_every": 1, "checkpoint_every": 1}
+    train_toy(toy_data, tmp_path, "gru4rec", epochs=1, **settings)
+    checkpoint = tmp_path / "state" / CHECKPOINT_NAME
+    saved = torch.load(checkpoint, weights_only=True)
+    assert saved["device"] == "cpu"
+    # What a run saved on a GPU holds: the device, a CUDA generator's state.
+    saved.update(device="cuda", sampler_rng=torch.zeros(16, dtype=torch.uint8))
+    torch.save(saved, checkpoint)
+    with pytest.raises(CatrecError) as error:
+        train_toy(toy_data, tmp_path, "gru4rec", epochs=2, **settings)
+    message = str(error.value)
+    expected = f"{checkpoint} (pretrain): saved by the static engine on cuda, cannot resume on cpu"
+    assert message.startswith(expected)
+    assert "\n" not in message
+
+
 def test_pretrain_refuses_hparams_it_does_not_read(
     toy_data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

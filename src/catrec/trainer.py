@@ -289,7 +289,10 @@ def _train_group(
     engine = make_engine(config.engine, models, data, losses, config, device, seeds)
     for index, state in enumerate(group):
         if state.saved is not None:
-            engine.restore_run(index, state.saved)
+            try:
+                engine.restore_run(index, state.saved)
+            except CatrecError as error:
+                raise CatrecError(f"{state.checkpoint} ({state.name}): {error}") from error
     total_batches = num_batches(data, config.batch_size)
     first = group[0]
     last_losses = [math.nan] * len(group)
