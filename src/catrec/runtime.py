@@ -7,6 +7,7 @@ precision (``train.precision``) do.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -73,6 +74,23 @@ def configure(device_name: str, threads: int, precision: str = DEFAULT_PRECISION
     torch.set_num_threads(threads)
     set_precision(precision)
     return device
+
+
+def cuda_rng_states(device: torch.device) -> list[torch.Tensor]:
+    """What a checkpoint keeps of torch's global CUDA generators: ``device``'s state (none on a CPU)."""
+    return [torch.cuda.get_rng_state(device)] if device.type == "cuda" else []
+
+
+def restore_cuda_rng(states: Sequence[torch.Tensor], device: torch.device) -> None:
+    """Restore the ``cuda_rng_states`` of a checkpoint onto ``device``.
+
+    The first state is always that of the GPU the run computed on: checkpoints written before held one
+    state per visible GPU, and every job then ran on the first. Restoring it alone onto the GPU of this
+    process works with fewer GPUs visible than at the save (``set_rng_state_all`` raised IndexError) and
+    on another GPU of the machine (``claim_gpu``).
+    """
+    if device.type == "cuda" and states:
+        torch.cuda.set_rng_state(states[0], device)
 
 
 def seed_everything(seed: int) -> None:

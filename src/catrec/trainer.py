@@ -28,6 +28,7 @@ from catrec.io import atomic_path, load_torch_file, save_torch_file
 from catrec.losses import LossFn
 from catrec.metrics import rank_users
 from catrec.models import SequentialRecommender
+from catrec.runtime import cuda_rng_states, restore_cuda_rng
 from catrec.vocabulary import CURVE_COLUMNS
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -194,12 +195,12 @@ class _RunProgress:
         )
         self.last_ndcg = ndcg
 
-    def save(self, engine_state: dict[str, Any]) -> None:
+    def save(self, engine_state: dict[str, Any], device: torch.device) -> None:
         state = {
             "model": self.run.model.state_dict(),
             **engine_state,
             "cpu_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "cuda_rng": cuda_rng_states(device),
             "progress": vars(self.progress),
         }
         save_torch_file(self.checkpoint, state)
@@ -251,8 +252,7 @@ def fit_runs(
     saved = [state.saved for state in states if state.saved is not None]
     if saved:
         torch.set_rng_state(saved[0]["cpu_rng"])
-        if torch.cuda.is_available() and saved[0]["cuda_rng"]:
-            torch.cuda.set_rng_state_all(saved[0]["cuda_rng"])
+        restore_cuda_rng(saved[0]["cuda_rng"], device)
     for start in sorted({state.progress.epoch for state in states if state.progress.epoch < config.epochs}):
         group = [state for state in states if state.progress.epoch == start]
         size = max_stack or len(group)
@@ -322,4 +322,4 @@ def _train_group(
             if epoch % config.eval_every == 0 or epoch == config.epochs:
                 state.evaluate(epoch, last_losses[index])
             if epoch % config.checkpoint_every == 0 or epoch == config.epochs:
-                state.save(engine.run_state(index))
+                state.save(engine.run_state(index), device)
