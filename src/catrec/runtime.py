@@ -6,8 +6,14 @@ precision (``train.precision``) do.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import random
+import tempfile
+import time
 from collections.abc import Sequence
+from pathlib import Path
+from typing import IO
 
 import numpy as np
 import torch
@@ -66,14 +72,67 @@ def configure(device_name: str, threads: int, precision: str = DEFAULT_PRECISION
     float32 at ``precision`` (``set_precision``).
 
     A CUDA job left at torch's default takes every host core, so jobs sharing a machine (or a SLURM node)
-    fight over them; the rule's ``threads`` is what the scheduler reserved.
+    fight over them; the rule's ``threads`` is what the scheduler reserved. On a machine with several GPUs
+    a job that names none takes one of its own (``claim_gpu``).
     """
     if threads < 1:
         raise CatrecError(f"--threads must be at least 1, got {threads}")
     device = resolve_device(device_name)
+    if device.type == "cuda" and device.index is None:
+        device = claim_gpu()
     torch.set_num_threads(threads)
     set_precision(precision)
     return device
+
+
+# Where the slot locks of the GPUs live: one directory per user, shared by every job of the machine.
+GPU_LOCK_DIR_ENV = "CATREC_GPU_LOCK_DIR"
+# Seconds between two looks for a free GPU while every one is taken.
+_GPU_POLL_SECONDS = 1.0
+# The GPU this process took and its lock file, open (so locked) until the process ends.
+_claimed_gpu: tuple[int, IO[str]] | None = None
+
+
+def gpu_lock_dir() -> Path:
+    """``$CATREC_GPU_LOCK_DIR``, else ``catrec-gpus-<uid>`` under the temp dir."""
+    default = Path(tempfile.gettempdir()) / f"catrec-gpus-{os.getuid()}"
+    return Path(os.environ.get(GPU_LOCK_DIR_ENV, default))
+
+
+def claim_gpu() -> torch.device:
+    """The GPU this job computes on: with one GPU visible, or under SLURM, 'cuda' (the current device:
+    SLURM's ``CUDA_VISIBLE_DEVICES`` already gave the job its own); with several, the first GPU no other
+    job of this user holds, taken for the life of the process (``--resources gpu=N``: N jobs on N GPUs).
+
+    A GPU is held by an exclusive ``flock`` on ``slot<i>.lock`` in ``gpu_lock_dir()``, released by the
+    kernel when the process ends, however it ends. While every GPU is held the job waits for one (a line in
+    its log says so): more jobs than GPUs run one after another instead of sharing a GPU.
+    """
+    global _claimed_gpu
+    count = torch.cuda.device_count()
+    if count < 2 or "SLURM_JOB_ID" in os.environ:
+        return torch.device("cuda")
+    if _claimed_gpu is not None:
+        return torch.device("cuda", _claimed_gpu[0])
+    directory = gpu_lock_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    waiting = False
+    while True:
+        for index in range(count):
+            handle = open(directory / f"slot{index}.lock", "a")  # noqa: SIM115 - held until the process ends
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.close()
+                continue
+            _claimed_gpu = (index, handle)
+            torch.cuda.set_device(index)  # the default of what names no device (streams, graph captures)
+            print(f"GPU: cuda:{index} of {count} (held by {directory / f'slot{index}.lock'})", flush=True)
+            return torch.device("cuda", index)
+        if not waiting:
+            print(f"GPU: all {count} held by other jobs (locks in {directory}); waiting for one", flush=True)
+            waiting = True
+        time.sleep(_GPU_POLL_SECONDS)
 
 
 def cuda_rng_states(device: torch.device) -> list[torch.Tensor]:
