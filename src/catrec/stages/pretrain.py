@@ -91,8 +91,7 @@ def pretrain_stack(
     if not runs:
         raise CatrecError("pretrain-stack needs at least one run")
     prepared = [prepare(run.hparams, "pretrain", model=model_name) for run in runs]
-    # The runs share their settings (checked below, before any state is written).
-    torch_device = configure(device, threads, prepared[0]["precision"])
+    torch_device = configure(device, threads, prepared[0]["precision"])  # shared: checked below
     for values in prepared:
         values["engine"] = resolve_engine(values["engine"], torch_device)
     seeds = [values["seed"] for values in prepared]
