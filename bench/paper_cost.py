@@ -52,7 +52,7 @@ from catrec.engine import WARMUP_STEPS, make_engine
 from catrec.metrics import rank_users
 from catrec.models import ModelConfig, build_model
 from catrec.paths import epsilon_label
-from catrec.runtime import resolve_device
+from catrec.runtime import resolve_device, set_precision
 from catrec.trainer import TrainConfig
 from catrec.vocabulary import CASCADE_TERMS_OF, CLEAN_METHODS, EPSILON_METHODS
 
@@ -64,6 +64,9 @@ ENGINES = ("eager", "static")
 CLEAN = "continued"
 MODEL_RULES = {"pretrain", "finetune", "finetune_clean", "attack", "attack_clean", "profile"}
 MODEL_RULES |= {"user_metrics", "user_metrics_clean", "cascade"}
+# The rules left out: seconds a job (download, preprocessing, tables, plots).
+UNTIMED_RULES = {"all", "download", "extract", "generate_toy", "preprocess", "collect", "table1", "table2"}
+UNTIMED_RULES |= {"significance", "compute", "plot"}
 
 
 @dataclass(frozen=True)
@@ -298,18 +301,25 @@ def job_seconds(
     engine: str,
     stacked: bool = False,
 ) -> float:
-    """The projected seconds of one planned job with ``engine`` (0 for the rules not timed).
+    """The projected seconds of one planned job with ``engine`` (0 for ``UNTIMED_RULES``).
 
     ``stacked``: the runs of ``stacked_methods`` at the paper's epsilon train as one stack per seed, so each
     costs its share (1/K) of the stack's steps; otherwise each its own steps. A planned ``finetune_stack``
-    job (``train.stack`` on) is its K runs either way.
+    job (``train.stack`` on) is its K runs either way, a ``pretrain_stack`` job the pretraining of each
+    seed (its own steps: a stack of pretrainings is not timed). A rule of none of these sets is an error,
+    so that no job the plan holds is left out unnoticed.
     """
     paper = epsilon_label(config["adversarial"]["epsilon"])
     if rule == "finetune_stack":
         runs = [{**wildcards, "method": method, "epsilon": paper} for method in stacked_methods(config)]
         return sum(job_seconds("finetune", run, config, stages, engine, stacked) for run in runs)
-    if rule not in MODEL_RULES:
+    if rule == "pretrain_stack":
+        runs = [{**wildcards, "seed": str(seed)} for seed in config["seeds"]]
+        return sum(job_seconds("pretrain", run, config, stages, engine, stacked) for run in runs)
+    if rule in UNTIMED_RULES:
         return 0.0
+    if rule not in MODEL_RULES:
+        raise SystemExit(f"paper_cost: no projection for the planned rule '{rule}'")
     entry = stages[wildcards["dataset"]]
     if rule == "cascade":
         return entry["cascade_seconds"]
@@ -349,6 +359,7 @@ def main() -> None:
     args = parser.parse_args()
     device = resolve_device(args.device)
     config = load_config(args.configfile)
+    set_precision(config["train"]["precision"])  # as the pipeline's jobs compute
     budget = QUICK if args.quick else FULL
     if device.type != "cuda":
         # No CUDA graph to capture: one untimed step (first-call allocations) warms a CPU run up.

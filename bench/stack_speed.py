@@ -33,7 +33,7 @@ from paper_cost import (
 from catrec.cascade import cascade_matrix
 from catrec.config import load_config, stage_hparams
 from catrec.data.sequences import SequenceData
-from catrec.runtime import resolve_device
+from catrec.runtime import resolve_device, set_precision
 
 VARIANTS = ("stack", "separate eager", "separate static")
 
@@ -66,6 +66,7 @@ def main() -> None:
     device = resolve_device(args.device)
     torch.set_num_threads(args.threads)
     config = load_config(REPO_ROOT / "config" / "config.yaml")
+    set_precision(config["train"]["precision"])  # as the pipeline's jobs compute
     budget = Budget(
         steps=args.steps, stack_steps=args.steps, warmup=QUICK.warmup, eval_users=0, attack_users=0
     )

@@ -34,7 +34,7 @@ from catrec.engine import WARMUP_STEPS, make_engine
 from catrec.losses import bce_loss
 from catrec.models import ModelConfig, build_model
 from catrec.models.dropout import DropoutMasks
-from catrec.runtime import ENGINES, resolve_device, resolve_engine
+from catrec.runtime import ENGINES, resolve_device, resolve_engine, set_precision
 from catrec.trainer import TrainConfig, evaluate
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -138,6 +138,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     device = resolve_device(args.device)
+    set_precision(load_config(PAPER_CONFIG)["train"]["precision"])  # as the pipeline's jobs compute
     engine = resolve_engine(args.engine, device)
     if args.threads:
         torch.set_num_threads(args.threads)

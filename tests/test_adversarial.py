@@ -45,6 +45,8 @@ METRICS_KEYS = {
     "selected_epoch",
     "run_id",
     "engine",
+    "device",
+    "precision",
 }
 
 
@@ -53,7 +55,7 @@ def make_hparams(method: str = "adv_cas", **overrides: Any) -> dict[str, Any]:
     hparams = {
         "seed": 0, "max_len": MAX_LEN, "batch_size": BATCH_SIZE, "lr": 0.01, "l2": 0.0, "epochs": 1,
         "eval_every": 1, "checkpoint_every": 1, "bucket_by_length": True, "engine": "eager",
-        "epoch_offset": 20,
+        "precision": "fp32", "epoch_offset": 20,
         "epsilon": 1.0, "lambda1": 1.0, "lambda2": 1.0, "grad_norm_scope": "sequence", "init_noise": 1e-3,
         "perturb_space": "input", "model_selection": "best_valid",
     }  # fmt: skip

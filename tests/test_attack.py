@@ -45,6 +45,7 @@ TOY_HPARAMS = {
     "l2": 1e-5,
     "bucket_by_length": True,
     "engine": "eager",
+    "precision": "fp32",
 }
 ATTACK_HPARAMS = {
     "max_len": MAX_LEN,

@@ -51,7 +51,9 @@ VARIANTS = {
 METHODS = ("pretrain", "continued", "adv_linear", "adv_seq", "adv_global", "adv_cas")
 # Host reads and data-dependent shapes: what a CUDA graph cannot hold.
 HOST_READS = ("aten._local_scalar_dense", "aten.nonzero", "aten.masked_select")
-SCHEDULE = {"lr": 0.01, "l2": 1e-5, "epochs": 1, "eval_every": 1, "checkpoint_every": 1}
+SCHEDULE = {
+    "lr": 0.01, "l2": 1e-5, "epochs": 1, "eval_every": 1, "checkpoint_every": 1, "precision": "fp32",
+}  # fmt: skip
 ADVERSARIAL = {
     "epsilon": 1.0, "lambda1": 1.0, "lambda2": 1.0, "grad_norm_scope": "batch", "init_noise": 1e-3,
     "perturb_space": "input",

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 from conftest import BEAUTY_PATH, REPO_ROOT, require_shared
+
+from catrec.config import load_config
 
 LINE = re.compile(
     r"^whole paper: [\d.]+ min \(eager [\d.]+ min\) on CPU \(\d+ threads?\)(; unstacked [\d.]+ min)?$"
@@ -71,3 +75,35 @@ def test_paper_cost_projects_a_config_and_times_a_stack_only_where_the_config_st
     )
     assert report["projected_minutes"] == pytest.approx(report["projected_minutes_unstacked"] - saved / 60)
     assert report["projected_minutes_eager"] > 0 and report["projected_minutes_unstacked"] > 0
+
+
+def paper_cost_module() -> Any:
+    spec = importlib.util.spec_from_file_location("paper_cost", REPO_ROOT / "bench" / "paper_cost.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_planned_job_is_projected_a_pretraining_stack_as_its_seeds(tmp_path: Path) -> None:
+    """Two seeds and ``train.stack: true``: Snakemake plans one ``pretrain_stack`` job per dataset x model,
+    which costs what the seeds' pretrainings cost (it was projected at 0 s). Timings made up: no training."""
+    paper_cost = paper_cost_module()
+    path = beauty_config(tmp_path, True)
+    config = yaml.safe_load(path.read_text())
+    config["seeds"] = [1, 2]
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    config = load_config(path)
+    losses = {"continued", "adv_linear", "adv_cas"}
+    timings = {"eval_seconds": 2.0, "attack_seconds": 3.0, "stack_step_seconds": 0.08}
+    timings["step_seconds"] = {loss: {"eager": 0.1, "static": 0.05} for loss in losses}
+    stages = {"beauty": {"steps_per_epoch": 10, "cascade_seconds": 1.0, "gru4rec": timings}}
+    jobs = paper_cost.planned_jobs(path)
+    assert ("pretrain_stack", {"dataset": "beauty", "model": "gru4rec"}) in jobs
+    seconds = {rule: 0.0 for rule, _ in jobs}
+    for rule, wildcards in jobs:
+        seconds[rule] += paper_cost.job_seconds(rule, wildcards, config, stages, "static", stacked=True)
+    pretraining = {"dataset": "beauty", "model": "gru4rec", "seed": "1"}
+    alone = paper_cost.job_seconds("pretrain", pretraining, config, stages, "static", stacked=True)
+    assert alone > 0 and seconds["pretrain_stack"] == pytest.approx(2 * alone)

@@ -41,9 +41,12 @@ def test_run_state_follows_settings_and_input_contents(tmp_path: Path, inputs: d
     assert state_of(root, inputs, hparams={**HPARAMS, "checkpoint_every": 1}) == first
     # The eager engine is what every run did before the setting existed: the same identity as before.
     assert state_of(root, inputs, hparams={**HPARAMS, "engine": "eager"}) == first
+    # So is float32 precision.
+    assert state_of(root, inputs, hparams={**HPARAMS, "precision": "fp32"}) == first
 
     others = [
         state_of(root, inputs, hparams={**HPARAMS, "engine": "static"}),
+        state_of(root, inputs, hparams={**HPARAMS, "precision": "tf32"}),
         state_of(root, inputs, hparams={**HPARAMS, "epsilon": 2.0}),
         state_of(root, inputs, hparams={**HPARAMS, "epochs": 5}),
         state_of(root, inputs, method="adv_cas"),

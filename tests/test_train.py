@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ from catrec.errors import CatrecError
 from catrec.losses import LossFn, bce_from_scores, bce_loss
 from catrec.metrics import ndcg_hit_at_k
 from catrec.models import ModelConfig, SequentialRecommender, build_model, load_model, save_model
-from catrec.runtime import seed_everything
+from catrec.runtime import seed_everything, set_precision
 from catrec.stages.common import write_metrics_json
 from catrec.stages.pretrain import PretrainRun, pretrain_stack
 from catrec.trainer import CHECKPOINT_NAME, FitResult, TrainConfig, evaluate, fit
@@ -45,6 +46,7 @@ TOY_HPARAMS = {
     "checkpoint_every": 4,
     "bucket_by_length": True,
     "engine": "eager",
+    "precision": "fp32",
     "epsilon": 10,  # a fine-tuning key: ignored here
 }
 
@@ -397,6 +399,27 @@ def test_killed_pretraining_resumes_to_the_same_result(toy_data_dir: Path, tmp_p
     assert all(torch.equal(weights[name], reference_weights[name]) for name in weights)
 
 
+def test_a_static_run_refuses_to_resume_on_the_other_device_type(
+    toy_data: SequenceData, tmp_path: Path
+) -> None:
+    """A static run's generators live on its device (a CPU generator's state is 5,056 bytes, a CUDA one's
+    16): its checkpoint resumed on the other device type is one error naming it and both devices."""
+    settings = {"engine": "static", "hidden_size": 16, "eval_every": 1, "checkpoint_every": 1}
+    train_toy(toy_data, tmp_path, "gru4rec", epochs=1, **settings)
+    checkpoint = tmp_path / "state" / CHECKPOINT_NAME
+    saved = torch.load(checkpoint, weights_only=True)
+    assert saved["device"] == "cpu"
+    # What a run saved on a GPU holds: the device, a CUDA generator's state.
+    saved.update(device="cuda", sampler_rng=torch.zeros(16, dtype=torch.uint8))
+    torch.save(saved, checkpoint)
+    with pytest.raises(CatrecError) as error:
+        train_toy(toy_data, tmp_path, "gru4rec", epochs=2, **settings)
+    message = str(error.value)
+    expected = f"{checkpoint} (pretrain): saved by the static engine on cuda, cannot resume on cpu"
+    assert message.startswith(expected)
+    assert "\n" not in message
+
+
 def test_pretrain_refuses_hparams_it_does_not_read(
     toy_data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -449,6 +472,26 @@ def test_cuda_matches_cpu_and_trains(
     assert result.valid["ndcg@10"] > popularity_ndcg(toy_data)
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("model_name", ["sasrec", "gru4rec"])
+def test_a_static_cuda_run_resumed_ends_with_the_weights_of_a_straight_one(
+    toy_data: SequenceData, tmp_path: Path, model_name: str, restore_precision: None
+) -> None:
+    """2 epochs straight, and 1 + resume + 1, on CUDA at the pipeline's default precision: the resumed run
+    restores its model, Adam state and device generators, and ends where the straight one does (to the
+    rounding by which its uncaptured warm-up steps differ from graph replays)."""
+    set_precision("fp32")
+    settings = {"engine": "static", "device": "cuda", "eval_every": 1, "checkpoint_every": 1}
+    straight, _ = train_toy(toy_data, tmp_path / "straight", model_name, epochs=2, **settings)
+    train_toy(toy_data, tmp_path / "resumed", model_name, epochs=1, **settings)
+    resumed, result = train_toy(toy_data, tmp_path / "resumed", model_name, epochs=2, **settings)
+    assert result.epochs_trained == 2
+    resumed_weights = resumed.state_dict()
+    for name, value in straight.state_dict().items():
+        torch.testing.assert_close(resumed_weights[name], value, rtol=1e-4, atol=1e-5, msg=name)
+
+
 def stack_member(out: Path, **overrides: object) -> PretrainRun:
     settings = {"hidden_size": 16, "epochs": 3, "eval_every": 3, "engine": "static", **overrides}
     hparams = pretrain_hparams("gru4rec", **settings)
@@ -479,6 +522,68 @@ def test_a_pretraining_stack_across_seeds_writes_what_each_seed_alone_writes(
     # Different seeds train different models.
     first, second = (load_model(run.checkpoint, torch.device("cpu")).state_dict() for run in stacked[:2])
     assert not torch.allclose(first["item_emb.weight"], second["item_emb.weight"])
+
+
+@pytest.fixture
+def restore_precision() -> Iterator[None]:
+    flags = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
+
+
+def test_precision_is_applied_to_matmuls_and_cudnn_and_recorded(
+    toy_data_dir: Path, tmp_path: Path, restore_precision: None
+) -> None:
+    """``train.precision`` sets both TF32 flags (cuDNN's default is TF32 on, cuBLAS's off) and the metrics
+    JSON records it beside the engine and the device."""
+    for precision in ("tf32", "fp32"):
+        settings = {"epochs": 1, "eval_every": 1, "engine": "eager", "precision": precision}
+        member = stack_member(tmp_path / precision, **settings)
+        runs = [member]
+        pretrain_stack(data_dir=toy_data_dir, dataset="toy", model_name="gru4rec", runs=runs, device="cpu")
+        tf32 = precision == "tf32"
+        assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (tf32, tf32)
+        metrics = json.loads(member.metrics.read_text())
+        assert (metrics["engine"], metrics["device"], metrics["precision"]) == ("eager", "cpu", precision)
+
+
+# Run in a fresh process: the first optimizer of a process is the one torch leaves in a reference cycle.
+FREED_BETWEEN_STACKS = """
+import gc, json, sys, weakref
+from pathlib import Path
+import catrec.trainer
+from catrec.stages.pretrain import PretrainRun, pretrain_stack
+
+data_dir, out, hparams = Path(sys.argv[1]), Path(sys.argv[2]), json.loads(sys.argv[3])
+engines = []
+make_engine = catrec.trainer.make_engine
+
+def recording_make_engine(*args, **kwargs):
+    if engines:
+        print("first engine alive when the second is built:", engines[0]() is not None)
+    engine = make_engine(*args, **kwargs)
+    engines.append(weakref.ref(engine))
+    return engine
+
+catrec.trainer.make_engine = recording_make_engine
+files = (".pt", ".csv", ".json", "state")
+runs = [PretrainRun({**hparams, "seed": seed}, *(out / f"{seed}{name}" for name in files)) for seed in (1, 2)]
+gc.disable()
+pretrain_stack(data_dir=data_dir, dataset="toy", model_name="gru4rec", runs=runs, device="cpu", max_stack=1)
+"""
+
+
+def test_consecutive_stacks_free_the_first_engine_before_building_the_second(
+    toy_data_dir: Path, tmp_path: Path
+) -> None:
+    """With ``max_stack`` splitting a job, the first stack's engine (parameters, Adam state, on CUDA its
+    graph pool) is freed before the second is built, without waiting for the garbage collector."""
+    hparams = pretrain_hparams("gru4rec", hidden_size=16, epochs=1, eval_every=1, engine="static")
+    arguments = [str(toy_data_dir), str(tmp_path), json.dumps(hparams)]
+    command = [sys.executable, "-c", FREED_BETWEEN_STACKS, *arguments]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "first engine alive when the second is built: False" in result.stdout, result.stdout
 
 
 def test_pretrain_stack_refuses_what_it_cannot_stack(toy_data_dir: Path, tmp_path: Path) -> None:

@@ -46,6 +46,7 @@ _SCHEDULE_KEYS = (
     "checkpoint_every",
     "bucket_by_length",
     "engine",
+    "precision",
 )
 ATTACK_KEYS = ("positions", "max_k", "distance", "step_size", "multi", "random_seed")
 # The `adversarial:` keys: what the methods read, and the model selection of every fine-tuning run.

@@ -242,12 +242,22 @@ class StaticEngine(_Training):
                 }
         return {
             "optimizer": moments,
+            # The generators live on the device: a CPU generator's state is not a CUDA one's.
+            "device": self._device.type,
             "sampler_rng": self._samplers[run].get_state(),
             "dropout_rng": self._dropout[run].get_state(),
             "noise_rng": self._noise[run].get_state(),
         }
 
     def restore_run(self, run: int, state: dict[str, Any]) -> None:
+        # Checkpoints from before the device was recorded are the CPU's: no static run had used a GPU.
+        saved_on = state.get("device", "cpu")
+        if saved_on != self._device.type:
+            raise CatrecError(
+                f"saved by the static engine on {saved_on}, cannot resume on {self._device.type}: its "
+                f"random generators are {saved_on} generators (resume it on {saved_on}, or delete its "
+                "state directory to start it over)"
+            )
         self._samplers[run].set_state(state["sampler_rng"])
         self._dropout[run].set_state(state["dropout_rng"])
         self._noise[run].set_state(state["noise_rng"])

@@ -25,8 +25,9 @@ from catrec.io import read_json, write_text_atomically
 IDENTITY_FILE = "identity.json"
 # Settings that change how often a run is saved, not what it computes.
 _NOT_IDENTITY = ("checkpoint_every",)
-# Every run trained with the eager engine before `engine` was a setting: its runs keep the identity they had.
-_IMPLIED = {"engine": "eager"}
+# Every run trained with the eager engine before `engine` was a setting, and computed in float32 before
+# `precision` was one (no GPU had trained a run to its end): its runs keep the identity they had.
+_IMPLIED = {"engine": "eager", "precision": "fp32"}
 
 
 def file_digest(path: str | Path) -> str:

@@ -9,6 +9,7 @@ random stream are restored). The steps themselves are run by the engine of ``Tra
 from __future__ import annotations
 
 import csv
+import gc
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -27,6 +28,7 @@ from catrec.io import atomic_path, load_torch_file, save_torch_file
 from catrec.losses import LossFn
 from catrec.metrics import rank_users
 from catrec.models import SequentialRecommender
+from catrec.runtime import cuda_rng_states, restore_cuda_rng
 from catrec.vocabulary import CURVE_COLUMNS
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -45,6 +47,7 @@ class TrainConfig:
     checkpoint_every: int
     bucket_by_length: bool
     engine: str  # eager | static, resolved (catrec.runtime.resolve_engine)
+    precision: str  # fp32 | tf32, applied by the stage (catrec.runtime.configure)
 
     @classmethod
     def from_hparams(cls, hparams: Mapping[str, Any]) -> TrainConfig:
@@ -192,12 +195,12 @@ class _RunProgress:
         )
         self.last_ndcg = ndcg
 
-    def save(self, engine_state: dict[str, Any]) -> None:
+    def save(self, engine_state: dict[str, Any], device: torch.device) -> None:
         state = {
             "model": self.run.model.state_dict(),
             **engine_state,
             "cpu_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "cuda_rng": cuda_rng_states(device),
             "progress": vars(self.progress),
         }
         save_torch_file(self.checkpoint, state)
@@ -249,16 +252,32 @@ def fit_runs(
     saved = [state.saved for state in states if state.saved is not None]
     if saved:
         torch.set_rng_state(saved[0]["cpu_rng"])
-        if torch.cuda.is_available() and saved[0]["cuda_rng"]:
-            torch.cuda.set_rng_state_all(saved[0]["cuda_rng"])
+        restore_cuda_rng(saved[0]["cuda_rng"], device)
     for start in sorted({state.progress.epoch for state in states if state.progress.epoch < config.epochs}):
         group = [state for state in states if state.progress.epoch == start]
         size = max_stack or len(group)
         for first in range(0, len(group), size):
             _train_group(group[first : first + size], data, config, device)
+            _release_memory(device)
     for run in runs:
         run.model.use_static(None)
     return [state.result() for state in states]
+
+
+def _release_memory(device: torch.device) -> None:
+    """Free the memory of the stack ``_train_group`` just trained before the next one is built (on CUDA:
+    and captured), so consecutive stacks (``max_stack``) never hold two stacks' parameters, Adam state and
+    CUDA-graph pool at once.
+
+    The engine is freed when ``_train_group`` returns but for one reference cycle torch leaves: the first
+    optimizer of a process imports ``torch._dynamo``, and that import keeps the frames it was called from,
+    the engine's among them, in a cycle (``torch.fx.wrap`` holds its own frame in a local), which only the
+    cyclic garbage collector frees, whenever it next runs. Collected here; CUDA's caching allocator then
+    hands the freed blocks back to the device.
+    """
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def _train_group(
@@ -270,7 +289,10 @@ def _train_group(
     engine = make_engine(config.engine, models, data, losses, config, device, seeds)
     for index, state in enumerate(group):
         if state.saved is not None:
-            engine.restore_run(index, state.saved)
+            try:
+                engine.restore_run(index, state.saved)
+            except CatrecError as error:
+                raise CatrecError(f"{state.checkpoint} ({state.name}): {error}") from error
     total_batches = num_batches(data, config.batch_size)
     first = group[0]
     last_losses = [math.nan] * len(group)
@@ -300,4 +322,4 @@ def _train_group(
             if epoch % config.eval_every == 0 or epoch == config.epochs:
                 state.evaluate(epoch, last_losses[index])
             if epoch % config.checkpoint_every == 0 or epoch == config.epochs:
-                state.save(engine.run_state(index))
+                state.save(engine.run_state(index), device)

@@ -5,8 +5,8 @@ each run resuming and writing exactly what ``finetune`` would for it.
 
 'base' trains nothing: it reports the pretrained model (its weights copied, a curve with only the header).
 The metrics JSON carries ``epsilon`` (None for methods without perturbation), ``selected_epoch``, the
-run's identity digest ``run_id`` and the training ``engine`` that ran ('eager' for 'base': its evaluation
-is the eager one).
+run's identity digest ``run_id``, the training ``engine`` that ran ('eager' for 'base': its evaluation
+is the eager one), the ``device`` type and the float32 ``precision`` ('fp32' for 'base').
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from catrec.data.sequences import SPLITS, SequenceData
 from catrec.errors import CatrecError
 from catrec.io import write_text_atomically
 from catrec.models import SequentialRecommender, save_model
-from catrec.runtime import configure, resolve_engine
+from catrec.runtime import DEFAULT_PRECISION, configure, resolve_engine
 from catrec.stages.common import (
     check_stack_engine,
     data_inputs,
@@ -59,7 +59,8 @@ def finetune(
 ) -> None:
     """Fine-tune ``pretrained`` with ``method``, resuming this run's own state under ``state_dir``."""
     values = prepare(hparams, "finetune", model=model_name, method=method)
-    torch_device = configure(device, threads)
+    # 'base' trains nothing and has no precision setting: its evaluation computes at the default.
+    torch_device = configure(device, threads, values.get("precision", DEFAULT_PRECISION))
     model, data = load_model_and_data(
         pretrained, data_dir, model_name=model_name, max_len=values["max_len"], device=torch_device
     )
@@ -77,6 +78,8 @@ def finetune(
             selected_epoch=values["epoch_offset"],
             run_id=None,
             engine="eager",
+            device=torch_device.type,
+            precision=DEFAULT_PRECISION,
         )
         return
 
@@ -124,7 +127,8 @@ def finetune_stack(
     prepared = [prepare(run.hparams, "finetune", model=model_name, method=run.method) for run in runs]
     if any(run.method == "base" for run in runs):
         raise CatrecError("'base' trains nothing: it is never part of a stack")
-    torch_device = configure(device, threads)
+    # The runs share their schedule, precision included (checked before any state is written).
+    torch_device = configure(device, threads, prepared[0]["precision"])
     model, data = load_model_and_data(
         pretrained, data_dir, model_name=model_name, max_len=prepared[0]["max_len"], device=torch_device
     )
@@ -189,7 +193,7 @@ def _finetune_runs(
     # Checked before any state is written: a refused stack leaves nothing behind.
     if len(configs) > 1:
         raise CatrecError(
-            "the runs of a stack must share their schedule (seed, epochs, batch size, engine, ...)"
+            "the runs of a stack must share their schedule (seed, epochs, batch size, engine, precision, ...)"
         )
     (config,) = configs
     check_stack_engine(len(members), config.engine)
@@ -235,6 +239,8 @@ def _finetune_runs(
             selected_epoch=result.selected_epoch,
             run_id=run_id,
             engine=config.engine,
+            device=device.type,
+            precision=config.precision,
         )
 
 

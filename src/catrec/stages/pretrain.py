@@ -91,7 +91,7 @@ def pretrain_stack(
     if not runs:
         raise CatrecError("pretrain-stack needs at least one run")
     prepared = [prepare(run.hparams, "pretrain", model=model_name) for run in runs]
-    torch_device = configure(device, threads)
+    torch_device = configure(device, threads, prepared[0]["precision"])  # shared: checked below
     for values in prepared:
         values["engine"] = resolve_engine(values["engine"], torch_device)
     seeds = [values["seed"] for values in prepared]
@@ -121,7 +121,8 @@ def pretrain_stack(
         print(
             f"pretrain {dataset}/{model_name} seed {values['seed']}: device {torch_device}, "
             f"{data.num_users} users, {data.num_items} items, T={values['max_len']}, {parameters} "
-            f"parameters, {config.epochs} epochs, engine {config.engine}, state {state.directory}"
+            f"parameters, {config.epochs} epochs, engine {config.engine}, precision {config.precision}, "
+            f"state {state.directory}"
         )
         run = Run(
             model=model,
@@ -151,6 +152,8 @@ def pretrain_stack(
             test=result.test,
             run_id=run_id,
             engine=config.engine,
+            device=torch_device.type,
+            precision=config.precision,
         )
 
 
