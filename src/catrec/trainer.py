@@ -26,7 +26,7 @@ from catrec.errors import CatrecError
 from catrec.io import atomic_path, load_torch_file, save_torch_file
 from catrec.losses import LossFn
 from catrec.metrics import rank_users
-from catrec.models import SequentialRecommender
+from catrec.models import SequentialRecommender, check_finite_weights
 from catrec.vocabulary import CURVE_COLUMNS
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -158,9 +158,11 @@ class _RunProgress:
         self.progress = _Progress()
         self.saved: dict[str, Any] | None = None
         if self.checkpoint.exists():
-            self.saved = load_torch_file(self.checkpoint)
+            self.saved = load_torch_file(self.checkpoint, keys=("model", "progress"))
+            check_finite_weights(self.saved["model"], self.checkpoint)
             run.model.load_state_dict(self.saved["model"])
             self.progress = _Progress(**self.saved["progress"])
+            check_finite_weights(self.progress.best_weights or {}, self.checkpoint)
             print(f"{self.name}: resuming from {self.checkpoint} at epoch {self.epoch(self.progress.epoch)}")
         valid_rows = [row for row in self.progress.rows if row["split"] == "valid"]
         self.last_ndcg = valid_rows[-1]["ndcg@10"] if valid_rows else math.nan
@@ -292,6 +294,15 @@ def _train_group(
         for _ in bar:
             pass
         last_losses = engine.mean_losses()
+        for state, loss in zip(group, last_losses, strict=True):
+            if not math.isfinite(loss):
+                # Its weights are damaged now: evaluating or saving them would report NDCG 0 or an
+                # earlier epoch's results as this run's. The checkpoint keeps the last finite epoch.
+                raise CatrecError(
+                    f"{state.name} run {state.run.state_dir}: the training loss of epoch "
+                    f"{state.epoch(epoch)} is {loss}; stopped, no metrics written (a diverged run: lower "
+                    "train.lr, or check the pretrained weights)"
+                )
         seconds = time.perf_counter() - started
         engine.write_back()
         for index, state in enumerate(group):
