@@ -87,7 +87,10 @@ def prune_state(root: str | Path, *, finished: bool = False, dry_run: bool = Fal
     removed = []
     for record in sorted(Path(root).rglob(IDENTITY_FILE)):
         directory = record.parent
-        metrics = Path(read_json(record, ["metrics"])["metrics"])
+        recorded = read_json(record, ["metrics"])["metrics"]
+        if not isinstance(recorded, str):
+            raise CatrecError(f"{record}: key 'metrics' must be a path (a string), got {recorded!r}")
+        metrics = Path(recorded)
         if not metrics.exists():
             continue
         current = read_json(metrics).get("run_id")
