@@ -46,13 +46,18 @@ BIN_DIR = Path(sys.executable).parent
 
 
 def snakemake(
-    workdir: Path, *args: str, check: bool = True, env: dict[str, str] | None = None
+    workdir: Path,
+    *args: str,
+    check: bool = True,
+    env: dict[str, str] | None = None,
+    snakefile: Path = REPO_ROOT / "Snakefile",
 ) -> subprocess.CompletedProcess[str]:
+    """Snakemake in ``workdir`` with ``args``; ``snakefile`` that of another copy of the workflow."""
     env = {**os.environ, "PATH": f"{BIN_DIR}{os.pathsep}{os.environ['PATH']}", **(env or {})}
     command = [
         str(BIN_DIR / "snakemake"),
         "--snakefile",
-        str(REPO_ROOT / "Snakefile"),
+        str(snakefile),
         "--directory",
         str(workdir),
         *args,
