@@ -21,6 +21,7 @@ import pytest
 import torch
 import yaml
 from conftest import REPO_ROOT, save_untrained_model
+from test_probes import _one_line_error, _smoke
 from test_workflow import BIN_DIR, planned_jobs, snakemake, write_config
 
 from catrec import provenance
@@ -33,17 +34,6 @@ from catrec.provenance import package_digest, source_digest
 from catrec.report.collect import collect
 from catrec.toy import write_toy_zip
 from catrec.vocabulary import CURVE_COLUMNS
-
-
-def _one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
-    """The CLI's error: exactly one line on stderr."""
-    error = capsys.readouterr().err.strip().splitlines()
-    assert len(error) == 1, error
-    return error[0]
-
-
-def _smoke() -> dict[str, Any]:
-    return yaml.safe_load((REPO_ROOT / "config/smoke.yaml").read_text())
 
 
 def _small(config: dict[str, Any], methods: list[str]) -> dict[str, Any]:
