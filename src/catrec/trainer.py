@@ -240,6 +240,9 @@ def fit_runs(
     run that has finished trains no epoch again. Runs resumed at different epochs are trained in groups of
     equal epoch, so the runs of one stack always take the same steps; ``max_stack`` caps a stack's size
     (a memory bound: more runs are trained in consecutive stacks). More than one run needs 'static'.
+
+    Weights resumed from a checkpoint must be finite, and a non-finite mean loss of an epoch (any run of
+    the stack) raises a CatrecError naming the run and the epoch before that epoch is evaluated or saved.
     """
     for run in runs:
         run.model.to(device)

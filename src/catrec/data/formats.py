@@ -3,11 +3,11 @@
 A parser yields ``(user, item, timestamp or None)`` records in file order; original ids stay strings. Files
 ending in ``.gz`` are read through gzip; text is UTF-8 (ML-1M: latin-1), a leading UTF-8 byte-order mark
 dropped from the bytes before decoding, whatever the encoding. Where a format says ids are integers (ML-1M),
-anything else is refused. ``recbole`` reads
-RecBole atomic ``.inter`` files, finding the user, item and timestamp columns in the typed header
-(``parse_recbole``). The on-disk format every later stage reads is ``sequences.txt``: one line per user,
-``user item item ...``, ids contiguous from 1 (0 is padding), items in chronological order
-(``read_sequence_lines``, ``load_sequences``). Bad input raises ``CatrecError`` naming the file and line.
+anything else is refused. ``recbole`` reads RecBole atomic ``.inter`` files, finding the user, item and
+timestamp columns in the typed header (``parse_recbole``). The on-disk format every later stage reads is
+``sequences.txt``: one line per user, ``user item item ...``, ids contiguous from 1 (0 is padding), items in
+chronological order (``read_sequence_lines``, ``load_sequences``). Bad input raises ``CatrecError`` naming
+the file and line.
 """
 
 from __future__ import annotations
