@@ -404,7 +404,13 @@ def test_sigterm_or_ctrl_c_removes_the_partial_file(
     traceback (issue 30, failure 6): now one line. Both remove the partial file."""
     url = server.add("/slow.zip", BODY, "drip")
     output = tmp_path / "slow.zip"
-    command = [sys.executable, "-m", "catrec.cli", "download", "--url", url, "--output", str(output)]
+    # Ctrl-C handled as in a terminal: a shell starts background jobs (`make test &`) with SIGINT ignored,
+    # and Python then never raises KeyboardInterrupt.
+    cli = (
+        "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "from catrec.cli import main; sys.exit(main())"
+    )
+    command = [sys.executable, "-c", cli, "download", "--url", url, "--output", str(output)]
     with subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) as process:
         try:
             deadline = time.monotonic() + 20
