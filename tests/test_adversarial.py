@@ -28,6 +28,7 @@ from catrec.data.sequences import SequenceData
 from catrec.errors import CatrecError
 from catrec.losses import bce_from_scores, bce_loss
 from catrec.models import ModelConfig, SequentialRecommender, build_model, load_model, save_model
+from catrec.provenance import code_provenance
 from catrec.stages.cascade import write_cascade
 from catrec.stages.finetune import FinetuneRun, finetune, finetune_stack
 from catrec.vocabulary import ADVERSARIAL_KEYS_OF, CASCADE_TERMS, CASCADE_TERMS_OF, CURVE_COLUMNS
@@ -47,6 +48,7 @@ METRICS_KEYS = {
     "engine",
     "device",
     "precision",
+    *code_provenance(),  # code_digest, and git_commit and git_dirty in a git checkout
 }
 
 

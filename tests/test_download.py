@@ -394,20 +394,35 @@ def test_slow_drip_is_abandoned_at_the_deadline(server: FakeServer, tmp_path: Pa
     assert list(tmp_path.iterdir()) == []
 
 
-def test_sigterm_removes_the_partial_file(server: FakeServer, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("signum", "message"), [(signal.SIGTERM, ""), (signal.SIGINT, "catrec download: interrupted")]
+)
+def test_sigterm_or_ctrl_c_removes_the_partial_file(
+    server: FakeServer, tmp_path: Path, signum: int, message: str
+) -> None:
+    """SIGTERM (Snakemake cancelling a job) is quiet; Ctrl-C (SIGINT) was a 33-line KeyboardInterrupt
+    traceback (issue 30, failure 6): now one line. Both remove the partial file."""
     url = server.add("/slow.zip", BODY, "drip")
     output = tmp_path / "slow.zip"
-    command = [sys.executable, "-m", "catrec.cli", "download", "--url", url, "--output", str(output)]
-    with subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as process:
+    # Ctrl-C handled as in a terminal: a shell starts background jobs (`make test &`) with SIGINT ignored,
+    # and Python then never raises KeyboardInterrupt.
+    cli = (
+        "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "from catrec.cli import main; sys.exit(main())"
+    )
+    command = [sys.executable, "-c", cli, "download", "--url", url, "--output", str(output)]
+    with subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) as process:
         try:
             deadline = time.monotonic() + 20
             while not part_of(output).exists() and time.monotonic() < deadline:
                 time.sleep(0.05)
             assert part_of(output).exists(), "the download never started"
-            process.send_signal(signal.SIGTERM)
-            assert process.wait(timeout=10) == 128 + signal.SIGTERM
+            process.send_signal(signum)
+            _, stderr = process.communicate(timeout=10)
+            assert process.returncode == 128 + signum
         finally:
             process.kill()
+    assert stderr.strip().splitlines() == ([message] if message else [])
     assert list(tmp_path.iterdir()) == []
 
 

@@ -146,6 +146,7 @@ def test_collect_metrics(tmp_path: Path) -> None:
         "split",
         "ndcg@10",
         "hit@10",
+        "code_digest",
     ]
     # Paper order: beauty before video, base before adv_cas; one row per split.
     assert list(zip(frame["dataset"], frame["method"], frame["split"], strict=True)) == [
@@ -173,7 +174,7 @@ def test_collect_metrics_long_has_one_row_per_metric(tmp_path: Path) -> None:
     collect("metrics", inputs, tmp_path / "wide.csv")
     collect("metrics", inputs, tmp_path / "long.csv", long=True)
     wide, long = pd.read_csv(tmp_path / "wide.csv"), pd.read_csv(tmp_path / "long.csv")
-    assert list(long.columns) == [*RUN_KEYS, "epsilon", "seed", "split", "metric", "value"]
+    assert list(long.columns) == [*RUN_KEYS, "epsilon", "seed", "split", "metric", "value", "code_digest"]
     assert len(long) == 2 * len(wide) and set(long["metric"]) == {"ndcg@10", "hit@10"}
     back = long.pivot_table(index=[*RUN_KEYS, "seed", "split"], columns="metric", values="value")
     merged = wide.merge(back.reset_index(), on=[*RUN_KEYS, "seed", "split"], suffixes=("", "_long"))

@@ -23,6 +23,7 @@ from catrec.errors import CatrecError
 from catrec.losses import LossFn, bce_from_scores, bce_loss
 from catrec.metrics import ndcg_hit_at_k
 from catrec.models import ModelConfig, SequentialRecommender, build_model, load_model, save_model
+from catrec.provenance import code_provenance
 from catrec.runtime import seed_everything, set_precision
 from catrec.stages.common import write_metrics_json
 from catrec.stages.pretrain import PretrainRun, pretrain_stack
@@ -320,7 +321,7 @@ def test_save_load_model_and_metrics_json(toy_data: SequenceData, tmp_path: Path
         tmp_path / "metrics.json", **identity, valid={**valid, "extra": 1.0}, test=test, selected_epoch=7
     )
     written = json.loads((tmp_path / "metrics.json").read_text())
-    assert written == {**identity, "valid": valid, "test": test, "selected_epoch": 7}
+    assert written == {**identity, "valid": valid, "test": test, "selected_epoch": 7, **code_provenance()}
     assert [path.name for path in tmp_path.iterdir() if path.name.startswith(".")] == []
 
 

@@ -46,16 +46,22 @@ BIN_DIR = Path(sys.executable).parent
 
 
 def snakemake(
-    workdir: Path, *args: str, check: bool = True, env: dict[str, str] | None = None, cuda: bool = False
+    workdir: Path,
+    *args: str,
+    check: bool = True,
+    env: dict[str, str] | None = None,
+    snakefile: Path = REPO_ROOT / "Snakefile",
+    cuda: bool = False,
 ) -> subprocess.CompletedProcess[str]:
-    """Snakemake on ``workdir``; its process and jobs see no CUDA (hidden, whatever the machine has), or with
-    ``cuda`` a CUDA mocked as available (for plans only, ``-n``: nothing could run on it)."""
+    """Snakemake in ``workdir`` with ``args``; ``snakefile`` that of another copy of the workflow. Its process
+    and jobs see no CUDA (hidden, whatever the machine has), or with ``cuda`` a CUDA mocked as available (for
+    plans only, ``-n``: nothing could run on it)."""
     env = {**os.environ, "PATH": f"{BIN_DIR}{os.pathsep}{os.environ['PATH']}", **(env or {})}
     env |= cuda_mocked(workdir) if cuda else {"CUDA_VISIBLE_DEVICES": ""}
     command = [
         str(BIN_DIR / "snakemake"),
         "--snakefile",
-        str(REPO_ROOT / "Snakefile"),
+        str(snakefile),
         "--directory",
         str(workdir),
         *args,

@@ -2,7 +2,8 @@
 
 Run ``catrec --help`` or ``catrec <command> --help``. Errors in input or config exit with status 2 and a
 single line naming the key, file or line; no traceback. SIGTERM (what Snakemake sends to the jobs it cancels)
-unwinds like Ctrl-C: temporary and ``.part`` files are removed, and the exit status is 143.
+unwinds like Ctrl-C: temporary and ``.part`` files are removed, and the exit status is 143 (Ctrl-C: one line,
+"interrupted", and 130).
 
 Each subcommand is declared by the module of its stage (``COMMANDS``, ``catrec.commands.Command``), beside
 the function it runs; this module only collects them. ``COMMAND_MODULES`` says where each one lives, so a
@@ -88,6 +89,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CatrecError as exc:
         print(f"catrec {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # Ctrl-C: the same clean unwinding as SIGTERM (partial files removed on the way), one line.
+        print(f"catrec {args.command}: interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
     finally:
         signal.signal(signal.SIGTERM, previous)
     return 0

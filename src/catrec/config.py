@@ -15,7 +15,7 @@ import argparse
 import math
 from collections.abc import Mapping
 from functools import cache
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import jsonschema
@@ -119,9 +119,31 @@ def validate_config(config: dict[str, Any], schema_path: Path = SCHEMA_PATH) -> 
     return config
 
 
+# File systems allow 255 bytes per file name; the pipeline adds up to ~25 to a raw file's name (its
+# temporary `.{name}.{pid}.{random}.part`, its log `{name}.log`). JSON Schema counts characters, not bytes.
+MAX_FILE_NAME_BYTES = 200
+
+
+def _check_file_names(config: dict[str, Any]) -> None:
+    """The raw file names the pipeline writes (``source.filename``, the base name of ``source.member``)
+    fit a file system's name limit, so Snakemake never fails on them with "File name too long"."""
+    for dataset, spec in config["datasets"].items():
+        source = spec["source"]
+        for key, name in (("filename", source.get("filename")), ("member", source.get("member"))):
+            size = len(PurePosixPath(name).name.encode()) if name else 0
+            if size > MAX_FILE_NAME_BYTES:
+                raise CatrecError(
+                    f"invalid config key 'datasets.{dataset}.source.{key}': a file name of {size} bytes; "
+                    f"at most {MAX_FILE_NAME_BYTES} (file systems allow 255, less the temporary and log "
+                    "names built from it)"
+                )
+
+
 def _check_references(config: dict[str, Any]) -> None:
-    """Cross-key checks JSON Schema cannot express: names that must refer to configured entries, and the
-    hidden size SASRec's heads split (checked whatever ``models`` lists, like every key of the file)."""
+    """Cross-key checks JSON Schema cannot express: names that must refer to configured entries, the
+    hidden size SASRec's heads split (checked whatever ``models`` lists, like every key of the file), and
+    file names in bytes."""
+    _check_file_names(config)
     model = config["model"]
     keys = ("model.hidden_size", "model.sasrec.num_heads")
     _check_heads(model["hidden_size"], model["sasrec"]["num_heads"], keys, "config key")

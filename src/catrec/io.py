@@ -67,8 +67,8 @@ def save_torch_file(path: str | Path, payload: Any) -> None:
 def load_torch_file(path: str | Path, map_location: Any = "cpu", *, keys: tuple[str, ...] = ()) -> Any:
     """``torch.load`` of a file this pipeline wrote: tensors and plain containers only (``weights_only``).
 
-    A missing, truncated or foreign file is one CatrecError naming it; with ``keys``, so is a file that is
-    not a dict holding them (another program's ``.pt``).
+    A missing, truncated, damaged or foreign file is one CatrecError naming it, whatever the bytes; with
+    ``keys``, so is a file that is not a dict holding them (another program's ``.pt``).
     """
     import torch  # here, not at the top: the data stages import this module and need no torch
 
@@ -80,9 +80,12 @@ def load_torch_file(path: str | Path, map_location: Any = "cpu", *, keys: tuple[
         # Not torch's message: it suggests weights_only=False, which would run whatever code the file holds.
         failure: Exception = exc
         reason = "it holds something other than tensors and plain containers"
-    except (RuntimeError, EOFError, OSError) as exc:
+    except Exception as exc:
+        # Damaged bytes reach torch's zip and pickle readers in any state, and they fail with whatever
+        # they meet first (RuntimeError, EOFError, KeyError, IndexError, struct.error, UnicodeDecodeError,
+        # ...): every one is the same damaged file.
         failure = exc
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        reason = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
     else:
         if keys and not isinstance(payload, dict):
             raise CatrecError(f"{path}: holds a {type(payload).__name__}, not a catrec file with {keys[0]!r}")

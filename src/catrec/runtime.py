@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import platform
 import random
 import tempfile
 import time
@@ -22,12 +23,16 @@ from catrec.errors import CatrecError
 
 
 def resolve_device(name: str) -> torch.device:
-    """'auto' -> CUDA when available, else CPU; an explicit 'cuda' without CUDA is an error."""
+    """'auto' -> CUDA when available, else CPU; an explicit 'cuda' without CUDA is an error naming the
+    config key, raised here, where the job runs (a cluster's head node that plans the jobs has no GPU)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise CatrecError(f"device '{name}' requested but CUDA is not available")
+        raise CatrecError(
+            f"invalid config key 'device': '{name}' (--device), but CUDA is not available on "
+            f"{platform.node() or 'this machine'}; use device: auto or cpu, or run the job on a GPU node"
+        )
     return device
 
 

@@ -1,10 +1,12 @@
 """Resumable-run state keyed by the run's identity, so a resume only ever continues the same run.
 
 A run's identity is everything that determines its result: the stage, model and method, every setting the
-stage reads (its ``--hparams``) and the content (sha256) of each input file: the sequences, the pretrained
-weights, the cascade matrix. Its state lives in ``<state root>/<digest of the identity>/``; a changed setting
-or input gives another directory, so it starts fresh instead of resuming a foreign run, and the old state is
-left alone until ``catrec prune-state`` removes what no result uses any more.
+stage reads (its ``--hparams``), the content (sha256) of each input file (the sequences, the pretrained
+weights, the cascade matrix) and the code (``catrec.provenance.code_digest``: a forced rerun after a code
+change trains afresh, a rerun with unchanged code resumes). Its state lives in
+``<state root>/<digest of the identity>/``; a changed setting, input or code gives another directory, so it
+starts fresh instead of resuming a foreign run, and the old state is left alone until ``catrec prune-state``
+removes what no result uses any more.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 from catrec.commands import Command
 from catrec.errors import CatrecError
 from catrec.io import read_json, write_text_atomically
+from catrec.provenance import code_digest, file_digest
 
 IDENTITY_FILE = "identity.json"
 # Settings that change how often a run is saved, not what it computes.
@@ -28,18 +31,6 @@ _NOT_IDENTITY = ("checkpoint_every",)
 # Every run trained with the eager engine before `engine` was a setting, and computed in float32 before
 # `precision` was one (no GPU had trained a run to its end): its runs keep the identity they had.
 _IMPLIED = {"engine": "eager", "precision": "fp32"}
-
-
-def file_digest(path: str | Path) -> str:
-    """sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-    except OSError as exc:
-        raise CatrecError(f"{path}: cannot read input ({exc.strerror})") from exc
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -71,6 +62,7 @@ def run_state(
             if key not in _NOT_IDENTITY and not (key in _IMPLIED and value == _IMPLIED[key])
         },
         "inputs": {name: file_digest(path) for name, path in sorted(inputs.items())},
+        "code": code_digest(),
     }
     run_id = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
     directory = Path(root) / run_id
@@ -86,16 +78,20 @@ def run_state(
 def prune_state(root: str | Path, *, finished: bool = False, dry_run: bool = False) -> list[Path]:
     """Remove state no current result uses; return the directories removed (or, dry, to be removed).
 
-    A state directory is unused when its run's metrics file now holds another run's results (a setting or an
-    input changed since); with ``finished``, also when it holds this run's (the run is complete; its state
-    would only serve rerunning it identically). State of runs without results yet (running, killed) is kept.
+    A state directory is unused when its run's metrics file now holds another run's results (a setting, an
+    input or the code changed since); with ``finished``, also when it holds this run's (the run is complete;
+    its state would only serve rerunning it identically). State of runs without results yet (running,
+    killed) is kept.
     """
     if not Path(root).is_dir():
         raise CatrecError(f"{root}: no such state directory")
     removed = []
     for record in sorted(Path(root).rglob(IDENTITY_FILE)):
         directory = record.parent
-        metrics = Path(read_json(record, ["metrics"])["metrics"])
+        recorded = read_json(record, ["metrics"])["metrics"]
+        if not isinstance(recorded, str):
+            raise CatrecError(f"{record}: key 'metrics' must be a path (a string), got {recorded!r}")
+        metrics = Path(recorded)
         if not metrics.exists():
             continue
         current = read_json(metrics).get("run_id")

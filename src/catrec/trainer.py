@@ -27,7 +27,7 @@ from catrec.errors import CatrecError
 from catrec.io import atomic_path, load_torch_file, save_torch_file
 from catrec.losses import LossFn
 from catrec.metrics import rank_users
-from catrec.models import SequentialRecommender
+from catrec.models import SequentialRecommender, check_finite_weights
 from catrec.runtime import cuda_rng_states, restore_cuda_rng
 from catrec.vocabulary import CURVE_COLUMNS
 
@@ -161,9 +161,11 @@ class _RunProgress:
         self.progress = _Progress()
         self.saved: dict[str, Any] | None = None
         if self.checkpoint.exists():
-            self.saved = load_torch_file(self.checkpoint)
+            self.saved = load_torch_file(self.checkpoint, keys=("model", "progress"))
+            check_finite_weights(self.saved["model"], self.checkpoint)
             run.model.load_state_dict(self.saved["model"])
             self.progress = _Progress(**self.saved["progress"])
+            check_finite_weights(self.progress.best_weights or {}, self.checkpoint)
             print(f"{self.name}: resuming from {self.checkpoint} at epoch {self.epoch(self.progress.epoch)}")
         valid_rows = [row for row in self.progress.rows if row["split"] == "valid"]
         self.last_ndcg = valid_rows[-1]["ndcg@10"] if valid_rows else math.nan
@@ -241,6 +243,9 @@ def fit_runs(
     run that has finished trains no epoch again. Runs resumed at different epochs are trained in groups of
     equal epoch, so the runs of one stack always take the same steps; ``max_stack`` caps a stack's size
     (a memory bound: more runs are trained in consecutive stacks). More than one run needs 'static'.
+
+    Weights resumed from a checkpoint must be finite, and a non-finite mean loss of an epoch (any run of
+    the stack) raises a CatrecError naming the run and the epoch before that epoch is evaluated or saved.
     """
     for run in runs:
         run.model.to(device)
@@ -314,6 +319,15 @@ def _train_group(
         for _ in bar:
             pass
         last_losses = engine.mean_losses()
+        for state, loss in zip(group, last_losses, strict=True):
+            if not math.isfinite(loss):
+                # Its weights are damaged now: evaluating or saving them would report NDCG 0 or an
+                # earlier epoch's results as this run's. The checkpoint keeps the last finite epoch.
+                raise CatrecError(
+                    f"{state.name} run {state.run.state_dir}: the training loss of epoch "
+                    f"{state.epoch(epoch)} is {loss}; stopped, no metrics written (a diverged run: lower "
+                    "train.lr, or check the pretrained weights)"
+                )
         seconds = time.perf_counter() - started
         engine.write_back()
         for index, state in enumerate(group):

@@ -66,12 +66,15 @@ BENCHMARK_STAGES = ("pretrain", "cascade", "finetune", "attack", "profile", "use
 COMPUTE_COLUMNS = ["stage", "dataset", "model", "method", "seed", "seconds", "max_rss_mb"]
 
 METRICS = ("ndcg@10", "hit@10")
+# The evaluation splits of every curve and metrics file (the leave-one-out split's last two items).
+SPLITS = ("valid", "test")
 # Lists, not tuples: pandas reads a tuple passed to groupby / set_index as one key.
 RUN_KEYS = ["dataset", "model", "method"]
 
 CURVE_COLUMNS = ["epoch", "phase", "split", *METRICS, "loss", "seconds"]
-METRICS_COLUMNS = [*RUN_KEYS, "epsilon", "seed", "split", *METRICS]
-METRICS_LONG_COLUMNS = [*RUN_KEYS, "epsilon", "seed", "split", "metric", "value"]
+# `code_digest`: the catrec code that computed the run (catrec.provenance; blank where its JSON has none).
+METRICS_COLUMNS = [*RUN_KEYS, "epsilon", "seed", "split", *METRICS, "code_digest"]
+METRICS_LONG_COLUMNS = [*RUN_KEYS, "epsilon", "seed", "split", "metric", "value", "code_digest"]
 ATTACK_COLUMNS = [
     *RUN_KEYS,
     "attack",

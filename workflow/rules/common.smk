@@ -27,6 +27,7 @@ shell.prefix(
 from catrec import paths
 from catrec.config import plans_gpu, plans_stack, stage_hparams, validate_config
 from catrec.errors import CatrecError
+from catrec.provenance import path_source_digests
 from catrec.vocabulary import (
     CASCADE_TERMS,
     CASCADE_TERMS_OF,
@@ -38,8 +39,14 @@ from catrec.vocabulary import (
     SIGNIFICANCE_REFERENCE,
 )
 
+# The sha256 of each `path` source, a params value of its preprocess job: a file replaced by other content
+# that keeps the old mtime (cp -p, rsync -a, tar x) still reruns preprocess, as a changed param does. Cached
+# by the file's stat in SOURCE_DIGESTS, so a large file is read once, not at every parse (cluster jobs
+# parse too, and must see the same value).
+SOURCE_DIGESTS = ".snakemake/catrec/source-digests.json"
 try:
     validate_config(config)
+    SOURCE_SHA256 = path_source_digests(config["datasets"], SOURCE_DIGESTS)
 except CatrecError as error:
     raise WorkflowError(str(error)) from None
 

@@ -64,6 +64,7 @@ rule preprocess:
             "min_count", 5
         ),
         output_dir=lambda wildcards, output: Path(output.sequences).parent,
+        content=lambda wildcards: SOURCE_SHA256.get(wildcards.dataset, ""),
     shell:
         "python -m catrec preprocess --format {params.format:q} --input {input:q} --output-dir {params.output_dir:q}"
         " --min-count {params.min_count:q} > {log:q} 2>&1"

@@ -1,19 +1,24 @@
 """Raw input formats: one reader per ``--format`` of ``catrec preprocess``, and the ``sequences.txt`` reader.
 
 A parser yields ``(user, item, timestamp or None)`` records in file order; original ids stay strings. Files
-ending in ``.gz`` are read through gzip; text is UTF-8, a leading byte-order mark dropped. ``recbole`` reads
-RecBole atomic ``.inter`` files, finding the user, item and timestamp columns in the typed header
-(``parse_recbole``). The on-disk format every later stage reads is ``sequences.txt``: one line per user,
-``user item item ...``, ids contiguous from 1 (0 is padding), items in chronological order
-(``read_sequence_lines``, ``load_sequences``). Bad input raises ``CatrecError`` naming the file and line.
+ending in ``.gz`` are read through gzip; text is UTF-8 (ML-1M: latin-1), a leading UTF-8 byte-order mark
+dropped from the bytes before decoding, whatever the encoding. Where a format says ids are integers (ML-1M),
+anything else is refused. ``recbole`` reads RecBole atomic ``.inter`` files, finding the user, item and
+timestamp columns in the typed header (``parse_recbole``). The on-disk format every later stage reads is
+``sequences.txt``: one line per user, ``user item item ...``, ids contiguous from 1 (0 is padding), items in
+chronological order (``read_sequence_lines``, ``load_sequences``). Bad input raises ``CatrecError`` naming
+the file and line.
 """
 
 from __future__ import annotations
 
 import ast
+import codecs
 import gzip
+import io
 import json
 import math
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
@@ -25,6 +30,8 @@ Record = tuple[str, str, float | None]
 """One interaction as parsed: (original user id, original item id, timestamp or None)."""
 
 AMAZON_JSON_KEYS = ("reviewerID", "asin", "unixReviewTime")
+# ASCII digits only: str.isdigit also takes '²' and other Unicode digits that int() refuses or misreads.
+_INTEGER = re.compile(r"[0-9]+")
 
 
 def load_sequences(path: str | Path) -> list[list[int]]:
@@ -62,18 +69,28 @@ def _error(path: Path, line_number: int, message: str) -> CatrecError:
     return CatrecError(f"{path}:{line_number}: {message}")
 
 
-def _open_text(path: Path, encoding: str) -> TextIO:
+def _open_binary(path: Path) -> io.BufferedReader | gzip.GzipFile:
     if path.name.endswith(".gz"):
-        return gzip.open(path, "rt", encoding=encoding)
-    return open(path, encoding=encoding)
+        return gzip.open(path, "rb")
+    return open(path, "rb")
 
 
-def _numbered_lines(path: Path, encoding: str = "utf-8-sig") -> Iterator[tuple[int, str]]:
-    """Yield ``(line number, line)`` for every non-blank line; read failures become ``CatrecError``.
+def _open_text(path: Path, encoding: str) -> TextIO:
+    """``path`` (gzip-compressed if named ``.gz``) as text in ``encoding``, a leading UTF-8 byte-order mark
+    dropped from the bytes first: editors on Windows write one, and decoded (as latin-1 it is three
+    characters, ``ï»¿``) it would become part of the first user id or header field."""
+    binary = _open_binary(path)
+    try:
+        if binary.peek(len(codecs.BOM_UTF8)).startswith(codecs.BOM_UTF8):
+            binary.read(len(codecs.BOM_UTF8))
+    except BaseException:
+        binary.close()  # a damaged .gz fails here already
+        raise
+    return io.TextIOWrapper(binary, encoding=encoding)
 
-    UTF-8 by default with a leading byte-order mark dropped (``utf-8-sig``): editors on Windows write one, and
-    it would otherwise become part of the first user id or header field.
-    """
+
+def _numbered_lines(path: Path, encoding: str = "utf-8") -> Iterator[tuple[int, str]]:
+    """Yield ``(line number, line)`` for every non-blank line; read failures become ``CatrecError``."""
     line_number = 0
     try:
         with _open_text(path, encoding) as handle:
@@ -113,7 +130,10 @@ def _rated_record(path: Path, line_number: int, user: str, item: str, rating: st
 
 
 def parse_ml1m(path: str | Path) -> Iterator[Record]:
-    """MovieLens-1M ``ratings.dat``: ``UserID::MovieID::Rating::Timestamp`` (latin-1); every rating counts."""
+    """MovieLens-1M ``ratings.dat``: ``UserID::MovieID::Rating::Timestamp`` (latin-1); every rating counts.
+
+    UserID and MovieID are integers (the format's README); anything else is a damaged or foreign line.
+    """
     path = Path(path)
     for line_number, line in _numbered_lines(path, encoding="latin-1"):
         fields = line.strip().split("::")
@@ -122,6 +142,9 @@ def parse_ml1m(path: str | Path) -> Iterator[Record]:
                 path, line_number, f"expected UserID::MovieID::Rating::Timestamp, got {line.strip()!r}"
             )
         user, item, rating, timestamp = fields
+        for name, value in (("UserID", user), ("MovieID", item)):
+            if not _INTEGER.fullmatch(value):
+                raise _error(path, line_number, f"{name} must be an integer, got {value!r}")
         yield _rated_record(path, line_number, user, item, rating, timestamp)
 
 

@@ -20,8 +20,7 @@ from catrec.data.item_sets import ItemSets
 from catrec.data.preprocess import leave_one_out
 from catrec.errors import CatrecError
 from catrec.io import read_json, read_text
-
-SPLITS = ("valid", "test")
+from catrec.vocabulary import SPLITS
 
 
 def _left_padded(rows: Sequence[Sequence[int]], width: int) -> torch.Tensor:

@@ -123,6 +123,17 @@ def build_model(config: ModelConfig) -> SequentialRecommender:
     return models[config.name](config)
 
 
+def check_finite_weights(weights: Mapping[str, Any], path: str | Path) -> None:
+    """Refuse weights holding NaN or infinity (a damaged file, a diverged run), naming ``path`` and the
+    weight: trained on, they give a NaN loss and NDCG 0, or an earlier epoch's results, without a word."""
+    for name, value in weights.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not torch.isfinite(value).all():
+            raise CatrecError(
+                f"{path}: weight '{name}' holds NaN or infinite values (a damaged file or a diverged run); "
+                "delete it and rerun"
+            )
+
+
 def save_model(path: str | Path, model: SequentialRecommender) -> None:
     save_torch_file(path, {"config": model.config.to_dict(), "state_dict": model.state_dict()})
 
@@ -136,4 +147,5 @@ def load_model(path: str | Path, device: torch.device | str) -> SequentialRecomm
     except (TypeError, ValueError, RuntimeError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CatrecError(f"{path}: not a model catrec saved ({reason})") from exc
+    check_finite_weights(payload["state_dict"], path)
     return model.to(device).eval()

@@ -1,4 +1,9 @@
-"""``catrec collect``: per-run result files into one tidy CSV, each row with its run's full identity."""
+"""``catrec collect``: per-run result files into one tidy CSV, each row with its run's full identity.
+
+Impossible values are refused, naming the file: a metric that is no finite number in [0, 1], a split other
+than valid / test, two rows with one key (the same run, epoch, split, ...: a file given twice). The metrics
+summary records each run's ``code_digest``; rows from several versions of the code are named in one line.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ from catrec.commands import Command
 from catrec.errors import CatrecError
 from catrec.io import read_json
 from catrec.paths import parse_run
-from catrec.report.frames import read_table_csv, sort_runs, write_csv
+from catrec.report.frames import note_code_versions, read_table_csv, sort_runs, write_csv
 from catrec.vocabulary import (
     ATTACK_COLUMNS,
     ATTACK_SUMMARY_COLUMNS,
@@ -26,7 +31,16 @@ from catrec.vocabulary import (
     PROFILE_COLUMNS,
     PROFILE_SUMMARY_COLUMNS,
     RUN_KEYS,
+    SPLITS,
 )
+
+# Every NDCG and hit rate lies in [0, 1]; a value outside (or NaN) is a damaged or foreign file.
+_SCORE_RANGE = (0.0, 1.0)
+
+
+def _check_score(path: Path, key: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise CatrecError(f"{path}: key '{key}' must be a number within [0, 1], got {value!r}")
 
 
 def _metrics_rows(path: Path) -> pd.DataFrame:
@@ -38,12 +52,15 @@ def _metrics_rows(path: Path) -> pd.DataFrame:
     elif isinstance(epsilon, bool) or not isinstance(epsilon, int | float):
         raise CatrecError(f"{path}: key 'epsilon' must be a number, got {epsilon!r}")
     rows = []
-    for split in ("valid", "test"):
+    for split in SPLITS:
         scores = record[split]
         if not isinstance(scores, dict) or any(metric not in scores for metric in METRICS):
             raise CatrecError(f"{path}: key '{split}' must be an object with {', '.join(METRICS)}")
+        for metric in METRICS:
+            _check_score(path, f"{split}.{metric}", scores[metric])
         identity = {key: record[key] for key in ("dataset", "model", "method", "seed")}
-        rows.append({**identity, "epsilon": float(epsilon), "split": split, **scores})
+        code = record.get("code_digest")  # absent from the results of a catrec before it was recorded
+        rows.append({**identity, "epsilon": float(epsilon), "split": split, **scores, "code_digest": code})
     return pd.DataFrame(rows)
 
 
@@ -57,13 +74,18 @@ def _identity(path: Path) -> dict[str, object]:
 
 def _curve_rows(path: Path) -> pd.DataFrame:
     numeric = [column for column in CURVE_COLUMNS if column not in ("phase", "split")]
-    return read_table_csv(path, CURVE_COLUMNS, numeric=numeric).assign(**_identity(path))
+    bounded = dict.fromkeys(METRICS, _SCORE_RANGE)
+    rows = read_table_csv(path, CURVE_COLUMNS, numeric=numeric, bounded=bounded, choices={"split": SPLITS})
+    return rows.assign(**_identity(path))
 
 
-def _labelled_rows(path: Path, columns: list[str], numeric: list[str]) -> pd.DataFrame:
-    """A per-run CSV whose rows name their run (dataset, model, method): checked against the path."""
+def _labelled_rows(
+    path: Path, columns: list[str], numeric: list[str], scores: tuple[str, ...] = ()
+) -> pd.DataFrame:
+    """A per-run CSV whose rows name their run (dataset, model, method): checked against the path;
+    ``scores`` columns must lie in [0, 1]."""
     identity = _identity(path)
-    rows = read_table_csv(path, columns, numeric=numeric)
+    rows = read_table_csv(path, columns, numeric=numeric, bounded=dict.fromkeys(scores, _SCORE_RANGE))
     for key in RUN_KEYS:
         if (rows[key].astype(str) != identity[key]).any():
             raise CatrecError(f"{path}: column '{key}' disagrees with the path ({identity[key]})")
@@ -72,7 +94,8 @@ def _labelled_rows(path: Path, columns: list[str], numeric: list[str]) -> pd.Dat
 
 def _attack_rows(path: Path) -> pd.DataFrame:
     # After the run's keys: the attack and the position (names), then k and the metrics (numbers).
-    return _labelled_rows(path, ATTACK_COLUMNS, ATTACK_COLUMNS[len(RUN_KEYS) + 2 :])
+    scores = (*METRICS, *(f"clean_{metric}" for metric in METRICS))
+    return _labelled_rows(path, ATTACK_COLUMNS, ATTACK_COLUMNS[len(RUN_KEYS) + 2 :], scores)
 
 
 def _profile_rows(path: Path) -> pd.DataFrame:
@@ -81,9 +104,15 @@ def _profile_rows(path: Path) -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class _Kind:
+    """How to read one kind of result file; a row's key is its run's keys, then ``sort_then``."""
+
     read: Callable[[Path], pd.DataFrame]
     columns: list[str]
     sort_then: tuple[str, ...]
+
+    @property
+    def key(self) -> list[str]:
+        return [*RUN_KEYS, *self.sort_then]
 
 
 _KINDS = {
@@ -106,15 +135,28 @@ def collect(kind: str, inputs: Sequence[Path], output: Path, *, long: bool = Fal
     if long and kind != "metrics":
         raise CatrecError(f"collect {kind}: --long applies to metrics only")
     spec = _KINDS[kind]
-    frame = sort_runs(
-        pd.concat([spec.read(Path(path))[spec.columns] for path in inputs], ignore_index=True),
-        then=spec.sort_then,
+    frame = pd.concat(
+        [spec.read(Path(path))[spec.columns].assign(_file=str(path)) for path in inputs], ignore_index=True
     )
+    _require_unique_keys(frame, spec.key, kind)
+    frame = sort_runs(frame.drop(columns="_file"), then=spec.sort_then)
+    if kind == "metrics":
+        note_code_versions(frame["code_digest"], f"collect {kind}")
     if long:
         identity = [column for column in METRICS_COLUMNS if column not in METRICS]
         frame = frame.melt(id_vars=identity, value_vars=list(METRICS), var_name="metric", value_name="value")
         frame = sort_runs(frame, then=("epsilon", "seed", "split", "metric"))[METRICS_LONG_COLUMNS]
     write_csv(frame, output)
+
+
+def _require_unique_keys(frame: pd.DataFrame, key: list[str], kind: str) -> None:
+    """Refuse two rows with one ``key`` (a file given twice, an epoch written twice), naming the files."""
+    repeated = frame[frame.duplicated(key, keep=False)]
+    if not repeated.empty:
+        _, rows = next(iter(repeated.groupby(key, dropna=False, sort=False)))
+        described = ", ".join(f"{column}={rows.iloc[0][column]}" for column in key)
+        files = " and ".join(dict.fromkeys(rows["_file"]))
+        raise CatrecError(f"collect {kind}: two rows for {described} (in {files})")
 
 
 def _declare_collect(parser: argparse.ArgumentParser) -> None:

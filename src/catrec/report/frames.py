@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Sequence
+import sys
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -67,31 +68,65 @@ def write_csv(frame: pd.DataFrame, path: Path) -> None:
         frame.to_csv(temp, index=False)
 
 
+def note_code_versions(digests: pd.Series, what: str) -> None:
+    """Say in one line (stderr) when ``digests`` (the ``code_digest`` of each row) name several versions
+    of the catrec code, so rows computed by different code are never combined without a word."""
+    versions = sorted(set(digests.fillna("unrecorded").astype(str)))
+    if len(versions) > 1:
+        shown = ", ".join(version[:12] for version in versions)
+        print(
+            f"warning: {what} combines rows from {len(versions)} versions of the catrec code ({shown}); "
+            "rerun after a code change with --forcerun preprocess (README, 'After a code change')",
+            file=sys.stderr,
+        )
+
+
 def require_columns(frame: pd.DataFrame, columns: Iterable[str], source: Path | str) -> None:
     missing = [column for column in columns if column not in frame.columns]
     if missing:
         raise CatrecError(f"{source}: missing column(s) {', '.join(repr(c) for c in missing)}")
 
 
-def read_table_csv(path: Path, columns: Iterable[str] = (), numeric: Iterable[str] = ()) -> pd.DataFrame:
+def read_table_csv(
+    path: Path,
+    columns: Iterable[str] = (),
+    numeric: Iterable[str] = (),
+    *,
+    bounded: Mapping[str, tuple[float, float]] | None = None,
+    choices: Mapping[str, Collection[str]] | None = None,
+) -> pd.DataFrame:
     """Read a CSV, check it has ``columns``, that every row has the header's fields (a truncated row would
-    become blanks) and that ``numeric`` columns hold numbers; a bad row is named ``file:line``."""
+    become blanks) and that ``numeric`` columns hold numbers; a bad row is named ``file:line``.
+
+    ``bounded`` columns (numeric too) must hold finite numbers within their (low, high), blanks refused;
+    ``choices`` columns one of their values.
+    """
+    bounded, choices = bounded or {}, choices or {}
     text = read_text(path)
     try:
         frame = pd.read_csv(io.StringIO(text))
     except (pd.errors.EmptyDataError, pd.errors.ParserError) as exc:
         raise CatrecError(f"{path}: not a readable CSV ({exc})") from exc
-    require_columns(frame, [*columns, *numeric], path)
+    numeric = list(dict.fromkeys([*numeric, *bounded]))
+    require_columns(frame, [*columns, *numeric, *choices], path)
     lines = _row_lines(path, text)
-    for column in numeric:
-        values = pd.to_numeric(frame[column], errors="coerce")
-        bad = values.isna() & frame[column].notna()
+
+    def refuse(bad: pd.Series, column: str, holds: str) -> None:
+        """Name the first row of ``bad``: ``holds`` formats the value it holds."""
         if bad.any():
             row = int(bad.to_numpy().argmax())
-            raise CatrecError(
-                f"{path}:{lines[row]}: column '{column}' holds a non-number: {frame[column].iloc[row]!r}"
-            )
+            value = frame[column].iloc[row]
+            what = holds.format(repr(getattr(value, "item", lambda: value)()))  # 0.5, not np.float64(0.5)
+            raise CatrecError(f"{path}:{lines[row]}: column '{column}' holds {what}")
+
+    for column in numeric:
+        values = pd.to_numeric(frame[column], errors="coerce")
+        refuse(values.isna() & frame[column].notna(), column, "a non-number: {}")
         frame[column] = values
+    for column, (low, high) in bounded.items():
+        refuse(~frame[column].between(low, high), column, f"{{}}, not a number within [{low}, {high}]")
+    for column, allowed in choices.items():
+        refuse(~frame[column].isin(allowed), column, f"{{}}, not one of {', '.join(allowed)}")
     return frame
 
 

@@ -16,6 +16,7 @@ from catrec.report.frames import (
     MISSING,
     MODEL_ORDER,
     label,
+    note_code_versions,
     ordered,
     read_table_csv,
     sort_runs,
@@ -59,6 +60,8 @@ def _table2_frame(metrics_csv: Path) -> pd.DataFrame:
     if test.empty:
         raise CatrecError(f"{metrics_csv}: no rows with 'test' in column 'split'")
     require_unique(test, [*RUN_KEYS, "seed"], metrics_csv)
+    if "code_digest" in test.columns:  # a summary collected before catrec recorded it has none
+        note_code_versions(test["code_digest"], "table2")
     # Several seeds of one run are averaged (sample std beside, NaN for one seed); `seeds` counts them.
     means = test.groupby(RUN_KEYS, as_index=False).agg(
         **{metric: (metric, "mean") for metric in METRICS},

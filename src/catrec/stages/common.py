@@ -1,4 +1,5 @@
-"""What the training stages share: reading their settings and data, and the metrics JSON they write."""
+"""What the training stages share: reading their settings and data, and the metrics JSON they write (with
+the provenance of the code that computed it: ``catrec.provenance.code_provenance``)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from catrec.data.sequences import SequenceData
 from catrec.errors import CatrecError
 from catrec.io import atomic_path, load_torch_file
 from catrec.models import SequentialRecommender, load_model
+from catrec.provenance import code_provenance
 from catrec.runtime import seed_everything
 from catrec.vocabulary import CASCADE_TERMS_OF, METRICS
 
@@ -110,6 +112,7 @@ def write_metrics_json(
         "valid": {key: valid[key] for key in METRICS},
         "test": {key: test[key] for key in METRICS},
         **extra,
+        **code_provenance(),
     }
     with atomic_path(path) as temp:
         temp.write_text(json.dumps(record, indent=2) + "\n")
