@@ -118,17 +118,21 @@ def prepare_wheels(wheels: Path, python_version: str) -> list[Path]:
     return sorted(wheels.glob("*.whl"))
 
 
-def travelling_bytes(folder: Path) -> int:
-    """Bytes the device tool sends: the tracked and untracked-not-ignored files, plus ``folder``."""
+def travelling_files() -> list[Path]:
+    """The files the device tool sends besides ``carry``: the tracked and untracked-not-ignored ones."""
     listed = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
         cwd=REPO_ROOT,
         capture_output=True,
         check=True,
     ).stdout.split(b"\0")
-    tree = [REPO_ROOT / name.decode() for name in listed if name]
+    return [path for path in (REPO_ROOT / name.decode() for name in listed if name) if path.is_file()]
+
+
+def travelling_bytes(folder: Path) -> int:
+    """Bytes the device tool sends: ``travelling_files`` plus ``folder``."""
     carried = [path for path in folder.rglob("*") if path.is_file()]
-    return sum(path.stat().st_size for path in [*tree, *carried] if path.is_file())
+    return sum(path.stat().st_size for path in [*travelling_files(), *carried])
 
 
 def main() -> None:

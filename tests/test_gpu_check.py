@@ -10,6 +10,7 @@ copy of the working tree's files, and `make gpu-prepare`'s folder for this Pytho
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 import json
 import os
 import re
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from conftest import BEAUTY_PATH, REPO_ROOT, require_shared
@@ -25,6 +27,15 @@ from conftest import BEAUTY_PATH, REPO_ROOT, require_shared
 pytestmark = pytest.mark.slow
 CHECKS = ("nvidia-smi", "install", "pytest-gpu", "train_speed", "snakemake", "paper_cost")
 PYTHON_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def gpu_prepare() -> ModuleType:
+    """bench/gpu_prepare.py as a module (bench/ is no package)."""
+    spec = importlib.util.spec_from_file_location("gpu_prepare", REPO_ROOT / "bench" / "gpu_prepare.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def image_packages() -> set[str]:
@@ -61,18 +72,11 @@ def gpu_machine(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[st
     """(the bare copy, its environment): tracked and unignored files, `.gpu/` for this Python, no .venv."""
     require_shared(BEAUTY_PATH)
     root = tmp_path_factory.mktemp("gpu-machine")
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        check=True,
-    ).stdout.split(b"\0")
     copy = root / "repo"
-    for name in filter(None, listed):
-        source = REPO_ROOT / name.decode()
-        if source.is_file():
-            (copy / name.decode()).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, copy / name.decode())
+    for source in gpu_prepare().travelling_files():
+        target = copy / source.relative_to(REPO_ROOT)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target)
     prepared = subprocess.run(
         ["make", "gpu-prepare", f"GPU_DIR={root / 'gpu'}", f"GPU_PYTHON_VERSION={PYTHON_VERSION}"],
         cwd=REPO_ROOT,
