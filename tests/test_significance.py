@@ -3,6 +3,7 @@ scipy's Wilcoxon and paired t-test values on known samples, pairing, n, and the 
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 from pathlib import Path
@@ -139,6 +140,22 @@ def test_user_metrics_and_significance_cli(tmp_path: Path, toy_data_dir: Path) -
     assert t_rows["p_value"].isna().all()
     markdown = prefix.with_suffix(".md").read_text()
     assert "Wilcoxon" in markdown and "adv_global" in markdown
+
+    # The per-user files gzip-compressed (as committed under docs/evidence) give the same table.
+    compressed = []
+    for output in outputs:
+        target = tmp_path / "gz" / output.relative_to(tmp_path).with_name(output.name + ".gz")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(gzip.compress(output.read_bytes()))
+        compressed.append(target)
+    assert (
+        main(["significance", "--users", *map(str, compressed), "--output-prefix", str(tmp_path / "gz/s")])
+        == 0
+    )
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "gz" / "s.csv"), table)
+    truncated = compressed[0].with_name("eps5.csv.gz")
+    truncated.write_bytes(compressed[0].read_bytes()[:40])
+    assert main(["significance", "--users", str(truncated), "--output-prefix", str(tmp_path / "bad")]) == 2
 
     # Without adv_cas there is nothing to test.
     assert main(["significance", "--users", str(outputs[1]), "--output-prefix", str(tmp_path / "none")]) == 2

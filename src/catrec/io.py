@@ -9,6 +9,7 @@ collaborators.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import os
 import pickle
@@ -100,12 +101,18 @@ def load_torch_file(path: str | Path, map_location: Any = "cpu", *, keys: tuple[
 
 
 def read_text(path: str | Path) -> str:
-    """A text file this pipeline reads (UTF-8, a byte-order mark dropped); a missing or unreadable one is one
+    """A text file this pipeline reads (UTF-8, a byte-order mark dropped; gzip-compressed where the name ends
+    in ``.gz``, as the per-user metrics committed as evidence are); a missing or unreadable one is one
     CatrecError naming it."""
     try:
+        if Path(path).suffix == ".gz":
+            with gzip.open(path, "rt", encoding="utf-8-sig") as handle:
+                return handle.read()
         return Path(path).read_text(encoding="utf-8-sig")
     except FileNotFoundError as exc:
         raise CatrecError(f"{path}: file not found") from exc
+    except (EOFError, gzip.BadGzipFile) as exc:
+        raise CatrecError(f"{path}: cannot read (not a whole gzip file: {exc})") from exc
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise CatrecError(f"{path}: cannot read ({reason})") from exc

@@ -114,13 +114,15 @@ def run_file(
 
 
 def parse_run(path: str | Path) -> dict[str, Any]:
-    """A run file's identity (dataset, model, method, epsilon, seed) from its path; epsilon NaN if none."""
+    """A run file's identity (dataset, model, method, epsilon, seed) from its path; epsilon NaN if none. A
+    gzip-compressed copy (``eps10.csv.gz``) names the same run."""
     path = Path(path)
-    if path.stem.startswith("eps") and not path.parent.name.startswith("seed"):
-        method_dir, seed_dir, epsilon = path.parent, path.parent.parent, float(path.stem[3:])
+    stem = path.name.removesuffix(".gz").rsplit(".", 1)[0]
+    if stem.startswith("eps") and not path.parent.name.startswith("seed"):
+        method_dir, seed_dir, epsilon = path.parent, path.parent.parent, float(stem[3:])
         method = method_dir.name
     else:
-        seed_dir, method, epsilon = path.parent, path.stem, math.nan
+        seed_dir, method, epsilon = path.parent, stem, math.nan
     if not seed_dir.name.startswith("seed") or len(seed_dir.parts) < 3:
         raise ValueError(f"{path}: not a run path .../{{dataset}}/{{model}}/seed{{seed}}/...")
     return {
