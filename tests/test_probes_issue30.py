@@ -455,11 +455,11 @@ def test_failure5_ml1m_ids_must_be_integers_naming_file_and_line(tmp_path: Path,
 
 
 def test_failure6_cuda_without_cuda_fails_in_the_job_naming_the_device_key(
-    tmp_path: Path, toy_data_dir: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, toy_data_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Failure 6: `device: cuda` without CUDA failed in a job log that did not name the key."""
-    if torch.cuda.is_available():
-        pytest.skip("this machine has CUDA")
+    """Failure 6: `device: cuda` without CUDA (mocked: whatever this machine has) failed in a job log that
+    did not name the key."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     argv = _continued_argv(toy_data_dir, _pretrained(tmp_path, toy_data_dir), tmp_path / "out")
     argv[argv.index("--device") + 1] = "cuda"
     assert main(argv) == 2
