@@ -28,11 +28,6 @@ def stack_inputs(wildcards):
 
 def stack_member(run, hparams):
     """One run of a stacked job's ``--runs``: its settings (as its own job's) and the files it writes."""
-    if hparams["engine"] == "auto":
-        hparams = {
-            **hparams,
-            "engine": "static",
-        }  # a stack trains on the static engine, wherever it runs
     return {
         "hparams": hparams,
         **{

@@ -7,10 +7,10 @@ w_i per position (Eq. 3.3) and scores an item j by w_i^T e_j with the shared ite
 Batches may be trimmed to the last L <= T columns (all-padding columns dropped); models index positions
 from the right end (the last column is position T), so trimming and extra left padding never change outputs.
 
-Each model has two layouts with the same outputs at real positions: the eager one (SASRec on the packed real
-positions, GRU4Rec on packed sequences: the least arithmetic, but shapes that depend on the data) and the
-static one (``use_static``: padded tensors and masks only, no data-dependent shape and no read-back to the
-host, so the static engine can capture a step as a CUDA graph; dropout masks from ``DropoutMasks``).
+How a batch is laid out while a model computes (``catrec.models.layout``: ``Packed`` real positions or
+``Padded`` fixed shapes) and which dropout masks it applies are arguments of ``encode``: a model has one
+computation, the same at every real position in both layouts. Dropout is active exactly where ``encode`` is
+given masks (training); ``forward``, evaluation and the attacks pass none.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from torch import nn
 
 from catrec.errors import CatrecError
 from catrec.io import load_torch_file, save_torch_file
-from catrec.models.dropout import Dropout, DropoutMasks
+from catrec.models.layout import Layout, Packed
 from catrec.vocabulary import MODEL_KEYS_OF
 
 
@@ -66,7 +66,6 @@ class SequentialRecommender(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        self.dropout_masks: DropoutMasks | None = None
         self.item_emb = nn.Embedding(config.num_items + 1, config.hidden_size, padding_idx=0)
         # Xavier-normal as in the reference SASRec/GRU4Rec code; nn.Embedding's N(0, 1) makes the initial
         # scores w^T e so large that the first epochs are spent shrinking the table.
@@ -74,32 +73,25 @@ class SequentialRecommender(nn.Module):
             nn.init.xavier_normal_(self.item_emb.weight)
             self.item_emb.weight[0].zero_()
 
-    def use_static(self, masks: DropoutMasks | None) -> None:
-        """Run the static layout, every dropout layer drawing from ``masks``; None: back to the eager one."""
-        self.dropout_masks = masks
-        for module in self.modules():
-            if isinstance(module, Dropout):
-                module.masks = masks
-
     @property
     def input_scale(self) -> float:
         """The factor between the embedding rows E[seqs] and the tensor the sequence network takes in."""
         return 1.0
 
-    def randn_like(self, x: torch.Tensor) -> torch.Tensor:
-        """Standard normal noise shaped like ``x`` (the level-1 start), from the global stream; a stack of
-        runs (``catrec.models.stack``) draws each run's from its own generator instead."""
-        return torch.randn_like(x)
+    def dropout_width(self, length: int) -> int:
+        """The dropout numbers one pass draws per position of a batch of width ``length``
+        (``catrec.models.layout.StepMasks``)."""
+        raise NotImplementedError
 
-    def encode(self, seq_emb: torch.Tensor, seqs: torch.Tensor) -> torch.Tensor:
-        """f(S; theta) of Eq. 3.3: (B, L, d) sequence embeddings -> (B, L, d) user representations.
-
-        ``seqs`` (B, L) are the item ids behind ``seq_emb``; they give the padding mask (id 0).
-        """
+    def encode(self, seq_emb: torch.Tensor, layout: Layout) -> torch.Tensor:
+        """f(S; theta) of Eq. 3.3: (B, L, d) sequence embeddings -> (B, L, d) user representations, 0 at
+        padding, computed in ``layout`` (built from the item ids behind ``seq_emb``, with the step's dropout
+        masks in training)."""
         raise NotImplementedError
 
     def forward(self, seqs: torch.Tensor) -> torch.Tensor:
-        return self.encode(self.item_emb(seqs), seqs)
+        """The representations of (B, L) item ids without dropout (evaluation, attacks)."""
+        return self.encode(self.item_emb(seqs), Packed(seqs))
 
     def score(self, reps: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """r_ij = w_i^T e_j (Eq. 3.4) for aligned ``reps`` (..., d) and ``items`` (...)."""

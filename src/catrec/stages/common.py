@@ -82,12 +82,6 @@ def run_fields(
     return dict(value)
 
 
-def check_stack_engine(runs: int, engine: str) -> None:
-    """Refuse a stack of ``runs`` runs that would train on the eager engine (one run at a time)."""
-    if runs > 1 and engine != "static":
-        raise CatrecError(f"the eager engine trains one run at a time, not {runs} (stacks: 'static')")
-
-
 def data_inputs(data_dir: str | Path) -> dict[str, Path]:
     """The files of a preprocessed dataset that a run's identity covers."""
     return {name: Path(data_dir) / name for name in ("sequences.txt", "stats.json")}
