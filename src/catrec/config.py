@@ -115,29 +115,41 @@ def _check_heads(hidden_size: int, num_heads: int, keys: tuple[str, str], what: 
 
 def validate_config(config: dict[str, Any], schema_path: Path = SCHEMA_PATH) -> dict[str, Any]:
     """Validate ``config`` in place and return it; raise CatrecError naming the first bad key."""
+    if isinstance(config.get("train"), dict):
+        _read_earlier_train_keys(config["train"])
     _validate(config, load_schema(schema_path), "config key")
-    _read_legacy_engine(config["train"])
     _check_references(config)
     return config
 
 
-# The `train.engine` of earlier configs (those committed under docs/evidence/ among them): its engines were
-# the layouts of today, 'eager' packed and 'static' padded (captured on CUDA, as `capture: auto` does).
+# The `train:` keys added after configs were committed (under docs/evidence/ among them), each with what the
+# runs of those configs did before it existed. `engine` is `layout`'s earlier name: its engines were today's
+# layouts, 'eager' packed and 'static' padded (captured on CUDA, as `capture: auto` does); before `engine`
+# existed every run was eager.
+_EARLIER_TRAIN_KEYS = {"precision": "fp32", "stack": False, "max_stack": None, "capture": "auto"}
 _LAYOUT_OF_ENGINE = {"auto": "auto", "eager": "packed", "static": "padded"}
 
 
-def _read_legacy_engine(train: dict[str, Any]) -> None:
-    """Give ``train`` its ``layout`` and ``capture`` (default 'auto') from an earlier config's ``engine``."""
+def _read_earlier_train_keys(train: dict[str, Any]) -> None:
+    """Give an earlier config's ``train`` the keys added since, as its runs were: ``layout`` from its
+    ``engine`` (none: eager), ``precision`` fp32, no stack, ``capture`` auto. config/config.yaml states them
+    all; this reads the configs written before them."""
     if "engine" in train:
         if "layout" in train:
             raise CatrecError(
                 "invalid config key 'train.engine': set train.layout alone (engine is its earlier name: "
                 "eager = packed, static = padded)"
             )
-        train["layout"] = _LAYOUT_OF_ENGINE[train.pop("engine")]
-    if "layout" not in train:
-        raise CatrecError("invalid config key 'train': 'layout' is a required property")
-    train.setdefault("capture", "auto")
+        engine = train.pop("engine")
+        if engine not in _LAYOUT_OF_ENGINE:
+            raise CatrecError(
+                f"invalid config key 'train.engine': '{engine}' is not one of {sorted(_LAYOUT_OF_ENGINE)} "
+                "(engine is layout's earlier name)"
+            )
+        train["layout"] = _LAYOUT_OF_ENGINE[engine]
+    train.setdefault("layout", "packed")
+    for key, value in _EARLIER_TRAIN_KEYS.items():
+        train.setdefault(key, value)
 
 
 def resolve_layout(layout: str, capture: bool | str, *, cuda: bool, runs: int) -> tuple[str, bool]:

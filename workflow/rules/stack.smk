@@ -56,7 +56,10 @@ def stack_runs(wildcards):
     members = []
     for method in STACKED:
         terms = CASCADE_TERMS_OF.get(method)
-        hparams = stage_hparams(config, "finetune", **seed_run, method=method)
+        # epsilon from EPSILON, as the member's own job takes it from its path: one source
+        hparams = stage_hparams(
+            config, "finetune", **seed_run, method=method, epsilon=EPSILON
+        )
         members.append(
             {
                 "method": method,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from catrec.models import ModelConfig, SequentialRecommender
+from catrec.models.base import ModelConfig, SequentialRecommender
 from catrec.models.layout import Layout
 
 

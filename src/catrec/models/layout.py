@@ -74,6 +74,8 @@ class _Layout:
 
     def dropout_attention(self, weights: torch.Tensor) -> torch.Tensor:
         """Inverted dropout of attention weights (B, H, L, L): each query position's next H * L numbers."""
+        if self._masks is None:  # no dropout (evaluation, attacks): nothing to apply
+            return weights
         batch, heads, length, _ = weights.shape
         mask = self.pad(self._next_mask(heads * length))
         return weights * mask.view(batch, length, heads, length).transpose(1, 2)

@@ -20,7 +20,7 @@ import math
 import torch
 from torch import nn
 
-from catrec.models import ModelConfig, SequentialRecommender
+from catrec.models.base import ModelConfig, SequentialRecommender
 from catrec.models.layout import Layout
 
 

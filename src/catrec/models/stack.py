@@ -62,7 +62,9 @@ class ModelStack:
         first = models[0]
         self.input_scale = first.input_scale
         self._dropout = first.config.dropout
-        self._vectorized = first.vectorizes and self.size > 1
+        # Padded: vmap for every K, one run included, so that a run computes the same numbers (to the bit)
+        # alone and in any stack; packed (K = 1) runs its one call (vmap cannot pack: ``nonzero``).
+        self._vectorized = first.vectorizes and layout is Padded
         # The template runs the members' computation with their weights; its own weights are never used.
         self._template = _Encoder(copy.deepcopy(first).to("meta"), layout)
         params, _ = stack_module_state(list(models))  # type: ignore[arg-type]
@@ -100,7 +102,9 @@ class ModelStack:
         """f(S) of each run (Eq. 3.3): (K, B, L, d), (K, B, L) -> (K, B, L, d), under the step's masks."""
         if self._vectorized:
             uniform = None if self._step_masks is None else torch.stack([m.uniform for m in self._step_masks])
-            return vmap(self._encode_batched)(self.parameters, seq_emb, seqs, uniform)
+            # No masks (dropout 0, or none drawn): nothing to map over in their place.
+            in_dims = (0, 0, 0, None if uniform is None else 0)
+            return vmap(self._encode_batched, in_dims=in_dims)(self.parameters, seq_emb, seqs, uniform)
         return torch.stack(
             [
                 self._encode_one(
