@@ -65,6 +65,19 @@ CPU = torch.device("cpu")
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
+def record_step_losses(monkeypatch: pytest.MonkeyPatch) -> list[torch.Tensor]:
+    """The (K,) losses of every step from now on, as ``Training.step`` computes them (appended in order)."""
+    losses: list[torch.Tensor] = []
+
+    def recorded_total_loss(terms: LossTerms, coefficients: Coefficients) -> torch.Tensor:
+        value = total_loss(terms, coefficients)
+        losses.append(value.detach().clone())
+        return value
+
+    monkeypatch.setattr("catrec.training.total_loss", recorded_total_loss)
+    return losses
+
+
 @pytest.fixture(scope="module")
 def data(toy_data_dir: Path) -> SequenceData:
     return SequenceData.from_dir(toy_data_dir, MAX_LEN)
@@ -156,14 +169,7 @@ def step_on_batch(
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The loss and gradients of one ``Training.step`` in ``layout`` on ``batch`` (negatives included),
     the generators seeded from seed 0."""
-    losses: list[torch.Tensor] = []
-
-    def recorded_total_loss(terms: LossTerms, coefficients: Coefficients) -> torch.Tensor:
-        value = total_loss(terms, coefficients)
-        losses.append(value.detach().clone())
-        return value
-
-    monkeypatch.setattr("catrec.training.total_loss", recorded_total_loss)
+    losses = record_step_losses(monkeypatch)
     training = training_of([copy.deepcopy(model)], data, [loss], layout=layout)
     assert training.stack.layout is LAYOUT_OF[layout]
     training.batch = lambda: stacked([batch])  # type: ignore[method-assign]
@@ -405,14 +411,7 @@ def trained(
 ) -> tuple[list[dict[str, torch.Tensor]], torch.Tensor]:
     """The runs' weights after three padded steps of one stack of ``models`` (the last on the epoch's
     filled batch), and the losses (steps, K) of those steps."""
-    losses_of_steps: list[torch.Tensor] = []
-
-    def recorded_total_loss(terms: LossTerms, coefficients: Coefficients) -> torch.Tensor:
-        value = total_loss(terms, coefficients)
-        losses_of_steps.append(value.detach().clone())
-        return value
-
-    monkeypatch.setattr("catrec.training.total_loss", recorded_total_loss)
+    losses_of_steps = record_step_losses(monkeypatch)
     training = training_of(models, data, losses, seeds)
     run_steps(training, [0, 1, num_batches(data, BATCH_SIZE) - 1])
     training.stack.write_back()

@@ -23,7 +23,6 @@ import torch
 
 from catrec.adversarial import make_loss
 from catrec.commands import Command, add_run_outputs, add_stack_args, add_training_args, keywords
-from catrec.config import resolve_layout
 from catrec.data.sequences import SPLITS, SequenceData
 from catrec.errors import CatrecError
 from catrec.io import write_text_atomically
@@ -35,6 +34,7 @@ from catrec.stages.common import (
     method_cascade,
     prepare,
     run_fields,
+    with_layout,
     write_metrics_json,
 )
 from catrec.state import run_state
@@ -189,10 +189,8 @@ def _finetune_runs(
 ) -> None:
     """Train ``members`` (runs with their validated settings) from ``pretrained_model``, one stack."""
     configs = set()
+    members = [(member, with_layout(values, device, len(members))) for member, values in members]
     for _, values in members:
-        values["layout"], values["capture"] = resolve_layout(
-            values["layout"], values["capture"], cuda=device.type == "cuda", runs=len(members)
-        )
         configs.add(TrainConfig.from_hparams(values))
     # Checked before any state is written: a refused stack leaves nothing behind.
     if len(configs) > 1:

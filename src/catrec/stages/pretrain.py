@@ -14,7 +14,6 @@ from typing import Any
 
 from catrec.adversarial import CLEAN_LOSS
 from catrec.commands import Command, add_run_outputs, add_stack_args, add_training_args, keywords
-from catrec.config import resolve_layout
 from catrec.data.sequences import SequenceData
 from catrec.errors import CatrecError
 from catrec.models import ModelConfig, build_model, save_model
@@ -23,6 +22,7 @@ from catrec.stages.common import (
     data_inputs,
     prepare,
     run_fields,
+    with_layout,
     write_metrics_json,
 )
 from catrec.state import run_state
@@ -92,10 +92,7 @@ def pretrain_stack(
         raise CatrecError("pretrain-stack needs at least one run")
     prepared = [prepare(run.hparams, "pretrain", model=model_name) for run in runs]
     torch_device = configure(device, threads, prepared[0]["precision"])  # shared: checked below
-    for values in prepared:
-        values["layout"], values["capture"] = resolve_layout(
-            values["layout"], values["capture"], cuda=torch_device.type == "cuda", runs=len(runs)
-        )
+    prepared = [with_layout(values, torch_device, len(runs)) for values in prepared]
     seeds = [values["seed"] for values in prepared]
     # Checked before any state is written: a refused stack leaves nothing behind.
     if len(set(seeds)) != len(seeds):

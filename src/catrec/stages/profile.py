@@ -16,12 +16,11 @@ from typing import Any
 
 from catrec.adversarial import make_loss
 from catrec.commands import Command, add_training_args, positive
-from catrec.config import resolve_layout
 from catrec.errors import CatrecError
 from catrec.io import atomic_path
 from catrec.profile import input_space_perturbations, position_profile
 from catrec.runtime import configure
-from catrec.stages.common import load_model_and_data, method_cascade, prepare
+from catrec.stages.common import load_model_and_data, method_cascade, prepare, with_layout
 from catrec.trainer import TrainConfig
 from catrec.training import Training
 from catrec.vocabulary import PROFILE_COLUMNS, SEQUENCE_METHODS
@@ -51,10 +50,7 @@ def write_profile(
     values = prepare(hparams, "finetune", model=model_name, method=method)
     torch_device = configure(device, threads)
     # Never captured: nothing is trained, and the perturbation is read after each batch.
-    values["layout"], values["capture"] = resolve_layout(
-        values["layout"], False, cuda=torch_device.type == "cuda", runs=1
-    )
-    config = TrainConfig.from_hparams(values)
+    config = TrainConfig.from_hparams(with_layout(values, torch_device, runs=1, capture=False))
     model, data = load_model_and_data(
         checkpoint, data_dir, model_name=model_name, max_len=values["max_len"], device=torch_device
     )
