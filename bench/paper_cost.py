@@ -1,8 +1,9 @@
-"""What a config's whole experiment costs: timed steps of each stage and engine, projected over its jobs.
+"""What a config's whole experiment costs: timed steps of each stage and layout, projected over its jobs.
 
 Not a test. For every dataset of the config (the real Beauty set, ``--beauty``, never a stand-in; the others
 as synthetic sets with the users, items and mean sequence length of the paper's Table 1, lengths 5 + an
-exponential tail), both models and each engine (``eager``, ``static``) it times a few training steps of
+exponential tail), both models and each layout (``packed``, ``padded``: ``catrec.models.layout``; the padded
+step replayed as a CUDA graph on CUDA unless ``--capture false``) it times a few training steps of
 every training loss the config's methods use (pretraining and ``continued`` share the clean loss), one
 full-ranking evaluation and one attack run (both on a slice of the users, scaled to all), and the cascade
 matrix of each dataset. The job list comes from Snakemake's own plan of the config (``snakemake -n all``),
@@ -10,15 +11,17 @@ so the projection covers exactly what ``snakemake all`` runs: one job at a time 
 seconds of download, preprocessing, tables and plots left out (seconds each).
 
     .venv/bin/python bench/paper_cost.py [--device cuda|cpu] [--quick] [--configfile FILE] [--json PATH]
-        [--beauty PATH]
+        [--beauty PATH] [--capture auto|true|false]
 
-Prints one line ``whole paper: <x> min (eager <y> min) on <device>`` (x: the ``static`` engine, y: ``eager``).
+Prints one line ``whole paper: <x> min (packed <y> min) on <device>`` (x: the ``padded`` layout, y:
+``packed``).
 Where the config stacks on the timed device (``train.stack``: ``auto`` stacks on CUDA only, as the pipeline
 does), x trains the fine-tuning runs of each dataset x model x seed at the paper's epsilon as one stack
-(``catrec.models.stack``, timed too) and the line ends ``; unstacked <u> min`` (u: the same runs one after the
-other). ``--json`` writes ``device``, ``stacked``, ``stages`` (seconds per step / evaluation / attack /
-cascade, per engine; where stacked ``stack_step_seconds`` and, on CUDA, ``stack_peak_memory_mib``),
-``projected_minutes``, ``projected_minutes_unstacked`` and ``projected_minutes_eager``.
+(``catrec.models.stack``, padded, timed too) and the line ends ``; unstacked <u> min`` (u: the same runs one
+after the other). ``--json`` writes ``device``, ``capture``, ``stacked``, ``stages`` (seconds per step /
+evaluation / attack / cascade, per layout; where stacked ``stack_step_seconds`` and, on CUDA,
+``stack_peak_memory_mib``), ``projected_minutes``, ``projected_minutes_unstacked`` (both padded) and
+``projected_minutes_packed``.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -44,22 +47,23 @@ import torch
 from catrec.adversarial import make_loss
 from catrec.attack import AttackConfig, attack_rows
 from catrec.cascade import cascade_matrix
-from catrec.config import load_config, plans_stack, stage_hparams
+from catrec.config import load_config, plans_stack, resolve_layout, stage_hparams
 from catrec.data.formats import load_sequences
 from catrec.data.item_sets import ItemSets
 from catrec.data.sequences import SequenceData
-from catrec.engine import WARMUP_STEPS, make_engine
+from catrec.graph import WARMUP_STEPS, CapturedStep
 from catrec.metrics import rank_users
 from catrec.models import ModelConfig, build_model
 from catrec.paths import epsilon_label
 from catrec.runtime import resolve_device, set_precision
 from catrec.trainer import TrainConfig
+from catrec.training import Training
 from catrec.vocabulary import CASCADE_TERMS_OF, CLEAN_METHODS, EPSILON_METHODS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BEAUTY_PATH = REPO_ROOT.parent / "shared" / "data" / "beauty" / "Beauty.txt"
 TABLE1 = REPO_ROOT / "config" / "paper" / "table1.csv"
-ENGINES = ("eager", "static")
+LAYOUTS = ("packed", "padded")
 # The clean loss of pretraining and `continued`; every other trained method has its own.
 CLEAN = "continued"
 MODEL_RULES = {"pretrain", "finetune", "finetune_clean", "attack", "attack_clean", "profile"}
@@ -76,7 +80,7 @@ class Budget:
 
     steps: int
     stack_steps: int  # a stack step is K runs' work, so --quick times one
-    warmup: int  # untimed steps first: a static engine captures its CUDA graph after WARMUP_STEPS
+    warmup: int  # untimed steps first: a captured step captures its CUDA graph after WARMUP_STEPS
     eval_users: int
     attack_users: int
 
@@ -139,21 +143,52 @@ def _timed(function: Callable[[], Any], device: torch.device) -> float:
     return time.perf_counter() - started
 
 
+def schedule(
+    hparams: dict[str, Any], layout: str, capture: bool | str, device: torch.device, runs: int = 1
+) -> TrainConfig:
+    """The training schedule of ``hparams`` in ``layout`` with ``capture`` (``train.capture``; it applies to
+    the padded layout, the packed one is never captured), resolved as the stages resolve them."""
+    resolved = resolve_layout(
+        layout, capture if layout == "padded" else "auto", cuda=device.type == "cuda", runs=runs
+    )
+    return TrainConfig.from_hparams({**hparams, "layout": resolved[0], "capture": resolved[1]})
+
+
+def training_steps(training: Training) -> Iterator[None]:
+    """The steps of ``training`` epoch after epoch, as the trainer's epoch loop runs them (its step replayed
+    as a CUDA graph where the schedule captures)."""
+    config = training.schedule
+    step = (
+        CapturedStep(training.step, training.generators(), training.device)
+        if config.capture
+        else training.step
+    )
+    while True:
+        users, valid = training.epoch_inputs()
+        for index in range(len(users)):
+            training.users.copy_(users[index])
+            training.valid.copy_(valid[index])
+            step()
+            yield
+
+
 def step_seconds(
     data: SequenceData,
     hparams: dict[str, Any],
     method: str,
     cascade: torch.Tensor | None,
-    engine: str,
+    layout: str,
     device: torch.device,
     budget: Budget,
+    capture: bool | str = "auto",
 ) -> float:
-    """Seconds per training step of ``method``'s loss with ``engine`` (the mean over ``budget.steps``)."""
+    """Seconds per training step of ``method``'s loss in ``layout`` (the mean over ``budget.steps``)."""
+    config = schedule(hparams, layout, capture, device)
     torch.manual_seed(0)
-    model = build_model(ModelConfig.from_hparams(hparams, data.num_items)).to(device).train()
-    loss_fn = make_loss(method, hparams, cascade, data)
-    steps = make_engine(engine, [model], data, [loss_fn], TrainConfig.from_hparams(hparams), device).epoch()
-    for _ in range(budget.warmup):  # a static engine's capture happens here
+    model = build_model(ModelConfig.from_hparams(hparams, data.num_items)).to(device)
+    loss = make_loss(method, hparams, cascade, data)
+    steps = training_steps(Training([model], data, [loss], [config.seed], config, device))
+    for _ in range(budget.warmup):  # a captured step's capture happens here
         next(steps)
     return _timed(lambda: [next(steps) for _ in range(budget.steps)], device) / budget.steps
 
@@ -165,17 +200,20 @@ def stack_step_seconds(
     cascades: dict[str, torch.Tensor],
     device: torch.device,
     budget: Budget,
+    capture: bool | str = "auto",
 ) -> tuple[float, float | None]:
     """Seconds per step (the mean over ``budget.stack_steps``) of the ``methods`` trained as one stack
-    (``static``, ``catrec.models.stack``), and the stack's peak GPU memory in MiB (None on the CPU): what
+    (padded, ``catrec.models.stack``), and the stack's peak GPU memory in MiB (None on the CPU): what
     ``train.max_stack`` bounds."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    config = schedule(hparams, "padded", capture, device, runs=len(methods))
     torch.manual_seed(0)
-    model = build_model(ModelConfig.from_hparams(hparams, data.num_items)).to(device).train()
+    model = build_model(ModelConfig.from_hparams(hparams, data.num_items)).to(device)
     models = [copy.deepcopy(model) for _ in methods]
     losses = [make_loss(method, hparams, cascades.get(_loss_of(method)), data) for method in methods]
-    steps = make_engine("static", models, data, losses, TrainConfig.from_hparams(hparams), device).epoch()
+    seeds = [config.seed] * len(methods)  # the runs of a fine-tuning stack share their seed
+    steps = training_steps(Training(models, data, losses, seeds, config, device))
     for _ in range(budget.warmup):
         next(steps)
     seconds = _timed(lambda: [next(steps) for _ in range(budget.stack_steps)], device) / budget.stack_steps
@@ -231,9 +269,14 @@ def trained_losses(config: dict[str, Any]) -> list[str]:
 
 
 def time_stages(
-    config: dict[str, Any], device: torch.device, budget: Budget, stack: bool, beauty: Path = BEAUTY_PATH
+    config: dict[str, Any],
+    device: torch.device,
+    budget: Budget,
+    stack: bool,
+    beauty: Path = BEAUTY_PATH,
+    capture: bool | str = "auto",
 ) -> tuple[dict[str, Any], dict[str, str]]:
-    """Per dataset: its kind and cascade seconds; per model: seconds per step (loss, engine), eval, attack,
+    """Per dataset: its kind and cascade seconds; per model: seconds per step (loss, layout), eval, attack,
     and with ``stack`` the seconds per step of the stack of ``stacked_methods``."""
     with open(TABLE1) as handle:
         shapes = {row["dataset"]: row for row in csv.DictReader(handle)}
@@ -266,21 +309,23 @@ def time_stages(
             }
             for loss in trained_losses(config):
                 timings["step_seconds"][loss] = {
-                    engine: step_seconds(data, hparams, loss, cascades.get(loss), engine, device, budget)
-                    for engine in ENGINES
+                    layout: step_seconds(
+                        data, hparams, loss, cascades.get(loss), layout, device, budget, capture
+                    )
+                    for layout in LAYOUTS
                 }
                 print(f"{name} {model_name} {loss}: {timings['step_seconds'][loss]}", flush=True)
             stacked = stacked_methods(config) if stack else []
             if stacked:
                 # Timed in the same run as the separate steps above, so the two projections compare.
                 timings["stack_step_seconds"], timings["stack_peak_memory_mib"] = stack_step_seconds(
-                    data, hparams, stacked, cascades, device, budget
+                    data, hparams, stacked, cascades, device, budget, capture
                 )
-                separate = sum(timings["step_seconds"][_loss_of(m)]["static"] for m in stacked)
+                separate = sum(timings["step_seconds"][_loss_of(m)]["padded"] for m in stacked)
                 seconds = timings["stack_step_seconds"]
                 print(
                     f"{name} {model_name} stack of {len(stacked)}: {seconds:.4f} s/step "
-                    f"(separate static steps {separate:.4f} s)",
+                    f"(separate padded steps {separate:.4f} s)",
                     flush=True,
                 )
             entry[model_name] = timings
@@ -298,10 +343,10 @@ def job_seconds(
     wildcards: dict[str, str],
     config: dict[str, Any],
     stages: dict[str, Any],
-    engine: str,
+    layout: str,
     stacked: bool = False,
 ) -> float:
-    """The projected seconds of one planned job with ``engine`` (0 for ``UNTIMED_RULES``).
+    """The projected seconds of one planned job in ``layout`` (0 for ``UNTIMED_RULES``).
 
     ``stacked``: the runs of ``stacked_methods`` at the paper's epsilon train as one stack per seed, so each
     costs its share (1/K) of the stack's steps; otherwise each its own steps. A planned ``finetune_stack``
@@ -312,10 +357,10 @@ def job_seconds(
     paper = epsilon_label(config["adversarial"]["epsilon"])
     if rule == "finetune_stack":
         runs = [{**wildcards, "method": method, "epsilon": paper} for method in stacked_methods(config)]
-        return sum(job_seconds("finetune", run, config, stages, engine, stacked) for run in runs)
+        return sum(job_seconds("finetune", run, config, stages, layout, stacked) for run in runs)
     if rule == "pretrain_stack":
         runs = [{**wildcards, "seed": str(seed)} for seed in config["seeds"]]
-        return sum(job_seconds("pretrain", run, config, stages, engine, stacked) for run in runs)
+        return sum(job_seconds("pretrain", run, config, stages, layout, stacked) for run in runs)
     if rule in UNTIMED_RULES:
         return 0.0
     if rule not in MODEL_RULES:
@@ -326,7 +371,7 @@ def job_seconds(
     timings = entry[wildcards["model"]]
     train = config["train"]
     method = wildcards.get("method", "pretrain")
-    step = timings["step_seconds"][_loss_of(method)][engine]
+    step = timings["step_seconds"][_loss_of(method)][layout]
     members = stacked_methods(config)
     if stacked and rule == "finetune" and method in members and wildcards.get("epsilon") == paper:
         step = timings["stack_step_seconds"] / len(members)
@@ -356,7 +401,14 @@ def main() -> None:
     parser.add_argument("--configfile", type=Path, default=REPO_ROOT / "config" / "config.yaml")
     parser.add_argument("--json", type=Path, help="write the timings and projections here")
     parser.add_argument("--beauty", type=Path, default=BEAUTY_PATH, help="the real Beauty set")
+    parser.add_argument(
+        "--capture",
+        default="auto",
+        choices=("auto", "true", "false"),
+        help="train.capture of the padded layout",
+    )
     args = parser.parse_args()
+    capture = {"true": True, "false": False}.get(args.capture, args.capture)
     device = resolve_device(args.device)
     config = load_config(args.configfile)
     set_precision(config["train"]["precision"])  # as the pipeline's jobs compute
@@ -367,16 +419,18 @@ def main() -> None:
     # As the pipeline decides it for this device (a CPU stack is slower than its runs: bench/stack_speed.py).
     stack = plans_stack(config["train"]["stack"], device.type)
     jobs = planned_jobs(args.configfile)
-    stages, kinds = time_stages(config, device, budget, stack, args.beauty)
+    stages, kinds = time_stages(config, device, budget, stack, args.beauty, capture)
     minutes = {
-        engine: sum(job_seconds(rule, wildcards, config, stages, engine) for rule, wildcards in jobs) / 60
-        for engine in ENGINES
+        layout: sum(job_seconds(rule, wildcards, config, stages, layout) for rule, wildcards in jobs) / 60
+        for layout in LAYOUTS
     }
     projected = sum(
-        job_seconds(rule, wildcards, config, stages, "static", stacked=stack) for rule, wildcards in jobs
+        job_seconds(rule, wildcards, config, stages, "padded", stacked=stack) for rule, wildcards in jobs
     )
     report = {
         "device": device_name(device),
+        # Whether the padded steps were replayed as CUDA graphs (``--capture``, resolved for the device).
+        "capture": resolve_layout("padded", capture, cuda=device.type == "cuda", runs=1)[1],
         "config": str(args.configfile),
         "quick": args.quick,
         "stacked": stack,
@@ -384,14 +438,14 @@ def main() -> None:
         "datasets": kinds,
         "stages": stages,
         "projected_minutes": projected / 60,
-        "projected_minutes_unstacked": minutes["static"],
-        "projected_minutes_eager": minutes["eager"],
+        "projected_minutes_unstacked": minutes["padded"],
+        "projected_minutes_packed": minutes["packed"],
     }
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2) + "\n")
-    line = f"whole paper: {projected / 60:.1f} min (eager {minutes['eager']:.1f} min) on {report['device']}"
-    print(f"{line}; unstacked {minutes['static']:.1f} min" if stack else line)
+    line = f"whole paper: {projected / 60:.1f} min (packed {minutes['packed']:.1f} min) on {report['device']}"
+    print(f"{line}; unstacked {minutes['padded']:.1f} min" if stack else line)
 
 
 if __name__ == "__main__":

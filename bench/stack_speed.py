@@ -3,23 +3,27 @@
 Not a test. On the real Beauty set (config/config.yaml's settings: hidden 100, batch 128, T = 50), for
 SASRec and GRU4Rec, it times the runs one ``train.stack`` job trains per dataset x model x seed (the
 config's methods that take epsilon, at the paper's epsilon: six in config/config.yaml) as one stack
-(``static``, ``catrec.models.stack``) and each of them alone with ``eager`` and with ``static``, in
-alternating rounds (so load beside the bench hits all three alike), and prints per round and as the median
-over rounds the seconds of one epoch of the stack against the sum of the separate runs' epochs. This is the
-measurement behind ``train.stack: auto`` (stacks where the runs train on a GPU): on a CPU a stack is not
-faster than its runs one after the other with ``eager``.
+(the padded layout, ``catrec.models.stack``) and each of them alone in the ``packed`` and in the ``padded``
+layout (``catrec.models.layout``), in alternating rounds (so load beside the bench hits all three alike),
+and prints per round and as the median over rounds the seconds of one epoch of the stack against the sum of
+the separate runs' epochs. This is the measurement behind ``train.stack: auto`` (stacks where the runs train
+on a GPU): on a CPU a stack is not faster than its runs one after the other, packed. On CUDA the padded
+steps (the stack's too) are replayed as CUDA graphs unless ``--capture false``.
 
     .venv/bin/python bench/stack_speed.py [--device cpu] [--rounds 3] [--steps 5] [--threads 1]
+        [--capture auto|true|false] [--beauty PATH]
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+from pathlib import Path
 from typing import Any
 
 import torch
 from paper_cost import (
+    BEAUTY_PATH,
     QUICK,
     REPO_ROOT,
     Budget,
@@ -35,7 +39,7 @@ from catrec.config import load_config, stage_hparams
 from catrec.data.sequences import SequenceData
 from catrec.runtime import resolve_device, set_precision
 
-VARIANTS = ("stack", "separate eager", "separate static")
+VARIANTS = ("stack", "separate packed", "separate padded")
 
 
 def step_seconds_of(
@@ -46,13 +50,15 @@ def step_seconds_of(
     cascades: dict[str, torch.Tensor],
     device: torch.device,
     budget: Budget,
+    capture: bool | str = "auto",
 ) -> float:
-    """Seconds of one step of every run: the stack's, or the sum of each run's own (``separate <engine>``)."""
+    """Seconds of one step of every run: the stack's, or the sum of each run's own (``separate <layout>``)."""
     if variant == "stack":
-        return stack_step_seconds(data, hparams, methods, cascades, device, budget)[0]
-    engine = variant.removeprefix("separate ")
+        return stack_step_seconds(data, hparams, methods, cascades, device, budget, capture)[0]
+    layout = variant.removeprefix("separate ")
     return sum(
-        step_seconds(data, hparams, m, cascades.get(_loss_of(m)), engine, device, budget) for m in methods
+        step_seconds(data, hparams, m, cascades.get(_loss_of(m)), layout, device, budget, capture)
+        for m in methods
     )
 
 
@@ -62,7 +68,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of the three variants")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per run and round (after warm-up)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument(
+        "--capture",
+        default="auto",
+        choices=("auto", "true", "false"),
+        help="train.capture of the padded layout",
+    )
+    parser.add_argument("--beauty", type=Path, default=BEAUTY_PATH, help="the real Beauty set")
     args = parser.parse_args()
+    capture = {"true": True, "false": False}.get(args.capture, args.capture)
     device = resolve_device(args.device)
     torch.set_num_threads(args.threads)
     config = load_config(REPO_ROOT / "config" / "config.yaml")
@@ -70,12 +84,12 @@ def main() -> None:
     budget = Budget(
         steps=args.steps, stack_steps=args.steps, warmup=QUICK.warmup, eval_users=0, attack_users=0
     )
-    data, _ = dataset("beauty", config["datasets"]["beauty"]["max_len"], {})
+    data, _ = dataset("beauty", config["datasets"]["beauty"]["max_len"], {}, args.beauty)
     steps_per_epoch = -(-data.num_users // config["train"]["batch_size"])
     cascades = {"adv_cas": cascade_matrix(data.train_inputs(), config["train"]["batch_size"], "both")}
     methods = stacked_methods(config)
     print(f"Beauty, {steps_per_epoch} steps per epoch, {len(methods)} runs: {', '.join(methods)}; {device}")
-    print("| model | round | stack s/epoch | separate eager s/epoch | separate static s/epoch |")
+    print("| model | round | stack s/epoch | separate packed s/epoch | separate padded s/epoch |")
     print("|---|---|---:|---:|---:|")
     for model_name in config["models"]:
         hparams = {
@@ -87,7 +101,7 @@ def main() -> None:
             # The order turns each round, so a slow spell of the machine does not favour one variant.
             order = VARIANTS[round_index % 3 :] + VARIANTS[: round_index % 3]
             for variant in order:
-                seconds = step_seconds_of(variant, data, hparams, methods, cascades, device, budget)
+                seconds = step_seconds_of(variant, data, hparams, methods, cascades, device, budget, capture)
                 epochs[variant].append(seconds * steps_per_epoch)
             row = " | ".join(f"{epochs[variant][-1]:.1f}" for variant in VARIANTS)
             print(f"| {model_name} | {round_index + 1} | {row} |", flush=True)
@@ -95,8 +109,8 @@ def main() -> None:
         row = " | ".join(f"{median[variant]:.1f}" for variant in VARIANTS)
         print(f"| {model_name} | median | {row} |")
         print(
-            f"{model_name}: stack / separate eager = {median['stack'] / median['separate eager']:.2f}, "
-            f"stack / separate static = {median['stack'] / median['separate static']:.2f}",
+            f"{model_name}: stack / separate packed = {median['stack'] / median['separate packed']:.2f}, "
+            f"stack / separate padded = {median['stack'] / median['separate padded']:.2f}",
             flush=True,
         )
 

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 import torch
 
+from catrec.adversarial import CLEAN_LOSS, Coefficients, LossTerms, RunLoss, loss_terms, total_loss
+from catrec.data.batches import Batch
 from catrec.models import ModelConfig, SequentialRecommender, build_model, save_model
+from catrec.models.layout import Layout, Packed, Padded
+from catrec.models.stack import ModelStack
+from catrec.runtime import dropout_seed, noise_seed
 from catrec.toy import generate_sequences
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -90,5 +96,44 @@ class LastItemModel(SequentialRecommender):
         with torch.no_grad():
             self.item_emb.weight.copy_(weight)
 
-    def encode(self, seq_emb: torch.Tensor, seqs: torch.Tensor) -> torch.Tensor:
+    def encode(self, seq_emb: torch.Tensor, layout: Layout) -> torch.Tensor:
         return seq_emb
+
+
+def stack_of(
+    model: SequentialRecommender, seed: int = 0, layout: type[Packed] | type[Padded] = Packed
+) -> ModelStack:
+    """``model`` as the stack of one run that every training computes on, with the dropout and noise
+    generators of a run seeded with ``seed`` (``catrec.training.Training`` on the CPU)."""
+    return ModelStack(
+        [model],
+        [torch.Generator().manual_seed(dropout_seed(seed))],
+        [torch.Generator().manual_seed(noise_seed(seed))],
+        layout,
+    )
+
+
+def stacked(batch: Batch) -> Batch:
+    """One run's (B, L) batch as the (1, B, L) batch of a stack of one."""
+    return Batch(**{item.name: getattr(batch, item.name).unsqueeze(0) for item in fields(batch)})
+
+
+def stack_loss(
+    model: SequentialRecommender,
+    batch: Batch,
+    loss: RunLoss = CLEAN_LOSS,
+    *,
+    seed: int = 0,
+    layout: type[Packed] | type[Padded] = Packed,
+    dropout: bool = True,
+) -> tuple[ModelStack, LossTerms, torch.Tensor]:
+    """``loss`` on ``model``'s one (B, L) ``batch`` as a training step computes it: the stack of one
+    (``stack_of``), its terms and Eq. 4.10's total, each (1,). ``dropout``: the step's masks are drawn
+    (training); False: none (as in evaluation). Gradients: ``stack.parameters[name].grad[0]``."""
+    stack = stack_of(model, seed, layout)
+    run_batch = stacked(batch)
+    coefficients = Coefficients.of([loss], batch.seqs.device)
+    if dropout:
+        stack.draw(run_batch.seqs)
+    terms = loss_terms(stack, run_batch, coefficients)
+    return stack, terms, total_loss(terms, coefficients)

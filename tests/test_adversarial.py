@@ -4,34 +4,46 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from conftest import LastItemModel
+from conftest import LastItemModel, stack_loss, stack_of, stacked
 
 from catrec.adversarial import (
+    CLEAN_LOSS,
     AdversarialConfig,
-    AdversarialLoss,
-    CascadeFactors,
+    Coefficients,
+    LossTerms,
+    RunLoss,
     check_cascade,
     fgsm_step,
-    loss_coefficients,
     make_loss,
     representation_gap,
 )
 from catrec.cascade import cascade_matrix
 from catrec.config import read_hparams, stage_keys
-from catrec.data.batches import Batch, iterate_batches
+from catrec.data.batches import Batch, Batches
 from catrec.data.sequences import SequenceData
 from catrec.errors import CatrecError
-from catrec.losses import bce_from_scores, bce_loss
+from catrec.losses import bce_from_scores
 from catrec.models import ModelConfig, SequentialRecommender, build_model, load_model, save_model
+from catrec.models.layout import LAYOUT_OF, Packed, StepMasks
 from catrec.provenance import code_provenance
+from catrec.runtime import dropout_seed, noise_seed
 from catrec.stages.cascade import write_cascade
 from catrec.stages.finetune import FinetuneRun, finetune, finetune_stack
-from catrec.vocabulary import ADVERSARIAL_KEYS_OF, CASCADE_TERMS, CASCADE_TERMS_OF, CURVE_COLUMNS
+from catrec.trainer import TrainConfig
+from catrec.training import Training
+from catrec.vocabulary import (
+    ADVERSARIAL_KEYS_OF,
+    CASCADE_TERMS,
+    CASCADE_TERMS_OF,
+    CURVE_COLUMNS,
+    METHOD_SPECS,
+)
 
 MAX_LEN, HIDDEN, BATCH_SIZE = 16, 16, 64
 TRAINED_METHODS = ("continued", "adv_linear", "adv_seq", "adv_global", *CASCADE_TERMS_OF)
@@ -46,6 +58,7 @@ METRICS_KEYS = {
     "selected_epoch",
     "run_id",
     "engine",
+    "capture",
     "device",
     "precision",
     *code_provenance(),  # code_digest, and git_commit and git_dirty in a git checkout
@@ -56,8 +69,8 @@ def make_hparams(method: str = "adv_cas", **overrides: Any) -> dict[str, Any]:
     """Exactly the ``--hparams`` keys ``catrec finetune`` reads for ``method``, as the pipeline passes."""
     hparams = {
         "seed": 0, "max_len": MAX_LEN, "batch_size": BATCH_SIZE, "lr": 0.01, "l2": 0.0, "epochs": 1,
-        "eval_every": 1, "checkpoint_every": 1, "bucket_by_length": True, "engine": "eager",
-        "precision": "fp32", "epoch_offset": 20,
+        "eval_every": 1, "checkpoint_every": 1, "bucket_by_length": True, "layout": "packed",
+        "capture": "auto", "precision": "fp32", "epoch_offset": 20,
         "epsilon": 1.0, "lambda1": 1.0, "lambda2": 1.0, "grad_norm_scope": "sequence", "init_noise": 1e-3,
         "perturb_space": "input", "model_selection": "best_valid",
     }  # fmt: skip
@@ -79,9 +92,64 @@ def new_model(name: str, num_items: int, seed: int = 0) -> SequentialRecommender
 
 def padded_batch(data: SequenceData, seed: int = 0, size: int = 48) -> Batch:
     """A batch of random users (no bucketing), so that it holds short, left-padded sequences."""
-    batch = next(iterate_batches(data, size, torch.Generator().manual_seed(seed), bucket_by_length=False))
+    generator = torch.Generator().manual_seed(seed)
+    batches = Batches(data, size, trim=True)
+    users, valid = batches.epoch(generator, bucket_by_length=False)
+    batch = batches.batch(users[0], valid[0], generator)
     assert (batch.seqs == 0).any() and (batch.seqs != 0).any()
     return batch
+
+
+def one_run(terms: LossTerms) -> LossTerms:
+    """The terms of a stack of one as its run's: each (1,) value a scalar, the perturbation (B, L, d)."""
+    values = {item.name: getattr(terms, item.name) for item in fields(terms)}
+    return LossTerms(**{name: None if value is None else value[0] for name, value in values.items()})
+
+
+def run_terms(model: SequentialRecommender, batch: Batch, loss: RunLoss, **options: Any) -> LossTerms:
+    """The terms of ``loss`` on ``model``'s ``batch`` as a training step computes them (``stack_loss``:
+    the step's dropout masks drawn, unless ``dropout=False``; generators of the run seeded ``seed``)."""
+    return one_run(stack_loss(model, batch, loss, **options)[1])
+
+
+def fgsm(gradient: torch.Tensor, real: torch.Tensor, epsilon: float, scope: str) -> torch.Tensor:
+    """``fgsm_step`` of one run's (B, L, d) gradient, as the step of a stack of one."""
+    return fgsm_step(gradient[None], real[None], torch.full((1, 1, 1, 1), epsilon), scope)[0]
+
+
+def run_gap(perturbed: torch.Tensor, clean: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """``representation_gap`` of one run's (B, L, d) representations, as in a stack of one."""
+    return representation_gap(perturbed[None], clean[None], real[None])[0]
+
+
+def cascade_factors(cascade: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """The level-1 factors 1/C (B, L) that a run with the cascade matrix ``cascade`` applies on ``batch``."""
+    loss = RunLoss(METHOD_SPECS["adv_cas"].terms, hand_config(), cascade)
+    return Coefficients.of([loss], cascade.device).factors(stacked(batch))[0]
+
+
+def encode_passes(
+    model: SequentialRecommender, batch: Batch
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Three training passes of ``model`` on ``batch`` (a stack of one): two passes of one step (one draw of
+    the step's dropout masks) and one of the next step (the next draw)."""
+    stack, run_batch = stack_of(model), stacked(batch)
+    seq_emb = stack.item_emb(run_batch.seqs)
+    with torch.no_grad():
+        stack.draw(run_batch.seqs)
+        first, again = (stack.encode(seq_emb, run_batch.seqs) for _ in range(2))
+        stack.draw(run_batch.seqs)
+        return first, again, stack.encode(seq_emb, run_batch.seqs)
+
+
+def clean_bce(model: SequentialRecommender, batch: Batch, seed: int = 0) -> torch.Tensor:
+    """L_B (Eq. 3.5) of ``model`` on ``batch``, computed outside the loss code, under the dropout masks the
+    first step of a run seeded ``seed`` draws (the first numbers of its dropout generator)."""
+    generator = torch.Generator().manual_seed(dropout_seed(seed))
+    rows, width = Packed.mask_rows(batch.seqs), model.dropout_width(batch.seqs.shape[1])
+    masks = StepMasks.draw(rows, width, model.config.dropout, generator)
+    reps = model.encode(model.item_emb(batch.seqs), Packed(batch.seqs, masks))
+    return bce_from_scores(model.score(reps, batch.pos), model.score(reps, batch.neg), batch.pos != 0)
 
 
 @pytest.fixture(scope="module")
@@ -100,12 +168,10 @@ def cascades(data: SequenceData) -> dict[str, torch.Tensor]:
     return {terms: cascade_matrix(data.train_inputs(), BATCH_SIZE, terms) for terms in CASCADE_TERMS}
 
 
-def adversarial_loss(
-    method: str, data: SequenceData, cascade: torch.Tensor, **overrides: Any
-) -> AdversarialLoss:
+def adversarial_loss(method: str, data: SequenceData, cascade: torch.Tensor, **overrides: Any) -> RunLoss:
     cascade_or_none = cascade if method in CASCADE_TERMS_OF else None
     loss = make_loss(method, make_hparams(method, **overrides), cascade_or_none, data)
-    assert isinstance(loss, AdversarialLoss)
+    assert loss.terms, "an adversarial loss: terms beside L_B"
     return loss
 
 
@@ -114,12 +180,14 @@ def adversarial_loss(
 def test_zero_epsilon_gives_back_the_clean_loss(
     model_name: str, method: str, data: SequenceData, cascade: torch.Tensor
 ) -> None:
-    model = new_model(model_name, data.num_items).train()
+    model = new_model(model_name, data.num_items)
     batch = padded_batch(data)
-    # Dropout is active: two plain passes differ, so equality below needs the replayed masks.
-    assert not torch.equal(model(batch.seqs), model(batch.seqs))
+    # Dropout is active: two steps' passes differ, so equality below needs the step's masks in every pass.
+    first, _, next_step = encode_passes(model, batch)
+    assert not torch.equal(first, next_step)
     loss = adversarial_loss(method, data, cascade, epsilon=0.0)
-    terms = loss.terms(model, batch)
+    stack, stacked_terms, total = stack_loss(model, batch, loss)
+    terms = one_run(stacked_terms)
     for perturbed in (terms.adv2, terms.adv_seq):
         if perturbed is not None:
             assert torch.equal(perturbed, terms.clean)
@@ -127,20 +195,8 @@ def test_zero_epsilon_gives_back_the_clean_loss(
         assert terms.adv1.item() == 0.0
     if terms.perturbation is not None:
         assert (terms.perturbation == 0).all()
-    loss(model, batch).backward()
-    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in model.parameters())
-
-
-def fix_dropout(model: SequentialRecommender, seed: int = 7) -> SequentialRecommender:
-    """Every ``encode`` of ``model`` (in ``bce_loss`` and in every adversarial pass) draws the same masks."""
-    encode = model.encode
-
-    def replayed(seq_emb: torch.Tensor, seqs: torch.Tensor) -> torch.Tensor:
-        torch.manual_seed(seed)
-        return encode(seq_emb, seqs)
-
-    model.encode = replayed  # type: ignore[method-assign]
-    return model
+    total.sum().backward()
+    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in stack.parameters.values())
 
 
 @pytest.mark.parametrize("model_name", ["sasrec", "gru4rec"])
@@ -151,33 +207,33 @@ def test_zero_epsilon_loss_is_the_clean_bce_loss(
     # At epsilon = 0 every perturbed BCE term is L_B itself and L_adv-1 is 0, so Eq. 4.10 gives
     # (1 + lambda2) L_B (levels 1 and 2), adv_seq L_B + L_B, continued L_B: with distinct lambdas, any term
     # that is not its clean counterpart, or a wrong weight, shows.
-    model = new_model(model_name, data.num_items).train()
+    model = new_model(model_name, data.num_items)
     batch = padded_batch(data)
-    assert model.config.dropout > 0 and model.training
-    assert not torch.equal(model(batch.seqs), model(batch.seqs)), "dropout is active"
-    fix_dropout(model)
-    assert torch.equal(model(batch.seqs), model(batch.seqs)), "and replayed in every pass"
+    assert model.config.dropout > 0
+    first, again, next_step = encode_passes(model, batch)
+    assert not torch.equal(first, next_step), "dropout is active"
+    assert torch.equal(first, again), "and the step's masks are applied in every pass"
     hparams = make_hparams(method, epsilon=0.0, lambda1=0.7, lambda2=0.3)
-    loss_fn = make_loss(method, hparams, cascade if method in CASCADE_TERMS_OF else None, data)
-    clean = bce_loss(model, batch)
+    loss = make_loss(method, hparams, cascade if method in CASCADE_TERMS_OF else None, data)
+    clean = clean_bce(model, batch)  # under the masks of the step below
     weight = {"continued": 1.0, "adv_linear": 1.3, "adv_seq": 2.0}.get(method, 1.3)
-    torch.testing.assert_close(loss_fn(model, batch), weight * clean)
-    if isinstance(loss_fn, AdversarialLoss):
-        terms = loss_fn.terms(model, batch)
-        torch.testing.assert_close(terms.clean, clean)
+    _, terms, total = stack_loss(model, batch, loss)
+    torch.testing.assert_close(total[0], weight * clean)
+    if loss.terms:
+        torch.testing.assert_close(terms.clean[0], clean)
     else:
-        assert method == "continued" and loss_fn is bce_loss
+        assert method == "continued" and loss == CLEAN_LOSS
 
 
+@pytest.mark.parametrize("layout", list(LAYOUT_OF))
 @pytest.mark.parametrize("model_name", ["sasrec", "gru4rec"])
 @pytest.mark.parametrize("method", ["adv_seq", "adv_global", "adv_cas"])
 def test_padding_is_never_perturbed(
-    model_name: str, method: str, data: SequenceData, cascade: torch.Tensor
+    model_name: str, method: str, layout: str, data: SequenceData, cascade: torch.Tensor
 ) -> None:
     batch = padded_batch(data)
-    terms = adversarial_loss(method, data, cascade).terms(
-        new_model(model_name, data.num_items).train(), batch
-    )
+    loss = adversarial_loss(method, data, cascade)
+    terms = run_terms(new_model(model_name, data.num_items), batch, loss, layout=LAYOUT_OF[layout])
     assert terms.perturbation is not None
     real = batch.seqs != 0
     assert (terms.perturbation[~real] == 0).all()
@@ -213,9 +269,9 @@ def test_sequence_step_has_norm_epsilon_in_its_space_within_its_scope(
     # Equal budgets: whatever the cascade factors, the step has total norm epsilon within its scope, measured
     # in the network's input (sqrt(d) E[seqs] for SASRec) or on the embedding rows themselves.
     batch = padded_batch(data)
-    model = new_model("sasrec", data.num_items).train()
+    model = new_model("sasrec", data.num_items)
     loss = adversarial_loss(method, data, cascade, epsilon=2.5, grad_norm_scope=scope, perturb_space=space)
-    terms = loss.terms(model, batch)
+    terms = run_terms(model, batch, loss)
     assert terms.perturbation is not None
     step = input_space(model, terms.perturbation) if space == "input" else terms.perturbation
     norms = scope_norms(step, batch.seqs != 0, scope)
@@ -228,11 +284,11 @@ def test_sasrec_input_space_step_is_smaller_on_the_embedding_rows(
 ) -> None:
     # Level 1 (adv_global, scope batch) and adv_seq: the explicit form of the issue's check.
     batch = padded_batch(data)
-    model = new_model("sasrec", data.num_items).train()
+    model = new_model("sasrec", data.num_items)
     loss = adversarial_loss(
         method, data, cascade, epsilon=3.0, grad_norm_scope="batch", perturb_space="input"
     )
-    terms = loss.terms(model, batch)
+    terms = run_terms(model, batch, loss)
     assert terms.perturbation is not None
     torch.testing.assert_close(input_space(model, terms.perturbation).norm(), torch.tensor(3.0))
     torch.testing.assert_close(terms.perturbation.norm(), torch.tensor(3.0 / HIDDEN**0.5))
@@ -243,12 +299,12 @@ def test_gru4rec_input_and_embedding_spaces_coincide(
     method: str, data: SequenceData, cascade: torch.Tensor
 ) -> None:
     batch = padded_batch(data)
-    model = new_model("gru4rec", data.num_items).train()
+    model = new_model("gru4rec", data.num_items)
     steps = {}
     for space in ("input", "embedding"):
-        torch.manual_seed(5)  # same random start and dropout masks for both
         loss = adversarial_loss(method, data, cascade, grad_norm_scope="batch", perturb_space=space)
-        steps[space] = loss.terms(model, batch).perturbation
+        # Generators in the same states: the same random start and dropout masks for both.
+        steps[space] = run_terms(model, batch, loss, seed=5).perturbation
         assert steps[space] is not None
         torch.testing.assert_close(steps[space].norm(), torch.tensor(1.0))
     torch.testing.assert_close(steps["input"], steps["embedding"], rtol=0, atol=0)
@@ -259,14 +315,14 @@ def same_state_steps(
 ) -> tuple[Batch, dict[str, torch.Tensor]]:
     """The level-1 steps (input space, scope batch) of ``methods`` on one batch from the same RNG state."""
     batch = padded_batch(data, seed=seed)
-    model = new_model("sasrec", data.num_items).train()
+    model = new_model("sasrec", data.num_items)
     steps = {}
     for method in methods:
         hparams = make_hparams(method, grad_norm_scope="batch", perturb_space="input")
         loss = make_loss(method, hparams, cascades.get(CASCADE_TERMS_OF.get(method, "")), data)
-        assert isinstance(loss, AdversarialLoss)
-        torch.manual_seed(100 + seed)  # same random start and dropout masks for every method
-        steps[method] = input_space(model, loss.terms(model, batch).perturbation)
+        assert loss.terms
+        # Generators in the same states: the same random start and dropout masks for every method.
+        steps[method] = input_space(model, run_terms(model, batch, loss, seed=100 + seed).perturbation)
     return batch, steps
 
 
@@ -299,7 +355,7 @@ def test_cascade_moves_the_budget_to_low_cascade_positions(data: SequenceData, c
         batch, steps = same_state_steps(data, {"both": cascade}, ("adv_global", "adv_cas"), seed)
         real = batch.seqs != 0
         torch.testing.assert_close(steps["adv_global"].norm(), steps["adv_cas"].norm())
-        factors = CascadeFactors(cascade)(batch)
+        factors = cascade_factors(cascade, batch)
         high = real & (factors > factors[real].median())
         high_share = {}
         for method, step in steps.items():
@@ -317,42 +373,47 @@ def test_level1_step_is_the_cascade_weighted_gradient_normalised_once(
 ) -> None:
     # The step, rebuilt from its definition: a random start (1/C-weighted, norm init_noise), the gradient of
     # ||f(S + start) - f(S)|| there, weighted by 1/C ONCE, normalised to epsilon in the chosen space.
-    # Evaluation mode: no dropout, so the only random numbers drawn are those of the start.
-    model = new_model("sasrec", data.num_items).eval()
+    # No dropout (no masks drawn, as in evaluation), so the only random numbers drawn are those of the start:
+    # the run's noise generator, seeded 11.
+    model = new_model("sasrec", data.num_items)
     batch = padded_batch(data)
     real = batch.seqs != 0
     overrides = {"epsilon": 2.0, "init_noise": 0.05, "grad_norm_scope": scope, "perturb_space": space}
     loss = adversarial_loss("adv_cas", data, cascade, **overrides)
-    torch.manual_seed(11)
-    terms = loss.terms(model, batch)
+    terms = run_terms(model, batch, loss, seed=11, dropout=False)
     assert terms.perturbation is not None
 
     scale = model.input_scale if space == "input" else 1.0
-    factors = CascadeFactors(cascade)(batch).unsqueeze(-1)
+    factors = cascade_factors(cascade, batch).unsqueeze(-1)
     seq_emb = model.item_emb(batch.seqs).detach()
-    torch.manual_seed(11)
-    start = fgsm_step(factors * torch.randn_like(seq_emb), real, 0.05 / scale, scope)
+    noise = torch.randn(seq_emb.shape, generator=torch.Generator().manual_seed(noise_seed(11)))
+    start = fgsm(factors * noise, real, 0.05 / scale, scope)
     probe = (seq_emb + start).requires_grad_()
     with torch.no_grad():
-        clean = model.encode(seq_emb, batch.seqs)
-    (gradient,) = torch.autograd.grad(representation_gap(model.encode(probe, batch.seqs), clean, real), probe)
-    expected = fgsm_step(factors * gradient, real, 2.0 / scale, scope)
+        clean = model.encode(seq_emb, Packed(batch.seqs))
+    (gradient,) = torch.autograd.grad(run_gap(model.encode(probe, Packed(batch.seqs)), clean, real), probe)
+    expected = fgsm(factors * gradient, real, 2.0 / scale, scope)
     torch.testing.assert_close(terms.perturbation, expected, rtol=1e-4, atol=1e-6)
     # Weighting twice (or not at all) would give a measurably different step.
     for wrong in (factors**2 * gradient, gradient):
-        assert not torch.allclose(terms.perturbation, fgsm_step(wrong, real, 2.0 / scale, scope), atol=1e-4)
+        assert not torch.allclose(terms.perturbation, fgsm(wrong, real, 2.0 / scale, scope), atol=1e-4)
 
 
 def toy_trained(name: str, data: SequenceData, epochs: int = 10) -> SequentialRecommender:
     """A model trained briefly on the clean BCE: unlike a fresh one, f(S) has clearly preferred directions."""
-    model = new_model(name, data.num_items).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
-    generator = torch.Generator().manual_seed(0)
+    model = new_model(name, data.num_items)
+    schedule = TrainConfig(
+        seed=0, batch_size=BATCH_SIZE, lr=0.01, l2=0.0, epochs=epochs, eval_every=epochs,
+        checkpoint_every=epochs, bucket_by_length=True, layout="packed", capture=False, precision="fp32",
+    )  # fmt: skip
+    training = Training([model], data, [CLEAN_LOSS], [0], schedule, torch.device("cpu"))
     for _ in range(epochs):
-        for batch in iterate_batches(data, BATCH_SIZE, generator, bucket_by_length=True):
-            optimizer.zero_grad()
-            bce_loss(model, batch).backward()
-            optimizer.step()
+        users, valid = training.epoch_inputs()
+        for batch_users, batch_valid in zip(users, valid, strict=True):
+            training.users.copy_(batch_users)
+            training.valid.copy_(batch_valid)
+            training.step()
+    training.stack.write_back()
     return model
 
 
@@ -372,21 +433,21 @@ def run_inputs(tmp_path_factory: pytest.TempPathFactory, toy_data_dir: Path, dat
 def test_level1_step_moves_the_representation_more_than_a_random_one(
     model_name: str, data: SequenceData, cascade: torch.Tensor, run_inputs: Path
 ) -> None:
-    # Evaluation mode (load_model's): no dropout, so both gaps are measured on the same deterministic f.
+    # No dropout (no masks drawn, as in evaluation), so both gaps are measured on the same deterministic f.
     model = load_model(run_inputs / f"{model_name}.pt", "cpu")
     loss = adversarial_loss("adv_global", data, cascade, epsilon=0.5)
     adversarial, random = [], []
     for seed in range(4):
         batch = padded_batch(data, seed=seed)
-        terms = loss.terms(model, batch)
+        terms = run_terms(model, batch, loss, seed=seed, dropout=False)
         assert terms.adv1 is not None
         real = batch.seqs != 0
         seq_emb = model.item_emb(batch.seqs).detach()
         # The same norm in the same (input) space as the adversarial step: 0.5 on sqrt(d) E[seqs] for SASRec.
-        direction = fgsm_step(torch.randn_like(seq_emb), real, 0.5 / model.input_scale, "sequence")
+        direction = fgsm(torch.randn_like(seq_emb), real, 0.5 / model.input_scale, "sequence")
         with torch.no_grad():
-            clean = model.encode(seq_emb, batch.seqs)
-            random.append(representation_gap(model.encode(seq_emb + direction, batch.seqs), clean, real))
+            clean = model.encode(seq_emb, Packed(batch.seqs))
+            random.append(run_gap(model.encode(seq_emb + direction, Packed(batch.seqs)), clean, real))
         adversarial.append(terms.adv1.detach())
     assert torch.stack(adversarial).mean() > 1.5 * torch.stack(random).mean()
 
@@ -397,10 +458,13 @@ def test_batch_factors_are_the_inverse_cascade_of_the_trimmed_columns(
 ) -> None:
     generator = torch.Generator().manual_seed(0)
     widths = set()
-    for batch in iterate_batches(data, 32, generator, bucket_by_length=bucket_by_length):
+    batches = Batches(data, 32, trim=True)  # the packed layout's trimmed batches
+    users, valid = batches.epoch(generator, bucket_by_length)
+    for batch_users, batch_valid in zip(users, valid, strict=True):
+        batch = batches.batch(batch_users, batch_valid, generator)
         real = batch.seqs != 0
         widths.add(batch.seqs.shape[1])
-        factors = CascadeFactors(cascade)(batch)
+        factors = cascade_factors(cascade, batch)
         assert torch.equal(factors > 0, real), "the last L columns of C line up with the trimmed batch"
         rows = cascade[batch.users, -batch.seqs.shape[1] :]
         torch.testing.assert_close(factors[real], rows[real].reciprocal(), rtol=0, atol=0)
@@ -572,11 +636,11 @@ def test_eq_4_6_representation_gap_is_the_mean_norm_over_real_positions_by_hand(
     clean = torch.zeros(2, 2, 2)
     perturbed = torch.tensor([[[3.0, 4.0], [100.0, 100.0]], [[6.0, 8.0], [1.0, 0.0]]])
     real = torch.tensor([[True, False], [True, True]])
-    gap = representation_gap(perturbed, clean, real)
+    gap = run_gap(perturbed, clean, real)
     # Eq. 4.6: ||w_hat - w||_2 (not squared: 42), averaged over the 3 real positions (not over all 4: 4.0,
     # nor per sequence first: 5.25): (5 + 10 + 1) / 3.
     assert gap.item() == pytest.approx(16 / 3)
-    assert representation_gap(clean + 1.0, clean + 1.0, real).item() == 0.0
+    assert run_gap(clean + 1.0, clean + 1.0, real).item() == 0.0
 
 
 @pytest.mark.parametrize(
@@ -587,8 +651,8 @@ def test_eq_4_6_representation_gap_is_the_mean_norm_over_real_positions_by_hand(
     [("position", 0.5), ("batch", 0.5 / 3**0.5), ("sequence", (0.5 + 2 * 0.5 / 2**0.5) / 3)],
 )
 def test_eq_4_6_level1_loss_of_adv_global_by_hand(scope: str, expected: float) -> None:
-    loss = AdversarialLoss(hand_config(grad_norm_scope=scope), sequence="representation", linear=False)
-    terms = loss.terms(LastItemModel(HAND_EMBEDDING), hand_batch())
+    loss = RunLoss(("representation",), hand_config(grad_norm_scope=scope))  # level 1 alone
+    terms = run_terms(LastItemModel(HAND_EMBEDDING), hand_batch(), loss)
     assert terms.adv1 is not None and terms.perturbation is not None
     assert terms.adv1.item() == pytest.approx(expected, rel=1e-5)
     # L_adv-1 is Eq. 4.6 of the step actually taken: the mean over real positions of ||A_t||.
@@ -626,8 +690,8 @@ def eq_4_8_by_hand(batch: Batch, epsilon: float, scope: str) -> float:
 @pytest.mark.parametrize("scope", ["batch", "sequence", "position"])
 def test_eq_4_8_level2_loss_by_hand(scope: str) -> None:
     batch = hand_batch()
-    loss = AdversarialLoss(hand_config(grad_norm_scope=scope), sequence=None, linear=True)
-    terms = loss.terms(LastItemModel(HAND_EMBEDDING), batch)
+    loss = RunLoss(("linear",), hand_config(grad_norm_scope=scope))  # level 2 alone
+    terms = run_terms(LastItemModel(HAND_EMBEDDING), batch, loss)
     assert terms.adv2 is not None
     assert terms.adv2.item() == pytest.approx(eq_4_8_by_hand(batch, 0.5, scope), rel=1e-5)
     # The ascent steps of Eq. 4.9 raise the BCE: L_adv-2 > L_B (the same formula at epsilon 0).
@@ -639,20 +703,18 @@ def test_eq_4_10_total_is_clean_plus_lambda_weighted_terms_by_hand() -> None:
     # Eq. 4.10 at epsilon > 0 (at epsilon 0, L_adv-1 = 0 hides lambda1):
     # L_B + lambda1 L_adv-1 + lambda2 L_adv-2.
     model, batch = LastItemModel(HAND_EMBEDDING), hand_batch()
-    loss = AdversarialLoss(hand_config(), sequence="representation", linear=True)
-    torch.manual_seed(0)
-    terms = loss.terms(model, batch)
+    loss = RunLoss(("representation", "linear"), hand_config())  # adv_global's terms
+    terms = run_terms(model, batch, loss, seed=0)
     assert terms.adv1 is not None and terms.adv2 is not None
     assert terms.adv1.item() == pytest.approx(0.5, rel=1e-5)
     assert terms.adv2.item() == pytest.approx(eq_4_8_by_hand(batch, 0.5, "position"), rel=1e-5)
-    torch.manual_seed(0)
-    total = loss(model, batch)
+    _, _, total = stack_loss(model, batch, loss, seed=0)  # the same generator states: the same step
     assert total.item() == pytest.approx(terms.clean.item() + 0.7 * 0.5 + 0.3 * terms.adv2.item(), rel=1e-5)
     # adv_seq: L_B + L_B(S + step), unweighted.
-    seq = AdversarialLoss(hand_config(), sequence="bce", linear=False)
-    seq_terms = seq.terms(model, batch)
+    seq = RunLoss(("bce",), hand_config())
+    _, seq_terms, seq_total = stack_loss(model, batch, seq)
     assert seq_terms.adv_seq is not None
-    torch.testing.assert_close(seq(model, batch), seq_terms.clean + seq_terms.adv_seq)
+    torch.testing.assert_close(seq_total, seq_terms.clean + seq_terms.adv_seq)
 
 
 def first_order_increase(
@@ -676,18 +738,18 @@ def test_eq_4_7_4_9_every_perturbed_bce_term_is_an_ascent_step(
     # the first-order rise along the gradient; a step against it would lower the loss by as much. Float64
     # and evaluation mode (no dropout) keep the second-order remainder and the rounding far below that.
     epsilon = 1e-4
-    model = new_model(model_name, data.num_items).double().eval()
+    model = new_model(model_name, data.num_items).double()
     batch = padded_batch(data)
     hparams = make_hparams(method, epsilon=epsilon, grad_norm_scope=scope, perturb_space="embedding")
     loss = make_loss(method, hparams, cascades.get(CASCADE_TERMS_OF.get(method, "")), data)
-    assert isinstance(loss, AdversarialLoss)
-    terms = loss.terms(model, batch)
+    assert loss.terms
+    terms = run_terms(model, batch, loss, dropout=False)
     perturbed = terms.adv_seq if method == "adv_seq" else terms.adv2
     assert perturbed is not None
 
     mask = batch.pos != 0
     seq_emb = model.item_emb(batch.seqs).detach().requires_grad_()
-    reps = model.encode(seq_emb, batch.seqs)
+    reps = model.encode(seq_emb, Packed(batch.seqs))
     pos_emb, neg_emb = model.item_emb(batch.pos).detach(), model.item_emb(batch.neg).detach()
     if method == "adv_seq":
         leaves, real = [seq_emb], batch.seqs != 0
@@ -703,28 +765,36 @@ def test_eq_4_7_4_9_every_perturbed_bce_term_is_an_ascent_step(
     assert (perturbed - terms.clean).item() == pytest.approx(expected, rel=0.02)
 
 
-def test_make_loss_and_adversarial_loss_refuse_what_they_do_not_know(data: SequenceData) -> None:
+def test_make_loss_and_the_method_table_refuse_what_they_do_not_know(data: SequenceData) -> None:
     with pytest.raises(
         CatrecError, match=r"method 'base' has no training loss \(one of continued, adv_linear, "
     ):
         make_loss("base", make_hparams("adv_linear"), None, data)
-    with pytest.raises(ValueError, match="unknown sequence perturbation 'both'"):
-        AdversarialLoss(hand_config(), sequence="both", linear=True)
-    with pytest.raises(ValueError, match="is not a loss of catrec.adversarial.make_loss"):
-        loss_coefficients(representation_gap)
+    # A loss is built from the method table alone: an unknown method (or perturbation) has none, and every
+    # term of the table is one that ``loss_terms`` computes (none is silently skipped).
+    with pytest.raises(CatrecError, match=r"method 'adv_both' has no training loss"):
+        make_loss("adv_both", make_hparams("adv_linear"), None, data)
+    assert {term for spec in METHOD_SPECS.values() for term in spec.terms} == {
+        "bce",
+        "representation",
+        "linear",
+    }
+    # What make_loss returns is the method's own loss: its terms from the table, nothing to unwrap or call.
+    for method, spec in METHOD_SPECS.items():
+        hparams = make_hparams(method)
+        cascade = cascade_matrix(data.train_inputs(), BATCH_SIZE, spec.cascade) if spec.cascade else None
+        loss = make_loss(method, hparams, cascade, data)
+        assert isinstance(loss, RunLoss) and not callable(loss) and loss.terms == spec.terms
 
 
 def test_eq_4_6_one_real_position_is_its_own_mean() -> None:
     # Eq. 4.6 averaged over one real position is that position's norm (the mean divides by 1, not by 2).
-    gap = representation_gap(
+    gap = run_gap(
         torch.tensor([[[9.0, 9.0], [3.0, 4.0]]]), torch.zeros(1, 2, 2), torch.tensor([[False, True]])
     )
     assert gap.item() == pytest.approx(5.0)
     # No real position: 0, not NaN.
-    assert (
-        representation_gap(torch.ones(1, 2, 2), torch.zeros(1, 2, 2), torch.zeros(1, 2, dtype=torch.bool))
-        == 0
-    )
+    assert run_gap(torch.ones(1, 2, 2), torch.zeros(1, 2, 2), torch.zeros(1, 2, dtype=torch.bool)) == 0
 
 
 @pytest.mark.parametrize("model_name", ["sasrec", "gru4rec"])
@@ -733,16 +803,16 @@ def test_eq_4_6_level1_loss_is_the_gap_of_the_step_taken(
 ) -> None:
     # L_adv-1 = mean over real positions of ||f(S + A/C) - f(S)||, A the step reported (Eq. 4.6): with the
     # nonlinear networks, f(S - A) gives a measurably different gap, so the sign of A in it shows too.
-    model = new_model(model_name, data.num_items).eval()
+    model = new_model(model_name, data.num_items)
     batch = padded_batch(data)
-    terms = adversarial_loss("adv_cas", data, cascade, epsilon=3.0).terms(model, batch)
+    terms = run_terms(model, batch, adversarial_loss("adv_cas", data, cascade, epsilon=3.0), dropout=False)
     assert terms.adv1 is not None and terms.perturbation is not None
     real = batch.seqs != 0
     seq_emb = model.item_emb(batch.seqs).detach()
     with torch.no_grad():
-        clean = model.encode(seq_emb, batch.seqs)
+        clean = model.encode(seq_emb, Packed(batch.seqs))
         gaps = {
-            sign: (model.encode(seq_emb + sign * terms.perturbation, batch.seqs) - clean)
+            sign: (model.encode(seq_emb + sign * terms.perturbation, Packed(batch.seqs)) - clean)
             .norm(dim=-1)[real]
             .mean()
             for sign in (1, -1)
@@ -753,7 +823,7 @@ def test_eq_4_6_level1_loss_is_the_gap_of_the_step_taken(
 
 def stack_run(method: str, out: Path, inputs: Path, **overrides: Any) -> FinetuneRun:
     terms = CASCADE_TERMS_OF.get(method)
-    hparams = make_hparams(method, **{"engine": "static", **overrides})
+    hparams = make_hparams(method, **{"layout": "padded", **overrides})
     directory = out / method
     return FinetuneRun(
         method, hparams, inputs / f"{terms}.pt" if terms else None, directory / "model.pt",
@@ -779,8 +849,8 @@ def test_a_stack_writes_for_each_run_what_its_run_alone_writes(
 
     stacked = stack()
     for method in methods:
-        alone = run_finetune(method, "sasrec", toy_data_dir, run_inputs, tmp_path / method, engine="static")
-        assert alone["run_id"] == stacked[method]["run_id"] and alone["engine"] == "static"
+        alone = run_finetune(method, "sasrec", toy_data_dir, run_inputs, tmp_path / method, layout="padded")
+        assert alone["run_id"] == stacked[method]["run_id"] and alone["engine"] == "padded"
         for split in ("valid", "test"):
             assert stacked[method][split] == pytest.approx(alone[split], rel=1e-6), (method, split)
     curve = (tmp_path / "stack" / "adv_seq" / "curve.csv").read_text()
@@ -805,9 +875,9 @@ def test_finetune_stack_refuses_what_it_cannot_stack(
         stack(
             [stack_run("adv_seq", tmp_path, run_inputs), stack_run("adv_cas", tmp_path, run_inputs, lr=0.1)]
         )
-    with pytest.raises(CatrecError, match="eager engine trains one run"):
-        stack([stack_run("adv_seq", tmp_path, run_inputs, engine="eager"),
-               stack_run("adv_cas", tmp_path, run_inputs, engine="eager")])  # fmt: skip
+    with pytest.raises(CatrecError, match="the packed layout trains one run at a time, not a stack of 2"):
+        stack([stack_run("adv_seq", tmp_path, run_inputs, layout="packed"),
+               stack_run("adv_cas", tmp_path, run_inputs, layout="packed")])  # fmt: skip
     with pytest.raises(CatrecError, match="lacks checkpoint"):
         FinetuneRun.from_json({"method": "adv_seq", "hparams": {}})
 
@@ -828,8 +898,8 @@ def test_eq_4_10_each_method_computes_exactly_the_terms_of_its_equation(
 ) -> None:
     hparams = make_hparams(method)
     loss = make_loss(method, hparams, cascades.get(CASCADE_TERMS_OF.get(method, "")), data)
-    assert isinstance(loss, AdversarialLoss)
-    terms = loss.terms(new_model("sasrec", data.num_items), padded_batch(data))
+    assert loss.terms == METHOD_SPECS[method].terms
+    terms = run_terms(new_model("sasrec", data.num_items), padded_batch(data), loss)
     computed = {name for name in ("adv1", "adv2", "adv_seq") if getattr(terms, name) is not None}
     assert computed == TERMS_OF[method]
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from catrec.adversarial import CLEAN_LOSS
 from catrec.attack import (
     AttackConfig,
     attack_rows,
@@ -28,7 +29,6 @@ from catrec.config import read_hparams
 from catrec.data.item_sets import ItemSets
 from catrec.data.sequences import SequenceData
 from catrec.errors import CatrecError
-from catrec.losses import bce_loss
 from catrec.models import ModelConfig, SequentialRecommender, build_model, save_model
 from catrec.stages.attack import run_attacks
 from catrec.trainer import TrainConfig, evaluate, fit
@@ -44,7 +44,8 @@ TOY_HPARAMS = {
     "lr": 0.005,
     "l2": 1e-5,
     "bucket_by_length": True,
-    "engine": "eager",
+    "layout": "packed",
+    "capture": False,
     "precision": "fp32",
 }
 ATTACK_HPARAMS = {
@@ -96,7 +97,7 @@ def trained(
     fit(
         model,
         data,
-        bce_loss,
+        CLEAN_LOSS,
         TrainConfig.from_hparams(TOY_HPARAMS),
         phase="pretrain",
         curve_path=work / "c.csv",

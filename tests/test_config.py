@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from conftest import REPO_ROOT
 
 from catrec.cli import main
@@ -67,7 +68,9 @@ def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
         (_set("epsilon_sweep.values", [1, float("-inf")]), "epsilon_sweep.values.1"),
         (_set("train.pretrain_epochs", 3.0), "train.pretrain_epochs"),
         (_set("train.bucket_by_length", 1), "train.bucket_by_length"),
-        (_set("train.engine", "graph"), "train.engine"),
+        (_set("train.layout", "eager"), "train.layout"),
+        (_set("train.capture", "yes"), "train.capture"),
+        (_set("train.capture", 1), "train.capture"),
         (_set("download.max_bytes", 0), "download.max_bytes"),
         (_set("download.deadline_s", float("inf")), "download.deadline_s"),
         (_set("download.timeout", 5), "download.timeout"),
@@ -85,6 +88,73 @@ def test_invalid_config_names_the_key(
     mutate(config)
     with pytest.raises(CatrecError, match=rf"^invalid config key '{key}': [^\n]+$"):
         validate_config(config)
+
+
+def _with_engine(config: dict[str, Any], engine: str) -> dict[str, Any]:
+    """``config`` as an earlier config wrote its training path: ``train.engine``, no layout or capture."""
+    config = copy.deepcopy(config)
+    del config["train"]["layout"], config["train"]["capture"]
+    config["train"]["engine"] = engine
+    return config
+
+
+@pytest.mark.parametrize(("engine", "layout"), [("eager", "packed"), ("static", "padded"), ("auto", "auto")])
+def test_an_earlier_config_with_train_engine_still_validates(
+    paper_config: dict[str, Any], engine: str, layout: str
+) -> None:
+    """An earlier config's engines were today's layouts: eager packed, static padded (captured on CUDA,
+    as ``capture: auto`` does)."""
+    train = validate_config(_with_engine(paper_config, engine))["train"]
+    assert (train["layout"], train["capture"]) == (layout, "auto") and "engine" not in train
+
+
+def test_the_committed_configs_still_validate() -> None:
+    """Every config committed under docs/evidence/ validates as written, read as its runs were: the keys
+    added since (precision fp32, no stack, capture auto) and its engine as a layout (none: eager)."""
+    expected = {
+        "beauty-cpu": "packed",
+        "beauty-gpu-attempt": "packed",
+        "beauty-paper-schedule": "packed",
+        "paper-cost-cpu": "auto",
+    }
+    committed = sorted(path.parent.name for path in (REPO_ROOT / "docs" / "evidence").glob("*/config.yaml"))
+    assert committed == sorted(expected)
+    for name, layout in expected.items():
+        config = yaml.safe_load((REPO_ROOT / "docs" / "evidence" / name / "config.yaml").read_text())
+        assert "layout" not in config["train"], name
+        train = validate_config(config)["train"]
+        assert (train["layout"], train["capture"], train["precision"]) == (layout, "auto", "fp32"), name
+
+
+def test_train_engine_is_refused_beside_train_layout_or_with_an_unknown_value(
+    paper_config: dict[str, Any],
+) -> None:
+    both = _with_engine(paper_config, "static")
+    both["train"]["layout"] = "padded"
+    with pytest.raises(CatrecError, match=r"^invalid config key 'train\.engine': set train\.layout alone"):
+        validate_config(both)
+    with pytest.raises(CatrecError, match=r"^invalid config key 'train\.engine': [^\n]+$"):
+        validate_config(_with_engine(paper_config, "graph"))
+    neither = copy.deepcopy(paper_config)
+    del neither["train"]["layout"]
+    # A config from before `engine` existed: every run then was eager, i.e. packed.
+    assert validate_config(neither)["train"]["layout"] == "packed"
+    # capture has a default: a config without it captures wherever it can.
+    no_capture = copy.deepcopy(paper_config)
+    del no_capture["train"]["capture"]
+    assert validate_config(no_capture)["train"]["capture"] == "auto"
+
+
+def test_stacking_needs_a_layout_that_can_stack(paper_config: dict[str, Any]) -> None:
+    config = copy.deepcopy(paper_config)
+    config["train"].update(stack=True, layout="packed")
+    with pytest.raises(
+        CatrecError, match=r"^invalid config key 'train\.layout': the packed layout trains one"
+    ):
+        validate_config(config)
+    for layout in ("padded", "auto"):
+        config["train"]["layout"] = layout
+        validate_config(copy.deepcopy(config))
 
 
 def test_non_finite_number_is_named(paper_config: dict[str, Any]) -> None:

@@ -128,6 +128,9 @@ def test_gpu_check_runs_to_the_end_on_the_bare_copy(
     assert all(line.split()[1:3] == ["exit", "0"] for line in lines), summary
     assert {f"{check}.txt" for check in CHECKS} | {"paper_cost.json"} <= {path.name for path in out.iterdir()}
     assert "snakemake 9.27.1" in (out / "install.txt").read_text()  # from .gpu/, not from the machine
+    # train_speed's table holds the step's achieved GFLOP/s against the measured matmul peak (issue 31).
+    speed = (out / "train_speed.txt").read_text()
+    assert "random step GFLOP/s | of matmul peak |" in speed and "| beauty | sasrec |" in speed
     log = (out / "snakemake.txt").read_text()
     metrics = re.search(
         r"^== \S+/metrics/beauty/sasrec/seed1/adv_cas/eps10\.json\n(.*?)(?=^== |\Z)", log, re.M | re.S

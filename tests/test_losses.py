@@ -6,10 +6,10 @@ import math
 
 import pytest
 import torch
-from conftest import LastItemModel
+from conftest import LastItemModel, stack_loss
 
 from catrec.data.batches import Batch
-from catrec.losses import bce_from_scores, bce_loss
+from catrec.losses import bce_from_scores
 
 
 def test_eq_3_5_one_real_position_by_hand() -> None:
@@ -39,4 +39,7 @@ def test_eq_3_4_3_5_bce_loss_of_a_model_by_hand() -> None:
         neg=torch.tensor([[0, 3]]),
     )
     expected = -(math.log(1 / (1 + math.exp(-2.0))) + math.log(0.5))
-    assert bce_loss(model, batch).item() == pytest.approx(expected)
+    # The clean loss L_B of a training step (the method-free loss of pretraining), on a stack of one.
+    _, terms, total = stack_loss(model, batch)
+    assert terms.clean.item() == pytest.approx(expected)
+    assert total.item() == pytest.approx(expected)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from catrec.models import ModelConfig, SequentialRecommender, build_model
+from catrec.models.layout import LAYOUT_OF, StepMasks
 
 NUM_ITEMS, MAX_LEN, HIDDEN = 40, 12, 16
 
@@ -22,7 +23,7 @@ def model(request: pytest.FixtureRequest) -> SequentialRecommender:
     config = ModelConfig(
         num_items=NUM_ITEMS, max_len=MAX_LEN, hidden_size=HIDDEN, dropout=0.2, **VARIANTS[request.param]
     )
-    return build_model(config).eval()
+    return build_model(config)
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
@@ -86,32 +87,47 @@ def test_left_padding_and_trimming_leave_outputs_unchanged(model: SequentialReco
     torch.testing.assert_close(model(short)[short != 0], reps[1:, -4:][short != 0], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("layout", list(LAYOUT_OF))
 @torch.no_grad()
-def test_padding_items_do_not_leak(model: SequentialRecommender) -> None:
+def test_padding_items_do_not_leak(model: SequentialRecommender, layout: str) -> None:
     """What sits in the embedding rows at padding must not matter (the model masks by id, not by value)."""
     seqs = left_padded([2, 6], width=6)
     seq_emb = model.item_emb(seqs)
     noisy = torch.where((seqs == 0).unsqueeze(-1), torch.randn_like(seq_emb), seq_emb)
     real = seqs != 0
+    in_layout = LAYOUT_OF[layout]
     torch.testing.assert_close(
-        model.encode(noisy, seqs)[real], model.encode(seq_emb, seqs)[real], rtol=1e-5, atol=1e-5
+        model.encode(noisy, in_layout(seqs))[real],
+        model.encode(seq_emb, in_layout(seqs))[real],
+        rtol=1e-5,
+        atol=1e-5,
     )
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("layout", list(LAYOUT_OF))
 @pytest.mark.parametrize("training", [False, True])
-def test_outputs_at_padding_are_zero(variant: str, training: bool) -> None:
-    # Also in training mode (dropout active) and for a row without any real item.
+def test_outputs_at_padding_are_zero(variant: str, layout: str, training: bool) -> None:
+    # Also in training (a step's dropout masks applied), in both layouts, and for a row without any real item.
     torch.manual_seed(0)
     config = ModelConfig(
         num_items=NUM_ITEMS, max_len=MAX_LEN, hidden_size=HIDDEN, dropout=0.2, **VARIANTS[variant]
     )
-    model = build_model(config).train(training)
+    model = build_model(config)
     with torch.no_grad():  # as after training: no bias (layer norms included) is 0 any more
         for parameter in model.parameters():
             parameter.add_(0.1 * torch.randn_like(parameter))
     seqs = left_padded([3, 7, 0, 1], width=8)
-    reps = model(seqs)
+    in_layout = LAYOUT_OF[layout]
+    masks = None
+    if training:
+        rows, width = in_layout.mask_rows(seqs), model.dropout_width(seqs.shape[1])
+        masks = StepMasks.draw(rows, width, config.dropout, torch.Generator().manual_seed(0))
+    reps = model.encode(model.item_emb(seqs), in_layout(seqs, masks))
+    if training:  # the masks are applied: other masks give other outputs
+        other = StepMasks.draw(rows, width, config.dropout, torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            assert not torch.allclose(model.encode(model.item_emb(seqs), in_layout(seqs, other)), reps)
     real = seqs != 0
     assert torch.isfinite(reps).all()
     assert (reps[~real] == 0).all()

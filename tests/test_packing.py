@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import stack_loss
 
-from catrec.data.batches import Batch, iterate_batches
+from catrec.data.batches import Batch, Batches
 from catrec.data.sequences import SequenceData
-from catrec.losses import bce_loss
 from catrec.models import ModelConfig, SequentialRecommender, build_model
+from catrec.models.layout import LAYOUT_OF
 
 # T above the longest toy training sequence (34), so that every random batch is trimmed below T.
 MAX_LEN, HIDDEN, BATCH_SIZE = 48, 16, 32
@@ -35,14 +36,16 @@ def new_model(variant: str, num_items: int, dropout: float = 0.0) -> SequentialR
     config = ModelConfig(
         num_items=num_items, max_len=MAX_LEN, hidden_size=HIDDEN, dropout=dropout, **VARIANTS[variant]
     )
-    # Training mode (the branches training runs); with dropout 0 it is deterministic.
-    return build_model(config).train()
+    # Trained through a stack (``stack_loss``): the training path; with dropout 0 it is deterministic.
+    return build_model(config)
 
 
 def random_batches(data: SequenceData, count: int = 3, seed: int = 0) -> list[Batch]:
     generator = torch.Generator().manual_seed(seed)
-    batches = iterate_batches(data, BATCH_SIZE, generator, bucket_by_length=False)
-    return [next(batches) for _ in range(count)]
+    batches = Batches(data, BATCH_SIZE, trim=True)  # the packed layout's batches
+    users, valid = batches.epoch(generator, bucket_by_length=False)
+    assert valid[:count].all(), "full batches"
+    return [batches.batch(users[index], valid[index], generator) for index in range(count)]
 
 
 def left_pad(batch: Batch, width: int) -> Batch:
@@ -55,16 +58,16 @@ def left_pad(batch: Batch, width: int) -> Batch:
 
 
 def loss_and_gradients(
-    model: SequentialRecommender, batch: Batch
+    model: SequentialRecommender, batch: Batch, layout: str
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    model.zero_grad()
-    loss = bce_loss(model, batch)
-    loss.backward()
+    """The clean loss of a training step on ``batch`` (a stack of one) and each parameter's gradient."""
+    stack, _, loss = stack_loss(model, batch, layout=LAYOUT_OF[layout])
+    loss.sum().backward()
     gradients = {
-        name: parameter.grad.clone() if parameter.grad is not None else torch.zeros_like(parameter)
-        for name, parameter in model.named_parameters()
+        name: parameter.grad[0].clone() if parameter.grad is not None else torch.zeros_like(parameter[0])
+        for name, parameter in stack.parameters.items()
     }
-    return loss.detach(), gradients
+    return loss.detach()[0], gradients
 
 
 def test_random_batches_are_trimmed_to_their_longest_sequence(data: SequenceData) -> None:
@@ -80,16 +83,17 @@ def test_random_batches_are_trimmed_to_their_longest_sequence(data: SequenceData
         assert (~real).any()
 
 
+@pytest.mark.parametrize("layout", list(LAYOUT_OF))
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_trimmed_batch_gives_the_loss_and_gradients_of_the_padded_batch(
-    variant: str, data: SequenceData
+    variant: str, layout: str, data: SequenceData
 ) -> None:
     model = new_model(variant, data.num_items)
     for batch in random_batches(data):
         padded = left_pad(batch, MAX_LEN)
         assert padded.seqs.shape[1] == MAX_LEN > batch.seqs.shape[1]
-        trimmed_loss, trimmed_gradients = loss_and_gradients(model, batch)
-        padded_loss, padded_gradients = loss_and_gradients(model, padded)
+        trimmed_loss, trimmed_gradients = loss_and_gradients(model, batch, layout)
+        padded_loss, padded_gradients = loss_and_gradients(model, padded, layout)
         torch.testing.assert_close(trimmed_loss, padded_loss, rtol=1e-5, atol=1e-5)
         assert trimmed_gradients.keys() == padded_gradients.keys()
         for name, gradient in trimmed_gradients.items():

@@ -17,7 +17,7 @@ from conftest import BEAUTY_PATH, REPO_ROOT, require_shared
 from catrec.config import load_config
 
 LINE = re.compile(
-    r"^whole paper: [\d.]+ min \(eager [\d.]+ min\) on CPU \(\d+ threads?\)(; unstacked [\d.]+ min)?$"
+    r"^whole paper: [\d.]+ min \(packed [\d.]+ min\) on CPU \(\d+ threads?\)(; unstacked [\d.]+ min)?$"
 )
 
 
@@ -58,7 +58,8 @@ def test_paper_cost_projects_a_config_and_times_a_stack_only_where_the_config_st
     assert report["device"].startswith("CPU") and report["datasets"] == {"beauty": "real"}
     timings = report["stages"]["beauty"]["gru4rec"]
     assert set(timings["step_seconds"]) == {"adv_cas", "adv_linear", "continued"}
-    assert all(set(engines) == {"eager", "static"} for engines in timings["step_seconds"].values())
+    assert all(set(layouts) == {"packed", "padded"} for layouts in timings["step_seconds"].values())
+    assert report["capture"] is False  # no CUDA graph on the CPU
     assert timings["eval_seconds"] > 0 and timings["attack_seconds"] > 0
     assert ("stack_step_seconds" in timings) is stacked
     assert (
@@ -67,14 +68,14 @@ def test_paper_cost_projects_a_config_and_times_a_stack_only_where_the_config_st
     )
     # Stacked, the two runs at the paper's epsilon cost the stack's steps instead of their own (one seed).
     epochs = yaml.safe_load((REPO_ROOT / "config" / "config.yaml").read_text())["train"]["finetune_epochs"]
-    own = timings["step_seconds"]["adv_linear"]["static"] + timings["step_seconds"]["adv_cas"]["static"]
+    own = timings["step_seconds"]["adv_linear"]["padded"] + timings["step_seconds"]["adv_cas"]["padded"]
     saved = (
         (own - timings.get("stack_step_seconds", own))
         * epochs
         * report["stages"]["beauty"]["steps_per_epoch"]
     )
     assert report["projected_minutes"] == pytest.approx(report["projected_minutes_unstacked"] - saved / 60)
-    assert report["projected_minutes_eager"] > 0 and report["projected_minutes_unstacked"] > 0
+    assert report["projected_minutes_packed"] > 0 and report["projected_minutes_unstacked"] > 0
 
 
 def paper_cost_module() -> Any:
@@ -97,13 +98,13 @@ def test_every_planned_job_is_projected_a_pretraining_stack_as_its_seeds(tmp_pat
     config = load_config(path)
     losses = {"continued", "adv_linear", "adv_cas"}
     timings = {"eval_seconds": 2.0, "attack_seconds": 3.0, "stack_step_seconds": 0.08}
-    timings["step_seconds"] = {loss: {"eager": 0.1, "static": 0.05} for loss in losses}
+    timings["step_seconds"] = {loss: {"packed": 0.1, "padded": 0.05} for loss in losses}
     stages = {"beauty": {"steps_per_epoch": 10, "cascade_seconds": 1.0, "gru4rec": timings}}
     jobs = paper_cost.planned_jobs(path)
     assert ("pretrain_stack", {"dataset": "beauty", "model": "gru4rec"}) in jobs
     seconds = {rule: 0.0 for rule, _ in jobs}
     for rule, wildcards in jobs:
-        seconds[rule] += paper_cost.job_seconds(rule, wildcards, config, stages, "static", stacked=True)
+        seconds[rule] += paper_cost.job_seconds(rule, wildcards, config, stages, "padded", stacked=True)
     pretraining = {"dataset": "beauty", "model": "gru4rec", "seed": "1"}
-    alone = paper_cost.job_seconds("pretrain", pretraining, config, stages, "static", stacked=True)
+    alone = paper_cost.job_seconds("pretrain", pretraining, config, stages, "padded", stacked=True)
     assert alone > 0 and seconds["pretrain_stack"] == pytest.approx(2 * alone)

@@ -16,7 +16,7 @@ import torch
 
 from catrec.config import plans_gpu
 from catrec.errors import CatrecError
-from catrec.runtime import GPU_LOCK_DIR_ENV, configure, restore_cuda_rng, set_precision
+from catrec.runtime import GPU_LOCK_DIR_ENV, configure, set_precision
 
 
 @pytest.fixture
@@ -53,29 +53,6 @@ def test_plans_gpu(monkeypatch: pytest.MonkeyPatch, device: str, cuda: bool, exp
 def test_an_unknown_precision_is_refused_naming_it() -> None:
     with pytest.raises(CatrecError, match="unknown precision 'fp16'"):
         set_precision("fp16")
-
-
-def test_cuda_rng_is_restored_onto_the_run_gpu_with_fewer_gpus_visible(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """A checkpoint written where two GPUs were visible resumes where one is: the run's GPU gets its state."""
-    restored = []
-
-    def set_rng_state(state: torch.Tensor, device: int | str | torch.device = "cuda") -> None:
-        index = device if isinstance(device, int) else torch.device(device).index or 0
-        if index >= torch.cuda.device_count():
-            raise IndexError(f"no GPU {index}")  # as torch.cuda.default_generators[index]
-        restored.append((state, index))
-
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    for module in (torch.cuda, torch.cuda.random):
-        monkeypatch.setattr(module, "set_rng_state", set_rng_state)
-    saved = [torch.full((16,), 1, dtype=torch.uint8), torch.full((16,), 2, dtype=torch.uint8)]
-    restore_cuda_rng(saved, torch.device("cuda", 0))
-    assert restored == [(saved[0], 0)]
-    restore_cuda_rng(saved, torch.device("cpu"))  # a CPU run draws nothing from CUDA's generators
-    assert len(restored) == 1
 
 
 def two_mocked_gpus(directory: Path, locks: Path) -> dict[str, str]:

@@ -39,13 +39,15 @@ def test_run_state_follows_settings_and_input_contents(tmp_path: Path, inputs: d
     assert state_of(root, inputs, hparams=dict(reversed(HPARAMS.items()))) == first
     # How often the run is saved does not change what it computes.
     assert state_of(root, inputs, hparams={**HPARAMS, "checkpoint_every": 1}) == first
-    # The eager engine is what every run did before the setting existed: the same identity as before.
-    assert state_of(root, inputs, hparams={**HPARAMS, "engine": "eager"}) == first
-    # So is float32 precision.
+    # Float32 is what every run computed before the setting existed: the same identity as before.
     assert state_of(root, inputs, hparams={**HPARAMS, "precision": "fp32"}) == first
 
     others = [
-        state_of(root, inputs, hparams={**HPARAMS, "engine": "static"}),
+        # The layout is part of a run's identity (its random draws differ), no value of it implied.
+        state_of(root, inputs, hparams={**HPARAMS, "layout": "packed"}),
+        state_of(root, inputs, hparams={**HPARAMS, "layout": "padded"}),
+        # `engine` is no longer an implied key: an hparams holding it is another run.
+        state_of(root, inputs, hparams={**HPARAMS, "engine": "eager"}),
         state_of(root, inputs, hparams={**HPARAMS, "precision": "tf32"}),
         state_of(root, inputs, hparams={**HPARAMS, "epsilon": 2.0}),
         state_of(root, inputs, hparams={**HPARAMS, "epochs": 5}),

@@ -16,13 +16,16 @@ from pathlib import Path
 import pytest
 import torch
 
+from catrec.adversarial import CLEAN_LOSS, Coefficients, LossTerms, RunLoss, loss_terms, total_loss
 from catrec.config import stage_keys
-from catrec.data.batches import Batch, iterate_batches, num_batches
+from catrec.data.batches import Batch, Batches, num_batches
 from catrec.data.sequences import SequenceData
 from catrec.errors import CatrecError
-from catrec.losses import LossFn, bce_from_scores, bce_loss
+from catrec.losses import bce_from_scores
 from catrec.metrics import ndcg_hit_at_k
 from catrec.models import ModelConfig, SequentialRecommender, build_model, load_model, save_model
+from catrec.models.layout import Packed
+from catrec.models.stack import ModelStack
 from catrec.provenance import code_provenance
 from catrec.runtime import seed_everything, set_precision
 from catrec.stages.common import write_metrics_json
@@ -46,7 +49,8 @@ TOY_HPARAMS = {
     "eval_every": 4,
     "checkpoint_every": 4,
     "bucket_by_length": True,
-    "engine": "eager",
+    "layout": "packed",
+    "capture": False,
     "precision": "fp32",
     "epsilon": 10,  # a fine-tuning key: ignored here
 }
@@ -107,7 +111,8 @@ def test_from_dir_matches_from_sequences(toy_data: SequenceData, toy_sequences: 
 
 @pytest.mark.parametrize("on_device", [False, True])
 def test_negatives_avoid_training_items_and_cover_the_rest(toy_data: SequenceData, on_device: bool) -> None:
-    """On the host (eager engine) and on the training device by a device generator (static engine)."""
+    """By a CPU generator, and on the training device by a device generator (a run's sampler generator
+    lives on its device)."""
     device = torch.device("cuda" if on_device and torch.cuda.is_available() else "cpu")
     data = toy_data.to(device) if on_device else toy_data
     users = torch.arange(toy_data.num_users, device=device)
@@ -134,8 +139,9 @@ def test_negatives_with_a_single_free_item_which_is_the_validation_item() -> Non
 
 @pytest.mark.parametrize("bucket", [True, False])
 def test_batches_cover_every_user_once_with_aligned_columns(toy_data: SequenceData, bucket: bool) -> None:
+    """The packed layout's batches: trimmed to their longest real sequence (filler rows excluded)."""
     generator = torch.Generator().manual_seed(0)
-    batches = list(iterate_batches(toy_data, 32, generator, bucket_by_length=bucket))
+    batches = trimmed_batches(toy_data, generator, bucket)
     users = torch.cat([batch.users for batch in batches])
     assert sorted(users.tolist()) == list(range(toy_data.num_users))
     lengths = (toy_data.train_inputs() != 0).sum(1)
@@ -152,8 +158,19 @@ def test_batches_cover_every_user_once_with_aligned_columns(toy_data: SequenceDa
         ranges = sorted((int(lengths[b.users].min()), int(lengths[b.users].max())) for b in batches)
         assert all(high <= next_low for (_, high), (next_low, _) in itertools.pairwise(ranges))
     # A new epoch draws a new order.
-    again = torch.cat([batch.users for batch in iterate_batches(toy_data, 32, generator, bucket)])
+    again = torch.cat([batch.users for batch in trimmed_batches(toy_data, generator, bucket)])
     assert not torch.equal(users, again)
+
+
+def trimmed_batches(data: SequenceData, generator: torch.Generator, bucket: bool) -> list[Batch]:
+    """One epoch of the packed layout's batches of 32, their filler rows (the last batch's) left out."""
+    batches = Batches(data, 32, trim=True)
+    users, valid = batches.epoch(generator, bucket)
+    epoch = [batches.batch(users[index], valid[index], generator) for index in range(len(batches))]
+    return [
+        Batch(batch.users[rows], batch.seqs[rows], batch.pos[rows], batch.neg[rows])
+        for batch, rows in zip(epoch, valid, strict=True)
+    ]
 
 
 def test_bce_matches_eq_3_5_and_ignores_padding() -> None:
@@ -183,14 +200,22 @@ def test_bce_matches_eq_3_5_and_ignores_padding() -> None:
 
 def test_bce_loss_ignores_negatives_at_padding(toy_data: SequenceData) -> None:
     torch.manual_seed(0)
-    model = build_model(ModelConfig.from_hparams(pretrain_hparams("sasrec"), toy_data.num_items)).eval()
-    batch = next(iterate_batches(toy_data, 64, torch.Generator().manual_seed(0), bucket_by_length=False))
+    model = build_model(ModelConfig.from_hparams(pretrain_hparams("sasrec"), toy_data.num_items))
+    # No ``draw``: no dropout masks, so the clean term is a function of the batch alone.
+    stack = ModelStack([model], [torch.Generator()], [torch.Generator()], Packed)
+    coefficients = Coefficients.of([CLEAN_LOSS], torch.device("cpu"))
+
+    def clean_loss(batch: Batch) -> float:
+        as_stack = Batch(**{name: value.unsqueeze(0) for name, value in vars(batch).items()})
+        return loss_terms(stack, as_stack, coefficients).clean.item()
+
+    (batch,) = trimmed_batches(toy_data, torch.Generator().manual_seed(0), bucket=False)[:1]
     padding = batch.pos == 0
     assert padding.any()
     other = Batch(batch.users, batch.seqs, batch.pos, batch.neg.masked_fill(padding, 1))
-    assert bce_loss(model, other).item() == bce_loss(model, batch).item()
+    assert clean_loss(other) == clean_loss(batch)
     changed_real = Batch(batch.users, batch.seqs, batch.pos, batch.neg.masked_fill(~padding, 1))
-    assert bce_loss(model, changed_real).item() != bce_loss(model, batch).item()
+    assert clean_loss(changed_real) != clean_loss(batch)
 
 
 def test_configs_from_hparams() -> None:
@@ -223,7 +248,7 @@ def popularity_ndcg(data: SequenceData, split: str = "valid") -> float:
 
 
 def train_toy(
-    data: SequenceData, tmp_path: Path, model_name: str, loss_fn: LossFn = bce_loss, **overrides: object
+    data: SequenceData, tmp_path: Path, model_name: str, loss: RunLoss = CLEAN_LOSS, **overrides: object
 ) -> tuple[SequentialRecommender, FitResult]:
     device = torch.device(str(overrides.pop("device", "cpu")))
     hparams = {**TOY_HPARAMS, "model": model_name, **overrides}
@@ -232,7 +257,7 @@ def train_toy(
     result = fit(
         model,
         data,
-        loss_fn,
+        loss,
         TrainConfig.from_hparams(hparams),
         phase="pretrain",
         curve_path=tmp_path / "curve.csv",
@@ -248,12 +273,12 @@ def read_curve(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-@pytest.mark.parametrize("engine", ["eager", "static"])
+@pytest.mark.parametrize("layout", ["packed", "padded"])
 @pytest.mark.parametrize("model_name", ["sasrec", "gru4rec"])
 def test_training_beats_popularity(
-    toy_data: SequenceData, tmp_path: Path, model_name: str, engine: str
+    toy_data: SequenceData, tmp_path: Path, model_name: str, layout: str
 ) -> None:
-    _, result = train_toy(toy_data, tmp_path, model_name, engine=engine)
+    _, result = train_toy(toy_data, tmp_path, model_name, layout=layout)
     popularity = popularity_ndcg(toy_data)
     assert result.valid["ndcg@10"] > max(2 * popularity, popularity + 0.05)
     assert result.selected_epoch == 12
@@ -274,23 +299,20 @@ def test_same_seed_same_result(toy_data: SequenceData, tmp_path: Path) -> None:
     assert first.valid != other_seed.valid
 
 
-def test_best_valid_selection_restores_the_best_weights(toy_data: SequenceData, tmp_path: Path) -> None:
+def test_best_valid_selection_restores_the_best_weights(
+    toy_data: SequenceData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Three epochs of learning, then three of gradient ascent: the best weights are surely not the last.
     steps = itertools.count()
     learning_steps = 3 * num_batches(toy_data, TOY_HPARAMS["batch_size"])
 
-    def learn_then_unlearn(model: SequentialRecommender, batch: Batch) -> torch.Tensor:
-        loss = bce_loss(model, batch)
+    def learn_then_unlearn(terms: LossTerms, coefficients: Coefficients) -> torch.Tensor:
+        loss = total_loss(terms, coefficients)
         return loss if next(steps) < learning_steps else -loss
 
+    monkeypatch.setattr("catrec.training.total_loss", learn_then_unlearn)
     model, result = train_toy(
-        toy_data,
-        tmp_path,
-        "gru4rec",
-        epochs=6,
-        eval_every=1,
-        model_selection="best_valid",
-        loss_fn=learn_then_unlearn,
+        toy_data, tmp_path, "gru4rec", epochs=6, eval_every=1, model_selection="best_valid"
     )
     valid_rows = [row for row in read_curve(tmp_path / "curve.csv") if row["split"] == "valid"]
     best = max(valid_rows, key=lambda row: float(row["ndcg@10"]))
@@ -400,23 +422,34 @@ def test_killed_pretraining_resumes_to_the_same_result(toy_data_dir: Path, tmp_p
     assert all(torch.equal(weights[name], reference_weights[name]) for name in weights)
 
 
-def test_a_static_run_refuses_to_resume_on_the_other_device_type(
-    toy_data: SequenceData, tmp_path: Path
+@pytest.mark.parametrize("layout", ["packed", "padded"])
+def test_a_run_refuses_to_resume_on_the_other_device_type(
+    toy_data: SequenceData, tmp_path: Path, layout: str
 ) -> None:
-    """A static run's generators live on its device (a CPU generator's state is 5,056 bytes, a CUDA one's
-    16): its checkpoint resumed on the other device type is one error naming it and both devices."""
-    settings = {"engine": "static", "hidden_size": 16, "eval_every": 1, "checkpoint_every": 1}
+    """A run's generators live on its device (a CPU generator's state is 5,056 bytes, a CUDA one's 16),
+    in either layout: its checkpoint resumed on the other device type is one error naming it and both
+    devices. The checkpoint holds the run's own generators and no global random state."""
+    settings = {"layout": layout, "hidden_size": 16, "eval_every": 1, "checkpoint_every": 1}
     train_toy(toy_data, tmp_path, "gru4rec", epochs=1, **settings)
     checkpoint = tmp_path / "state" / CHECKPOINT_NAME
     saved = torch.load(checkpoint, weights_only=True)
     assert saved["device"] == "cpu"
+    assert set(saved) == {
+        "model",
+        "optimizer",
+        "progress",
+        "device",
+        "sampler_rng",
+        "dropout_rng",
+        "noise_rng",
+    }
     # What a run saved on a GPU holds: the device, a CUDA generator's state.
     saved.update(device="cuda", sampler_rng=torch.zeros(16, dtype=torch.uint8))
     torch.save(saved, checkpoint)
     with pytest.raises(CatrecError) as error:
         train_toy(toy_data, tmp_path, "gru4rec", epochs=2, **settings)
     message = str(error.value)
-    expected = f"{checkpoint} (pretrain): saved by the static engine on cuda, cannot resume on cpu"
+    expected = f"{checkpoint} (pretrain): saved on cuda, cannot resume on cpu"
     assert message.startswith(expected)
     assert "\n" not in message
 
@@ -476,16 +509,27 @@ def test_cuda_matches_cpu_and_trains(
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("model_name", ["sasrec", "gru4rec"])
-def test_a_static_cuda_run_resumed_ends_with_the_weights_of_a_straight_one(
+def test_a_captured_cuda_run_resumed_ends_with_the_weights_of_a_straight_one(
     toy_data: SequenceData, tmp_path: Path, model_name: str, restore_precision: None
 ) -> None:
-    """2 epochs straight, and 1 + resume + 1, on CUDA at the pipeline's default precision: the resumed run
-    restores its model, Adam state and device generators, and ends where the straight one does (to the
-    rounding by which its uncaptured warm-up steps differ from graph replays)."""
+    """2 epochs straight, and 1 + resume + 1, padded and captured on CUDA at the pipeline's default
+    precision: the resumed run restores its model, Adam state and its own CUDA generators (sampler,
+    dropout, noise: none of its draws comes from CUDA's global generator, which the checkpoint does not
+    hold), and ends where the straight one does (to the rounding by which its uncaptured warm-up steps
+    differ from graph replays)."""
     set_precision("fp32")
-    settings = {"engine": "static", "device": "cuda", "eval_every": 1, "checkpoint_every": 1}
+    settings = {"layout": "padded", "capture": True, "device": "cuda", "eval_every": 1, "checkpoint_every": 1}
     straight, _ = train_toy(toy_data, tmp_path / "straight", model_name, epochs=2, **settings)
     train_toy(toy_data, tmp_path / "resumed", model_name, epochs=1, **settings)
+    saved = torch.load(tmp_path / "resumed" / "state" / CHECKPOINT_NAME, weights_only=True)
+    assert saved["device"] == "cuda"
+    cuda_state = torch.Generator("cuda").get_state()
+    for name in ("sampler_rng", "dropout_rng", "noise_rng"):
+        assert saved[name].shape == cuda_state.shape, f"{name}: a CUDA generator's state"
+    assert not {key for key in saved if "cuda" in key or key in ("torch_rng", "rng")}
+    # The global CUDA stream moved: a resumed run that drew from it would now draw other numbers.
+    torch.cuda.manual_seed_all(12345)
+    torch.randn(1000, device="cuda")
     resumed, result = train_toy(toy_data, tmp_path / "resumed", model_name, epochs=2, **settings)
     assert result.epochs_trained == 2
     resumed_weights = resumed.state_dict()
@@ -494,7 +538,7 @@ def test_a_static_cuda_run_resumed_ends_with_the_weights_of_a_straight_one(
 
 
 def stack_member(out: Path, **overrides: object) -> PretrainRun:
-    settings = {"hidden_size": 16, "epochs": 3, "eval_every": 3, "engine": "static", **overrides}
+    settings = {"hidden_size": 16, "epochs": 3, "eval_every": 3, "layout": "padded", **overrides}
     hparams = pretrain_hparams("gru4rec", **settings)
     return PretrainRun(hparams, out / "model.pt", out / "curve.csv", out / "metrics.json", out / "state")
 
@@ -536,16 +580,17 @@ def test_precision_is_applied_to_matmuls_and_cudnn_and_recorded(
     toy_data_dir: Path, tmp_path: Path, restore_precision: None
 ) -> None:
     """``train.precision`` sets both TF32 flags (cuDNN's default is TF32 on, cuBLAS's off) and the metrics
-    JSON records it beside the engine and the device."""
+    JSON records it beside the layout (as ``engine``), the capture and the device."""
     for precision in ("tf32", "fp32"):
-        settings = {"epochs": 1, "eval_every": 1, "engine": "eager", "precision": precision}
+        settings = {"epochs": 1, "eval_every": 1, "layout": "packed", "precision": precision}
         member = stack_member(tmp_path / precision, **settings)
         runs = [member]
         pretrain_stack(data_dir=toy_data_dir, dataset="toy", model_name="gru4rec", runs=runs, device="cpu")
         tf32 = precision == "tf32"
         assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (tf32, tf32)
         metrics = json.loads(member.metrics.read_text())
-        assert (metrics["engine"], metrics["device"], metrics["precision"]) == ("eager", "cpu", precision)
+        recorded = (metrics["engine"], metrics["capture"], metrics["device"], metrics["precision"])
+        assert recorded == ("packed", False, "cpu", precision)
 
 
 # Run in a fresh process: the first optimizer of a process is the one torch leaves in a reference cycle.
@@ -556,17 +601,17 @@ import catrec.trainer
 from catrec.stages.pretrain import PretrainRun, pretrain_stack
 
 data_dir, out, hparams = Path(sys.argv[1]), Path(sys.argv[2]), json.loads(sys.argv[3])
-engines = []
-make_engine = catrec.trainer.make_engine
+trainings = []
+Training = catrec.trainer.Training
 
-def recording_make_engine(*args, **kwargs):
-    if engines:
-        print("first engine alive when the second is built:", engines[0]() is not None)
-    engine = make_engine(*args, **kwargs)
-    engines.append(weakref.ref(engine))
-    return engine
+def recording_training(*args, **kwargs):
+    if trainings:
+        print("first training alive when the second is built:", trainings[0]() is not None)
+    training = Training(*args, **kwargs)
+    trainings.append(weakref.ref(training))
+    return training
 
-catrec.trainer.make_engine = recording_make_engine
+catrec.trainer.Training = recording_training
 files = (".pt", ".csv", ".json", "state")
 runs = [PretrainRun({**hparams, "seed": seed}, *(out / f"{seed}{name}" for name in files)) for seed in (1, 2)]
 gc.disable()
@@ -574,17 +619,17 @@ pretrain_stack(data_dir=data_dir, dataset="toy", model_name="gru4rec", runs=runs
 """
 
 
-def test_consecutive_stacks_free_the_first_engine_before_building_the_second(
+def test_consecutive_stacks_free_the_first_training_before_building_the_second(
     toy_data_dir: Path, tmp_path: Path
 ) -> None:
-    """With ``max_stack`` splitting a job, the first stack's engine (parameters, Adam state, on CUDA its
+    """With ``max_stack`` splitting a job, the first stack's training (parameters, Adam state, on CUDA its
     graph pool) is freed before the second is built, without waiting for the garbage collector."""
-    hparams = pretrain_hparams("gru4rec", hidden_size=16, epochs=1, eval_every=1, engine="static")
+    hparams = pretrain_hparams("gru4rec", hidden_size=16, epochs=1, eval_every=1, layout="padded")
     arguments = [str(toy_data_dir), str(tmp_path), json.dumps(hparams)]
     command = [sys.executable, "-c", FREED_BETWEEN_STACKS, *arguments]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "first engine alive when the second is built: False" in result.stdout, result.stdout
+    assert "first training alive when the second is built: False" in result.stdout, result.stdout
 
 
 def test_pretrain_stack_refuses_what_it_cannot_stack(toy_data_dir: Path, tmp_path: Path) -> None:
@@ -595,9 +640,11 @@ def test_pretrain_stack_refuses_what_it_cannot_stack(toy_data_dir: Path, tmp_pat
         stack([stack_member(tmp_path / "a", seed=1), stack_member(tmp_path / "b", seed=1)])
     with pytest.raises(CatrecError, match="all their settings but the seed"):
         stack([stack_member(tmp_path / "a", seed=1), stack_member(tmp_path / "b", seed=2, lr=0.1)])
-    with pytest.raises(CatrecError, match="eager engine trains one run"):
-        stack([stack_member(tmp_path / "a", seed=1, engine="eager"),
-               stack_member(tmp_path / "b", seed=2, engine="eager")])  # fmt: skip
+    with pytest.raises(
+        CatrecError, match=r"invalid config key 'train\.layout': the packed layout trains one"
+    ):
+        stack([stack_member(tmp_path / "a", seed=1, layout="packed"),
+               stack_member(tmp_path / "b", seed=2, layout="packed")])  # fmt: skip
     assert not list(tmp_path.rglob("*.json")), "a refused stack writes nothing"
     with pytest.raises(CatrecError, match="the run of seed 1 lacks curve"):
         PretrainRun.from_json({"hparams": {"seed": 1}, "checkpoint": "m", "metrics": "j", "state_dir": "s"})

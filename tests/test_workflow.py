@@ -660,12 +660,19 @@ def test_stacked_fig6_plans_only_what_it_needs(tmp_path: Path) -> None:
     assert "table1" not in jobs and "profile" not in jobs
 
 
-def test_stacking_the_eager_engine_is_refused_naming_the_key(tmp_path: Path) -> None:
+@pytest.mark.parametrize("key", ["layout", "engine"])
+def test_stacking_the_packed_layout_is_refused_naming_the_key(tmp_path: Path, key: str) -> None:
+    """``train.stack: true`` with the packed layout (or ``engine: eager``, its earlier name)."""
     config = stacked_config()
-    config["train"]["engine"] = "eager"
+    if key == "engine":
+        del config["train"]["layout"]
+    config["train"][key] = {"layout": "packed", "engine": "eager"}[key]
     path = write_config(tmp_path, "stack.yaml", config)
     result = snakemake(tmp_path, "-n", "--cores", "1", "all", "--configfile", str(path), check=False)
-    assert result.returncode != 0 and "train.stack" in result.stdout + result.stderr
+    output = result.stdout + result.stderr
+    assert (
+        result.returncode != 0 and "invalid config key 'train.layout'" in output and "train.stack" in output
+    )
 
 
 @pytest.fixture(scope="module")
@@ -697,7 +704,8 @@ def test_a_changed_setting_retrains_only_the_stacked_runs_that_read_it(stacked_r
     assert {
         f"results/metrics/toy/sasrec/seed{config['seeds'][0]}/{m}/eps{paper}.json" for m in stacked
     } <= set(before)
-    assert {metrics["engine"] for metrics in before.values()} == {"static"}
+    # A stack trains in the padded layout, uncaptured on the CPU.
+    assert {(metrics["engine"], metrics["capture"]) for metrics in before.values()} == {("padded", False)}
 
     def planned(name: str, changed: dict[str, Any]) -> set[tuple[str, tuple[tuple[str, str], ...]]]:
         result = snakemake(

@@ -13,9 +13,8 @@ computation: the ``finetune`` stage (``catrec.stages.finetune``) reads and write
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import torch
@@ -24,22 +23,17 @@ from catrec.cascade import perturbation_factors
 from catrec.data.batches import Batch
 from catrec.data.sequences import SequenceData
 from catrec.errors import CatrecError
-from catrec.losses import LossFn, bce_from_scores, bce_loss
-from catrec.models import SequentialRecommender
+from catrec.losses import bce_from_scores
 from catrec.models.stack import ModelStack
-from catrec.vocabulary import ADVERSARIAL_KEYS_OF
+from catrec.vocabulary import METHOD_SPECS
 
 # Guards the division of an all-zero gradient (padding positions, a flat loss): 0 / tiny = 0, never NaN.
 _TINY = 1e-12
 
-FactorFn = Callable[[Batch], torch.Tensor]
-# What the loss computes with: one model, or K stacked runs of one architecture.
-Network = SequentialRecommender | ModelStack
-
 
 @dataclass(frozen=True)
 class AdversarialConfig:
-    """The ``adversarial:`` keys one method reads (``ADVERSARIAL_KEYS_OF``); the others stay None."""
+    """The ``adversarial:`` keys one method reads (``MethodSpec.keys``); the others stay None."""
 
     epsilon: float | None = None
     lambda1: float | None = None
@@ -51,72 +45,28 @@ class AdversarialConfig:
     @classmethod
     def from_hparams(cls, method: str, hparams: Mapping[str, Any]) -> AdversarialConfig:
         """The keys ``method`` reads from a ``--hparams`` validated by ``catrec.config.read_hparams``."""
-        return cls(**{key: hparams[key] for key in ADVERSARIAL_KEYS_OF[method]})
+        return cls(**{key: hparams[key] for key in METHOD_SPECS[method].keys})
 
 
-def uniform_factors(batch: Batch) -> torch.Tensor:
-    """Factors of adv_global: 1 at every real position, 0 at padding."""
-    return (batch.seqs != 0).float()
+@dataclass(frozen=True)
+class RunLoss:
+    """One run's training loss: the terms of its method (``MethodSpec.terms``; none: the clean L_B of
+    pretraining and continued), its settings and, for adv_cas*, the cascade matrix C of its factors 1/C."""
+
+    terms: tuple[str, ...] = ()
+    config: AdversarialConfig = AdversarialConfig()
+    cascade: torch.Tensor | None = None
 
 
-class CascadeFactors:
-    """The factors 1/C (``catrec.cascade.perturbation_factors``) of a batch's rows of C."""
-
-    def __init__(self, cascade: torch.Tensor) -> None:
-        self._cascade = cascade
-
-    def __call__(self, batch: Batch) -> torch.Tensor:
-        if self._cascade.device != batch.seqs.device:
-            self._cascade = self._cascade.to(batch.seqs.device)
-        # A batch holds the last L columns of the (m, T) training inputs; C is aligned with those.
-        rows = self._cascade[batch.users, -batch.seqs.shape[1] :]
-        return perturbation_factors(rows, batch.seqs != 0)
+CLEAN_LOSS = RunLoss()
 
 
-Encoder = Callable[[torch.Tensor], torch.Tensor]
+def fgsm_step(gradient: torch.Tensor, real: torch.Tensor, epsilon: torch.Tensor, scope: str) -> torch.Tensor:
+    """epsilon * g / ||g||_2 (Eq. 4.7, 4.9) for a stack's (K, B, L, d) ``g``, zero where ``real`` (K, B, L)
+    is False, one step per run, each normalised within its own run (``epsilon`` (K, 1, 1, 1)).
 
-
-def same_dropout(model: Network, seqs: torch.Tensor) -> Encoder:
-    """``model.encode`` of ``seqs`` under the same dropout masks in every pass.
-
-    The adversarial terms compare perturbed passes with the clean one; with fresh dropout masks, ||w_hat - w||
-    would mostly measure dropout noise (and the FGSM step would chase it), and epsilon = 0 would not give
-    back the clean loss. A single model replays the RNG state before each pass; the static engine's stack
-    of runs, whose step may be a CUDA graph without host code between the passes, draws each step's masks
-    once (``ModelStack.draw``), and every pass of the step applies them.
-    """
-    if isinstance(model, ModelStack):
-        return partial(_encode_stack, model, seqs=seqs)
-    return _SameDropout(model, seqs)
-
-
-def _encode_stack(stack: ModelStack, seq_emb: torch.Tensor, seqs: torch.Tensor) -> torch.Tensor:
-    return stack.encode(seq_emb, seqs)
-
-
-class _SameDropout:
-    """``model.encode`` replayed from one saved RNG state (CPU and CUDA): every pass draws the same masks."""
-
-    def __init__(self, model: SequentialRecommender, seqs: torch.Tensor) -> None:
-        self._model, self._seqs = model, seqs
-        self._cpu_state = torch.get_rng_state()
-        self._cuda_state = torch.cuda.get_rng_state(seqs.device) if seqs.device.type == "cuda" else None
-
-    def __call__(self, seq_emb: torch.Tensor) -> torch.Tensor:
-        torch.set_rng_state(self._cpu_state)
-        if self._cuda_state is not None:
-            torch.cuda.set_rng_state(self._cuda_state, self._seqs.device)
-        return self._model.encode(seq_emb, self._seqs)
-
-
-def fgsm_step(
-    gradient: torch.Tensor, real: torch.Tensor, epsilon: float | torch.Tensor, scope: str
-) -> torch.Tensor:
-    """epsilon * g / ||g||_2 (Eq. 4.7, 4.9) for (B, L, d) ``g``, zero where ``real`` (B, L) is False.
-
-    ``scope`` 'batch': one norm over the whole batch tensor; 'sequence': one over all real positions x d of
-    each row; 'position': one per d-vector. A stack's (K, B, L, d) gradient gets one step per run, each
-    normalised within its own run (``epsilon`` then per run, broadcastable to (K, 1, 1, 1)).
+    ``scope`` 'batch': one norm over the run's whole batch tensor; 'sequence': one over all real positions x d
+    of each row; 'position': one per d-vector.
     """
     gradient = torch.where(real.unsqueeze(-1), gradient, torch.zeros_like(gradient))
     if scope == "batch":
@@ -130,7 +80,7 @@ def fgsm_step(
 
 def representation_gap(perturbed: torch.Tensor, clean: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     """L_adv-1 (Eq. 4.6): ||w_hat - w||_2 over d at each real position, averaged over the real positions
-    (of each run, for a stack's (K, B, L, d) representations)."""
+    of each run of a stack's (K, B, L, d) representations."""
     gaps = (perturbed - clean).norm(dim=-1)
     return torch.where(real, gaps, torch.zeros_like(gaps)).sum((-2, -1)) / real.sum((-2, -1)).clamp(min=1)
 
@@ -144,10 +94,8 @@ def _bce(
 
 @dataclass
 class LossTerms:
-    """The parts of one batch's loss; ``perturbation`` is what was added to S (detached), for inspection.
-
-    For a stack of K runs, each term holds one value per run (K,).
-    """
+    """The parts of one batch's loss, each (K,): one value per run of the stack; ``perturbation`` is what
+    was added to S (detached), for inspection."""
 
     clean: torch.Tensor  # L_B
     adv1: torch.Tensor | None = None  # L_adv-1, Eq. 4.6
@@ -156,141 +104,115 @@ class LossTerms:
     perturbation: torch.Tensor | None = None
 
 
-Coefficient = float | torch.Tensor
-
-
 @dataclass(frozen=True)
-class LossCoefficients:
-    """What one run's loss computes, or a stack's (each value then a (K,) tensor, one per run).
+class Coefficients:
+    """What the loss of a stack of K runs computes, each coefficient a (K,) tensor (one value per run).
 
     Every method is Eq. 4.10 with terms switched off: ``bce_weight`` weighs adv_seq's L_B(S + step) (1 or 0),
     ``lambda1`` L_adv-1 and ``lambda2`` L_adv-2 (0 where the run's method has no such level); ``uses``
     names the terms any run computes, so a term no run uses costs nothing. ``input_space`` (1 or 0): the
     budgets are norms in the network's input space (``perturb_space: input``) rather than on the rows.
+    ``cascades``: each run's C (None: uniform factors).
     """
 
-    uses: frozenset[str]  # 'bce' (adv_seq), 'representation' (level 1), 'linear' (level 2)
-    bce_weight: Coefficient = 0.0
-    lambda1: Coefficient = 0.0
-    lambda2: Coefficient = 0.0
-    epsilon: Coefficient = 0.0
-    init_noise: Coefficient = 0.0
-    input_space: Coefficient = 1.0
-    scope: str = "batch"
+    uses: frozenset[str]
+    bce_weight: torch.Tensor
+    lambda1: torch.Tensor
+    lambda2: torch.Tensor
+    epsilon: torch.Tensor
+    init_noise: torch.Tensor
+    input_space: torch.Tensor
+    scope: str
+    cascades: tuple[torch.Tensor | None, ...]
 
+    @classmethod
+    def of(cls, losses: Sequence[RunLoss], device: torch.device) -> Coefficients:
+        """The losses of K runs as one stack's coefficients on ``device``. The runs that perturb must share
+        one norm scope."""
+        scopes = {loss.config.grad_norm_scope or "batch" for loss in losses if loss.terms}
+        if len(scopes) > 1:
+            raise CatrecError(f"the runs of a stack use different grad_norm_scope values: {sorted(scopes)}")
 
-class AdversarialLoss:
-    """The loss of one adversarial method; calling it returns the total (Eq. 4.10 for adv_global/adv_cas*).
+        def column(value_of: Any) -> torch.Tensor:
+            return torch.tensor([float(value_of(loss)) for loss in losses], device=device)
 
-    ``sequence``: how S is perturbed: None; 'bce' (adv_seq: along dL_B/dS, loss L_B + L_B(S + step)); or
-    'representation' (level 1, Eq. 4.6-4.7, scaled by ``factors``). ``linear``: level 2 (Eq. 4.8-4.9).
-    """
-
-    def __init__(
-        self,
-        config: AdversarialConfig,
-        *,
-        sequence: str | None,
-        linear: bool,
-        factors: FactorFn = uniform_factors,
-    ) -> None:
-        if sequence not in (None, "bce", "representation"):
-            raise ValueError(f"unknown sequence perturbation '{sequence}'")
-        self.factors = factors
-        uses = {kind for kind in (sequence, "linear" if linear else None) if kind is not None}
-        self.coefficients = LossCoefficients(
-            uses=frozenset(uses),
-            bce_weight=1.0 if sequence == "bce" else 0.0,
-            lambda1=config.lambda1 if sequence == "representation" and config.lambda1 is not None else 0.0,
-            lambda2=config.lambda2 if linear and config.lambda2 is not None else 0.0,
-            epsilon=config.epsilon or 0.0,
-            init_noise=config.init_noise or 0.0,
-            input_space=1.0 if config.perturb_space in ("input", None) else 0.0,
-            scope=config.grad_norm_scope or "batch",
+        return cls(
+            uses=frozenset(term for loss in losses for term in loss.terms),
+            bce_weight=column(lambda loss: "bce" in loss.terms),
+            lambda1=column(lambda loss: loss.config.lambda1 if "representation" in loss.terms else 0.0),
+            lambda2=column(lambda loss: loss.config.lambda2 if "linear" in loss.terms else 0.0),
+            epsilon=column(lambda loss: loss.config.epsilon or 0.0),
+            init_noise=column(lambda loss: loss.config.init_noise or 0.0),
+            input_space=column(lambda loss: loss.config.perturb_space in ("input", None)),
+            scope=scopes.pop() if scopes else "batch",
+            cascades=tuple(None if loss.cascade is None else loss.cascade.to(device) for loss in losses),
         )
 
-    def __call__(self, model: SequentialRecommender, batch: Batch) -> torch.Tensor:
-        return total_loss(self.terms(model, batch), self.coefficients)
+    def factors(self, batch: Batch) -> torch.Tensor:
+        """(K, B, L) level-1 factors of a stack's batch: 1/C of each run's rows of its C (adv_cas*,
+        ``catrec.cascade.perturbation_factors``), or 1 at every real position (adv_global); 0 at padding."""
+        return torch.stack(
+            [
+                _factors(cascade, batch.users[run], batch.seqs[run])
+                for run, cascade in enumerate(self.cascades)
+            ]
+        )
 
-    def terms(self, model: SequentialRecommender, batch: Batch) -> LossTerms:
-        return loss_terms(model, batch, self.coefficients, self.factors)
-
-
-CLEAN_ONLY = LossCoefficients(uses=frozenset())
-# The coefficients that vary from run to run (a stack holds each as a (K,) tensor).
-STACKED_COEFFICIENTS = ("bce_weight", "lambda1", "lambda2", "epsilon", "init_noise", "input_space")
-
-
-def loss_coefficients(loss_fn: LossFn) -> tuple[LossCoefficients, FactorFn]:
-    """What a loss of ``make_loss`` computes: an ``AdversarialLoss``'s coefficients, or the clean BCE's."""
-    if isinstance(loss_fn, AdversarialLoss):
-        return loss_fn.coefficients, loss_fn.factors
-    if loss_fn is bce_loss:
-        return CLEAN_ONLY, uniform_factors
-    raise ValueError(f"{loss_fn!r} is not a loss of catrec.adversarial.make_loss")
+    def per_run(self, value: torch.Tensor) -> torch.Tensor:
+        """A (K,) coefficient shaped (K, 1, 1, 1) to broadcast over the stack's (K, B, L, d) tensors."""
+        return value.view(-1, 1, 1, 1)
 
 
-def stack_coefficients(losses: Sequence[LossFn], device: torch.device) -> tuple[LossCoefficients, FactorFn]:
-    """The losses of K runs (of ``make_loss``) as one stack's: each coefficient a (K,) tensor on ``device``,
-    the factors of each run computed on its own rows. The runs that perturb must share one norm scope."""
-    parts = [loss_coefficients(loss) for loss in losses]
-    scopes = {coefficients.scope for coefficients, _ in parts if coefficients.uses}
-    if len(scopes) > 1:
-        raise CatrecError(f"the runs of a stack use different grad_norm_scope values: {sorted(scopes)}")
-
-    def column(name: str) -> torch.Tensor:
-        return torch.tensor([float(getattr(coefficients, name)) for coefficients, _ in parts], device=device)
-
-    stacked = LossCoefficients(
-        uses=frozenset().union(*(coefficients.uses for coefficients, _ in parts)),
-        **{name: column(name) for name in STACKED_COEFFICIENTS},
-        scope=scopes.pop() if scopes else "batch",
-    )
-    return stacked, partial(_stacked_factors, [factors for _, factors in parts])
+def _factors(cascade: torch.Tensor | None, users: torch.Tensor, seqs: torch.Tensor) -> torch.Tensor:
+    real = seqs != 0
+    if cascade is None:
+        return real.float()
+    # A batch holds the last L columns of the (m, T) training inputs; C is aligned with those.
+    return perturbation_factors(cascade[users, -seqs.shape[1] :], real)
 
 
-def _stacked_factors(factors: list[FactorFn], batch: Batch) -> torch.Tensor:
-    """(K, B, L) factors of a stack's batch: each run's own factors on its own rows."""
-    return torch.stack([run_factors(batch.run(run)) for run, run_factors in enumerate(factors)])
-
-
-def _budget(norm: Coefficient, input_space: Coefficient, input_scale: float) -> Coefficient:
+def _budget(norm: torch.Tensor, input_space: torch.Tensor, input_scale: float) -> torch.Tensor:
     """The norm on the embedding rows E[seqs] that makes ``norm`` in the chosen space of S.
 
     S = input_scale * E[seqs] (SASRec's sqrt(d)); a step of norm eps on S is one of eps / input_scale on the
     rows, in the same direction (the gradient w.r.t. S is the rows' gradient / input_scale).
     """
-    if isinstance(input_space, torch.Tensor):
-        return norm / torch.where(input_space > 0, input_scale, 1.0)
-    return norm / input_scale if input_space else norm
+    return norm / torch.where(input_space > 0, input_scale, 1.0)
 
 
-def loss_terms(model: Network, batch: Batch, coefficients: LossCoefficients, factors: FactorFn) -> LossTerms:
-    """The terms ``coefficients`` use on ``batch`` (a stack's: (K, B, L), one run per row of K)."""
-    uses, scope = coefficients.uses, coefficients.scope
+def loss_terms(stack: ModelStack, batch: Batch, coefficients: Coefficients) -> LossTerms:
+    """The terms ``coefficients`` use on a stack's ``batch`` ((K, B, L), one run per row of K).
+
+    Every ``stack.encode`` of the call applies the step's dropout masks (``ModelStack.draw``): the
+    adversarial terms compare perturbed passes with the clean one, and with fresh masks ||w_hat - w|| would
+    mostly measure dropout noise (and the FGSM step would chase it), and epsilon = 0 would not give back the
+    clean loss.
+    """
+    uses, scope, per_run = coefficients.uses, coefficients.scope, coefficients.per_run
     real, mask = batch.seqs != 0, batch.pos != 0
     # The perturbations of S are applied to the embedding rows, scaled to their norm in perturb_space.
-    seq_emb = model.item_emb(batch.seqs)
-    # Drawn before the RNG state is saved, so these numbers are never reused as dropout masks.
-    noise = model.randn_like(seq_emb) if "representation" in uses else None
-    encode = same_dropout(model, batch.seqs)
-    reps = encode(seq_emb)
-    pos_emb, neg_emb = model.item_emb(batch.pos), model.item_emb(batch.neg)
-    terms = LossTerms(clean=_bce(reps, pos_emb, neg_emb, mask))
+    seq_emb = stack.item_emb(batch.seqs)
 
-    def budget(norm: Coefficient) -> Coefficient:
-        return _budget(_per_run(norm, 4), _per_run(coefficients.input_space, 4), model.input_scale)
+    def encode(seq_emb: torch.Tensor) -> torch.Tensor:
+        return stack.encode(seq_emb, batch.seqs)
+
+    def budget(norm: torch.Tensor) -> torch.Tensor:
+        return _budget(per_run(norm), per_run(coefficients.input_space), stack.input_scale)
+
+    reps = encode(seq_emb)
+    pos_emb, neg_emb = stack.item_emb(batch.pos), stack.item_emb(batch.neg)
+    terms = LossTerms(clean=_bce(reps, pos_emb, neg_emb, mask))
 
     if "bce" in uses:  # adv_seq: along dL_B/dS
         (gradient,) = torch.autograd.grad(terms.clean.sum(), seq_emb, retain_graph=True)
         terms.perturbation = fgsm_step(gradient, real, budget(coefficients.epsilon), scope)
         terms.adv_seq = _bce(encode(seq_emb + terms.perturbation), pos_emb, neg_emb, mask)
-    if noise is not None:  # 'representation': level 1, Eq. 4.6-4.7
-        scaled = factors(batch).unsqueeze(-1)
+    if "representation" in uses:  # level 1, Eq. 4.6-4.7
+        scaled = coefficients.factors(batch).unsqueeze(-1)
         # ||f(S + A/C) - w|| has a zero gradient at A = 0, so the FGSM step starts from a small random
         # A0 (one power-iteration step towards the most sensitive direction, as in virtual adversarial
         # training).
-        start = fgsm_step(scaled * noise, real, budget(coefficients.init_noise), scope)
+        start = fgsm_step(scaled * stack.randn_like(seq_emb), real, budget(coefficients.init_noise), scope)
         probe = (seq_emb.detach() + start).requires_grad_()
         gap = representation_gap(encode(probe), reps.detach(), real)
         (gradient,) = torch.autograd.grad(gap.sum(), probe)
@@ -298,9 +220,7 @@ def loss_terms(model: Network, batch: Batch, coefficients: LossCoefficients, fac
         # factors move the budget towards high-1/C positions without changing its total.
         step = fgsm_step(scaled * gradient, real, budget(coefficients.epsilon), scope)
         if terms.perturbation is not None:  # a stack with adv_seq runs beside level-1 runs
-            terms.perturbation = torch.where(
-                _per_run(coefficients.bce_weight, 4) > 0, terms.perturbation, step
-            )
+            terms.perturbation = torch.where(per_run(coefficients.bce_weight) > 0, terms.perturbation, step)
         else:
             terms.perturbation = step
         terms.adv1 = representation_gap(encode(seq_emb + step), reps, real)
@@ -310,19 +230,14 @@ def loss_terms(model: Network, batch: Batch, coefficients: LossCoefficients, fac
         # three normalised on its own within the configured scope.
         leaves = [tensor.detach().requires_grad_() for tensor in (reps, pos_emb, neg_emb)]
         gradients = torch.autograd.grad(_bce(*leaves, mask).sum(), leaves)
-        epsilon = _per_run(coefficients.epsilon, 4)
+        epsilon = per_run(coefficients.epsilon)
         deltas = [fgsm_step(gradient, mask, epsilon, scope) for gradient in gradients]
         terms.adv2 = _bce(reps + deltas[0], pos_emb + deltas[1], neg_emb + deltas[2], mask)
     return terms
 
 
-def _per_run(value: Coefficient, dims: int) -> Coefficient:
-    """A stack's (K,) coefficient shaped (K, 1, ...) to broadcast over (K, ...) tensors of ``dims`` dims."""
-    return value.view(-1, *([1] * (dims - 1))) if isinstance(value, torch.Tensor) else value
-
-
-def total_loss(terms: LossTerms, coefficients: LossCoefficients) -> torch.Tensor:
-    """Eq. 4.10: L_B + lambda1 L_adv-1 + lambda2 L_adv-2 (+ adv_seq's term), per run for a stack."""
+def total_loss(terms: LossTerms, coefficients: Coefficients) -> torch.Tensor:
+    """Eq. 4.10: L_B + lambda1 L_adv-1 + lambda2 L_adv-2 (+ adv_seq's term), (K,): one per run."""
     loss = terms.clean
     if terms.adv_seq is not None:
         loss = loss + coefficients.bce_weight * terms.adv_seq
@@ -357,21 +272,15 @@ def check_cascade(cascade: Any, data: SequenceData, source: str = "the cascade m
 
 def make_loss(
     method: str, hparams: Mapping[str, Any], cascade: torch.Tensor | None, data: SequenceData
-) -> LossFn:
-    """The training loss of ``method`` (a trained method: every one in ``ADVERSARIAL_KEYS_OF``)."""
-    if method not in ADVERSARIAL_KEYS_OF:
-        raise CatrecError(f"method '{method}' has no training loss (one of {', '.join(ADVERSARIAL_KEYS_OF)})")
+) -> RunLoss:
+    """The training loss of ``method`` (a trained method: every one in ``METHOD_SPECS``)."""
+    if method not in METHOD_SPECS:
+        raise CatrecError(f"method '{method}' has no training loss (one of {', '.join(METHOD_SPECS)})")
+    spec = METHOD_SPECS[method]
     config = AdversarialConfig.from_hparams(method, hparams)
-    if method == "continued":
-        return bce_loss
-    if method == "adv_linear":
-        return AdversarialLoss(config, sequence=None, linear=True)
-    if method == "adv_seq":
-        return AdversarialLoss(config, sequence="bce", linear=False)
-    if method == "adv_global":
-        return AdversarialLoss(config, sequence="representation", linear=True)
+    if spec.cascade is None:
+        return RunLoss(spec.terms, config)
     if cascade is None:
         raise CatrecError(f"method '{method}' needs a cascade matrix (--cascade)")
     check_cascade(cascade, data)
-    factors = CascadeFactors(cascade)
-    return AdversarialLoss(config, sequence="representation", linear=True, factors=factors)
+    return RunLoss(spec.terms, config, cascade)

@@ -29,6 +29,7 @@ from catrec.data.item_sets import ItemSets
 from catrec.errors import CatrecError
 from catrec.metrics import rank_users
 from catrec.models import SequentialRecommender
+from catrec.models.layout import Packed
 
 POSITIONS = ("first", "middle", "last")
 DISTANCES = ("cosine", "l2")
@@ -187,7 +188,7 @@ def target_loss_gradient(
     seq_emb = model.item_emb(seqs).detach().requires_grad_(True)
     # cuDNN's RNN backward refuses eval mode; the native kernels compute the same gradient.
     with torch.backends.cudnn.flags(enabled=False):
-        reps = model.encode(seq_emb, seqs)[:, -1]
+        reps = model.encode(seq_emb, Packed(seqs))[:, -1]
         loss = -F.logsigmoid(model.score(reps, targets)).sum()
         (grad,) = torch.autograd.grad(loss, seq_emb)
     return seq_emb.detach(), grad

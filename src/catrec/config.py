@@ -45,7 +45,8 @@ _SCHEDULE_KEYS = (
     "eval_every",
     "checkpoint_every",
     "bucket_by_length",
-    "engine",
+    "layout",
+    "capture",
     "precision",
 )
 ATTACK_KEYS = ("positions", "max_k", "distance", "step_size", "multi", "random_seed")
@@ -114,9 +115,68 @@ def _check_heads(hidden_size: int, num_heads: int, keys: tuple[str, str], what: 
 
 def validate_config(config: dict[str, Any], schema_path: Path = SCHEMA_PATH) -> dict[str, Any]:
     """Validate ``config`` in place and return it; raise CatrecError naming the first bad key."""
+    if isinstance(config.get("train"), dict):
+        _read_earlier_train_keys(config["train"])
     _validate(config, load_schema(schema_path), "config key")
     _check_references(config)
     return config
+
+
+# The `train:` keys added after configs were committed (under docs/evidence/ among them), each with what the
+# runs of those configs did before it existed. `engine` is `layout`'s earlier name: its engines were today's
+# layouts, 'eager' packed and 'static' padded (captured on CUDA, as `capture: auto` does); before `engine`
+# existed every run was eager.
+_EARLIER_TRAIN_KEYS = {"precision": "fp32", "stack": False, "max_stack": None, "capture": "auto"}
+_LAYOUT_OF_ENGINE = {"auto": "auto", "eager": "packed", "static": "padded"}
+
+
+def _read_earlier_train_keys(train: dict[str, Any]) -> None:
+    """Give an earlier config's ``train`` the keys added since, as its runs were: ``layout`` from its
+    ``engine`` (none: eager), ``precision`` fp32, no stack, ``capture`` auto. config/config.yaml states them
+    all; this reads the configs written before them."""
+    if "engine" in train:
+        if "layout" in train:
+            raise CatrecError(
+                "invalid config key 'train.engine': set train.layout alone (engine is its earlier name: "
+                "eager = packed, static = padded)"
+            )
+        engine = train.pop("engine")
+        if engine not in _LAYOUT_OF_ENGINE:
+            raise CatrecError(
+                f"invalid config key 'train.engine': '{engine}' is not one of {sorted(_LAYOUT_OF_ENGINE)} "
+                "(engine is layout's earlier name)"
+            )
+        train["layout"] = _LAYOUT_OF_ENGINE[engine]
+    train.setdefault("layout", "packed")
+    for key, value in _EARLIER_TRAIN_KEYS.items():
+        train.setdefault(key, value)
+
+
+def resolve_layout(layout: str, capture: bool | str, *, cuda: bool, runs: int) -> tuple[str, bool]:
+    """The layout (``catrec.models.layout``) and CUDA-graph capture of a training of ``runs`` runs stacked,
+    on CUDA or not: the one place that decides them.
+
+    'auto' layout: padded on CUDA (fixed shapes, what a CUDA graph needs) and for a stack of several runs
+    (their batches differ: packing reads one batch's real positions on the host), else packed (the least
+    arithmetic: the fast CPU layout). 'auto' capture: on exactly where it can be, the padded layout on CUDA.
+    """
+    if layout not in ("auto", "packed", "padded"):
+        raise CatrecError(f"unknown layout '{layout}' (expected auto, packed or padded)")
+    if layout == "auto":
+        layout = "padded" if cuda or runs > 1 else "packed"
+    if layout == "packed" and runs > 1:
+        raise CatrecError(
+            f"invalid config key 'train.layout': the packed layout trains one run at a time, not a stack of "
+            f"{runs} (train.stack needs train.layout padded or auto)"
+        )
+    if capture == "auto":
+        return layout, cuda and layout == "padded"
+    if capture and not (cuda and layout == "padded"):
+        raise CatrecError(
+            "invalid config key 'train.capture': true needs CUDA and the padded layout (a CUDA graph "
+            f"replays fixed shapes on a GPU), not the {layout} layout on {'CUDA' if cuda else 'the CPU'}"
+        )
+    return layout, bool(capture)
 
 
 # File systems allow 255 bytes per file name; the pipeline adds up to ~25 to a raw file's name (its
@@ -151,11 +211,8 @@ def _check_references(config: dict[str, Any]) -> None:
     for dataset in config["epsilon_sweep"]["datasets"]:
         if dataset not in datasets:
             raise CatrecError(f"invalid config key 'epsilon_sweep.datasets': unknown dataset '{dataset}'")
-    if config["train"]["stack"] is True and config["train"]["engine"] == "eager":
-        raise CatrecError(
-            "invalid config key 'train.stack': true needs train.engine 'static' or 'auto' "
-            "(a stack trains on the static engine)"
-        )
+    if config["train"]["stack"] is True:
+        resolve_layout(config["train"]["layout"], "auto", cuda=False, runs=2)
     fig5_dataset = config["figures"]["fig5"]["dataset"]
     if fig5_dataset not in datasets:
         raise CatrecError(f"invalid config key 'figures.fig5.dataset': unknown dataset '{fig5_dataset}'")
@@ -201,8 +258,8 @@ def plans_gpu(device: str) -> bool:
 def plans_stack(stack: bool | str, device: str) -> bool:
     """Whether a config's fine-tuning runs at the paper's epsilon are trained as stacks (``train.stack``).
 
-    'auto' stacks where model jobs run on a GPU (``plans_gpu``): on a CPU a stack trains on the static engine,
-    which computes every padded position, so it is slower there than the runs one after the other, eager
+    'auto' stacks where model jobs run on a GPU (``plans_gpu``): on a CPU a stack trains in the padded layout,
+    which computes every padded position, so it is slower there than the runs one after the other, packed
     (bench/stack_speed.py times both).
     """
     return plans_gpu(device) if stack == "auto" else bool(stack)

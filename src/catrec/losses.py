@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
-
-from catrec.data.batches import Batch
-from catrec.models import SequentialRecommender
 
 
 def bce_from_scores(pos_scores: torch.Tensor, neg_scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -25,11 +20,3 @@ def bce_from_scores(pos_scores: torch.Tensor, neg_scores: torch.Tensor, mask: to
     )
     positions = tuple(range(-min(mask.dim(), 2), 0))  # the last two dimensions: one run's (B, L)
     return (losses * mask).sum(positions) / mask.sum(positions).clamp(min=1)
-
-
-def bce_loss(model: SequentialRecommender, batch: Batch) -> torch.Tensor:
-    reps = model(batch.seqs)
-    return bce_from_scores(model.score(reps, batch.pos), model.score(reps, batch.neg), batch.pos != 0)
-
-
-LossFn = Callable[[SequentialRecommender, Batch], torch.Tensor]

@@ -11,35 +11,35 @@ and writes the CSV.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
 
-from catrec.adversarial import AdversarialLoss
-from catrec.data.batches import Batch
-from catrec.models import SequentialRecommender
+from catrec.adversarial import loss_terms
+from catrec.training import Training
 
 
 def input_space_perturbations(
-    model: SequentialRecommender, loss: AdversarialLoss, batches: Iterable[Batch]
+    training: Training, batches: int
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """(perturbation of S in the input space (B, L, d), real positions (B, L)) of each batch, on the CPU.
+    """(perturbation of S in the input space (B, L, d), real positions (B, L)) of the first ``batches``
+    batches of an epoch of ``training``'s single run, on the CPU.
 
-    The loss is evaluated as in training (the model in train mode, its dropout replayed by the loss), so the
-    perturbation is the one fine-tuning adds to these batches.
+    The loss is evaluated as in training (its batches, negatives, dropout masks and noise drawn by the run's
+    generators), so the perturbation is the one fine-tuning adds to these batches. Nothing is trained.
     """
-    was_training = model.training
-    model.train()
-    try:
-        for batch in batches:
-            terms = loss.terms(model, batch)
-            if terms.perturbation is None:
-                raise ValueError("this loss does not perturb the sequence input S")
-            scaled = terms.perturbation.detach() * model.input_scale
-            yield scaled.cpu(), (batch.seqs != 0).cpu()
-    finally:
-        model.train(was_training)
+    users, valid = training.epoch_inputs()
+    for index in range(min(batches, len(users))):
+        training.users.copy_(users[index])
+        training.valid.copy_(valid[index])
+        batch = training.batch()
+        training.stack.draw(batch.seqs)
+        terms = loss_terms(training.stack, batch, training.coefficients)
+        if terms.perturbation is None:
+            raise ValueError("this loss does not perturb the sequence input S")
+        scaled = terms.perturbation[0].detach() * training.stack.input_scale
+        yield scaled.cpu(), (batch.seqs[0] != 0).cpu()
 
 
 def position_profile(

@@ -1,7 +1,7 @@
-"""Where and how a run computes: the device, CPU threads, float32 precision, the training engine and seeds.
+"""Where and how a run computes: the device, CPU threads, float32 precision and seeds.
 
-The device, threads and seeds never change a run's identity; the engine (``resolve_engine``) and the
-precision (``train.precision``) do.
+The device, threads and seeds never change a run's identity; the precision (``train.precision``) and the
+layout (``catrec.config.resolve_layout``) do.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import platform
 import random
 import tempfile
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
@@ -34,23 +33,6 @@ def resolve_device(name: str) -> torch.device:
             f"{platform.node() or 'this machine'}; use device: auto or cpu, or run the job on a GPU node"
         )
     return device
-
-
-ENGINES = ("auto", "eager", "static")
-
-
-def resolve_engine(engine: str, device: torch.device) -> str:
-    """The engine ``train.engine`` names on ``device``: 'auto' -> 'static' on CUDA, 'eager' elsewhere.
-
-    'eager' trims and packs each batch (few padded positions: the fast choice on a CPU); 'static' keeps one
-    batch shape and everything on the device so that CUDA can replay a captured graph (``catrec.engine``).
-    The two draw their random numbers differently, so the resolved name is part of a run's identity.
-    """
-    if engine not in ENGINES:
-        raise CatrecError(f"unknown engine '{engine}' (expected one of {', '.join(ENGINES)})")
-    if engine == "auto":
-        return "static" if device.type == "cuda" else "eager"
-    return engine
 
 
 PRECISIONS = ("fp32", "tf32")
@@ -140,23 +122,6 @@ def claim_gpu() -> torch.device:
         time.sleep(_GPU_POLL_SECONDS)
 
 
-def cuda_rng_states(device: torch.device) -> list[torch.Tensor]:
-    """What a checkpoint keeps of torch's global CUDA generators: ``device``'s state (none on a CPU)."""
-    return [torch.cuda.get_rng_state(device)] if device.type == "cuda" else []
-
-
-def restore_cuda_rng(states: Sequence[torch.Tensor], device: torch.device) -> None:
-    """Restore the ``cuda_rng_states`` of a checkpoint onto ``device``.
-
-    The first state is always that of the GPU the run computed on: checkpoints written before held one
-    state per visible GPU, and every job then ran on the first. Restoring it alone onto the GPU of this
-    process works with fewer GPUs visible than at the save (``set_rng_state_all`` raised IndexError) and
-    on another GPU of the machine (``claim_gpu``).
-    """
-    if device.type == "cuda" and states:
-        torch.cuda.set_rng_state(states[0], device)
-
-
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (CPU and every CUDA device)."""
     random.seed(seed)
@@ -174,11 +139,11 @@ def sampler_seed(seed: int) -> int:
 
 
 def dropout_seed(seed: int) -> int:
-    """A seed for a static run's dropout masks (``catrec.models.stack``), apart from the other streams."""
+    """A seed for a run's dropout masks (``catrec.models.stack``), apart from the other streams."""
     return _stream_seed(seed, 2)
 
 
 def noise_seed(seed: int) -> int:
-    """A seed for a static run's level-1 noise: its own stream, so runs without level 1 never draw from
+    """A seed for a run's level-1 noise: its own stream, so runs without level 1 never draw from
     the stream their masks come from (a stack draws noise for all its runs once any run uses it)."""
     return _stream_seed(seed, 3)

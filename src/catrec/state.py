@@ -28,9 +28,9 @@ from catrec.provenance import code_digest, file_digest
 IDENTITY_FILE = "identity.json"
 # Settings that change how often a run is saved, not what it computes.
 _NOT_IDENTITY = ("checkpoint_every",)
-# Every run trained with the eager engine before `engine` was a setting, and computed in float32 before
-# `precision` was one (no GPU had trained a run to its end): its runs keep the identity they had.
-_IMPLIED = {"engine": "eager", "precision": "fp32"}
+# Every run computed in float32 before `precision` was a setting (no GPU had trained a run to its end): its
+# runs keep the identity they had.
+_IMPLIED = {"precision": "fp32"}
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,8 @@
 
 ``fit`` runs the epochs of one run. Its state directory (``catrec.state``) belongs to one run identity, so a
 checkpoint found there is always this run's: resuming continues it bit for bit (model, optimizer and every
-random stream are restored). The steps themselves are run by the engine of ``TrainConfig.engine``
-(``catrec.engine``).
+random stream are restored). Every run is trained as a stack of K >= 1 runs (``catrec.training``): the
+epoch loop below calls its ``step`` once per batch, or, with ``capture``, replays it as a CUDA graph.
 """
 
 from __future__ import annotations
@@ -20,15 +20,14 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from catrec.data.batches import num_batches
+from catrec.adversarial import RunLoss
 from catrec.data.sequences import SPLITS, SequenceData
-from catrec.engine import make_engine
 from catrec.errors import CatrecError
+from catrec.graph import CapturedStep
 from catrec.io import atomic_path, load_torch_file, save_torch_file
-from catrec.losses import LossFn
 from catrec.metrics import rank_users
 from catrec.models import SequentialRecommender, check_finite_weights
-from catrec.runtime import cuda_rng_states, restore_cuda_rng
+from catrec.training import Training
 from catrec.vocabulary import CURVE_COLUMNS
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -46,7 +45,8 @@ class TrainConfig:
     eval_every: int
     checkpoint_every: int
     bucket_by_length: bool
-    engine: str  # eager | static, resolved (catrec.runtime.resolve_engine)
+    layout: str  # packed | padded, resolved (catrec.runtime.resolve_layout)
+    capture: bool  # replay the step as a CUDA graph, resolved (catrec.runtime.resolve_layout)
     precision: str  # fp32 | tf32, applied by the stage (catrec.runtime.configure)
 
     @classmethod
@@ -105,7 +105,7 @@ class Run:
     the schedule's."""
 
     model: SequentialRecommender
-    loss_fn: LossFn
+    loss: RunLoss
     phase: str
     curve_path: str | Path
     state_dir: str | Path
@@ -122,7 +122,7 @@ def _seed_of(run: Run, config: TrainConfig) -> int:
 def fit(
     model: SequentialRecommender,
     data: SequenceData,
-    loss_fn: LossFn,
+    loss: RunLoss,
     config: TrainConfig,
     *,
     phase: str,
@@ -134,16 +134,13 @@ def fit(
 ) -> FitResult:
     """Train ``config.epochs`` epochs with Adam, resuming from ``state_dir`` when it holds a checkpoint.
 
-    The engine ``config.engine`` runs the steps; 'static' also evaluates on ``device``. The model is left in
-    its eager layout.
-
     ``state_dir`` must belong to this run alone (``catrec.state.run_state``): its checkpoint is resumed as is.
 
     Valid and test are evaluated every ``eval_every`` epochs and after the last one; the curve CSV is
     rewritten from memory after each evaluation. ``model_selection`` 'best_valid' ends with the weights of
     the evaluated epoch of highest validation NDCG@10 (the earliest on ties), 'last' with the final ones.
     """
-    run = Run(model, loss_fn, phase, curve_path, state_dir, epoch_offset, model_selection)
+    run = Run(model, loss, phase, curve_path, state_dir, epoch_offset, model_selection)
     (result,) = fit_runs([run], data, config, device=device)
     return result
 
@@ -197,12 +194,10 @@ class _RunProgress:
         )
         self.last_ndcg = ndcg
 
-    def save(self, engine_state: dict[str, Any], device: torch.device) -> None:
+    def save(self, training_state: dict[str, Any]) -> None:
         state = {
             "model": self.run.model.state_dict(),
-            **engine_state,
-            "cpu_rng": torch.get_rng_state(),
-            "cuda_rng": cuda_rng_states(device),
+            **training_state,
             "progress": vars(self.progress),
         }
         save_torch_file(self.checkpoint, state)
@@ -242,30 +237,21 @@ def fit_runs(
     Each run resumes from its own checkpoint and keeps its own curve, evaluations and model selection; a
     run that has finished trains no epoch again. Runs resumed at different epochs are trained in groups of
     equal epoch, so the runs of one stack always take the same steps; ``max_stack`` caps a stack's size
-    (a memory bound: more runs are trained in consecutive stacks). More than one run needs 'static'.
+    (a memory bound: more runs are trained in consecutive stacks). More than one run needs the padded layout.
 
     Weights resumed from a checkpoint must be finite, and a non-finite mean loss of an epoch (any run of
     the stack) raises a CatrecError naming the run and the epoch before that epoch is evaluated or saved.
     """
     for run in runs:
         run.model.to(device)
-    if config.engine == "static":
-        data = data.to(device)
-    torch.manual_seed(_seed_of(runs[0], config))
+    data = data.to(device)
     states = [_RunProgress(run, data) for run in runs]
-    # The global stream: only the eager engine (one run) draws from it (dropout, level-1 noise).
-    saved = [state.saved for state in states if state.saved is not None]
-    if saved:
-        torch.set_rng_state(saved[0]["cpu_rng"])
-        restore_cuda_rng(saved[0]["cuda_rng"], device)
     for start in sorted({state.progress.epoch for state in states if state.progress.epoch < config.epochs}):
         group = [state for state in states if state.progress.epoch == start]
         size = max_stack or len(group)
         for first in range(0, len(group), size):
             _train_group(group[first : first + size], data, config, device)
             _release_memory(device)
-    for run in runs:
-        run.model.use_static(None)
     return [state.result() for state in states]
 
 
@@ -274,9 +260,9 @@ def _release_memory(device: torch.device) -> None:
     and captured), so consecutive stacks (``max_stack``) never hold two stacks' parameters, Adam state and
     CUDA-graph pool at once.
 
-    The engine is freed when ``_train_group`` returns but for one reference cycle torch leaves: the first
+    The training is freed when ``_train_group`` returns but for one reference cycle torch leaves: the first
     optimizer of a process imports ``torch._dynamo``, and that import keeps the frames it was called from,
-    the engine's among them, in a cycle (``torch.fx.wrap`` holds its own frame in a local), which only the
+    the training's among them, in a cycle (``torch.fx.wrap`` holds its own frame in a local), which only the
     cyclic garbage collector frees, whenever it next runs. Collected here; CUDA's caching allocator then
     hands the freed blocks back to the device.
     """
@@ -289,36 +275,37 @@ def _train_group(
     group: list[_RunProgress], data: SequenceData, config: TrainConfig, device: torch.device
 ) -> None:
     """Train the runs of ``group`` (all at the same epoch) from there to ``config.epochs``, as one stack."""
-    models, losses = [state.run.model for state in group], [state.run.loss_fn for state in group]
+    models = [state.run.model for state in group]
     seeds = [_seed_of(state.run, config) for state in group]
-    engine = make_engine(config.engine, models, data, losses, config, device, seeds)
+    training = Training(models, data, [state.run.loss for state in group], seeds, config, device)
     for index, state in enumerate(group):
         if state.saved is not None:
             try:
-                engine.restore_run(index, state.saved)
+                training.restore_run(index, state.saved)
             except CatrecError as error:
                 raise CatrecError(f"{state.checkpoint} ({state.name}): {error}") from error
-    total_batches = num_batches(data, config.batch_size)
+    step = CapturedStep(training.step, training.generators(), device) if config.capture else training.step
     first = group[0]
     last_losses = [math.nan] * len(group)
     for epoch in range(first.progress.epoch + 1, config.epochs + 1):
-        for model in models:
-            model.train()
         started = time.perf_counter()
+        users, valid = training.epoch_inputs()
+        training.loss_sums.zero_()
         bar = tqdm(
-            engine.epoch(),
-            total=total_batches,
+            range(len(users)),
             desc=f"{first.name if len(group) == 1 else f'{len(group)} runs'} epoch "
             f"{first.epoch(epoch)}/{first.epoch(config.epochs)}",
             leave=False,
             dynamic_ncols=True,
             disable=None,  # no bar when stderr is a log file, only the per-evaluation lines
-            # The last epoch's numbers: the static engine reads its loss once per epoch, never per step.
+            # The last epoch's numbers: the loss is read once per epoch, never per step.
             postfix={"last_loss": f"{last_losses[0]:.4f}", "valid_ndcg": f"{first.last_ndcg:.4f}"},
         )
-        for _ in bar:
-            pass
-        last_losses = engine.mean_losses()
+        for index in bar:
+            training.users.copy_(users[index])
+            training.valid.copy_(valid[index])
+            step()
+        last_losses = (training.loss_sums / len(users)).tolist()
         for state, loss in zip(group, last_losses, strict=True):
             if not math.isfinite(loss):
                 # Its weights are damaged now: evaluating or saving them would report NDCG 0 or an
@@ -329,11 +316,11 @@ def _train_group(
                     "train.lr, or check the pretrained weights)"
                 )
         seconds = time.perf_counter() - started
-        engine.write_back()
+        training.stack.write_back()
         for index, state in enumerate(group):
             state.progress.seconds += seconds
             state.progress.epoch = epoch
             if epoch % config.eval_every == 0 or epoch == config.epochs:
                 state.evaluate(epoch, last_losses[index])
             if epoch % config.checkpoint_every == 0 or epoch == config.epochs:
-                state.save(engine.run_state(index), device)
+                state.save(training.run_state(index))

@@ -6,6 +6,8 @@ method, a figure or a column exists in one place only. See docs/architecture.md 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 # Training methods in the order of Table 2; `base` is the pretrained model itself (not trained further).
 METHODS = (
     "base",
@@ -17,24 +19,52 @@ METHODS = (
     "adv_cas_temporal",
     "adv_cas_cross",
 )
-# Which cascade file (``catrec cascade --terms``) each cascade-guided method needs.
-CASCADE_TERMS_OF = {"adv_cas": "both", "adv_cas_temporal": "temporal", "adv_cas_cross": "cross"}
-CASCADE_TERMS = ("both", "temporal", "cross")
-
-# The `adversarial:` keys each trained method reads; a method's run depends on these and on nothing else of
-# that section, so changing one re-runs only the methods listed for it.
-_LEVEL_1 = ("epsilon", "lambda1", "grad_norm_scope", "init_noise", "perturb_space")
-_LEVEL_2 = ("epsilon", "lambda2", "grad_norm_scope")
-_BOTH_LEVELS = tuple(dict.fromkeys(_LEVEL_1 + _LEVEL_2))
-ADVERSARIAL_KEYS_OF: dict[str, tuple[str, ...]] = {
-    "continued": (),
-    "adv_linear": _LEVEL_2,
-    "adv_seq": ("epsilon", "grad_norm_scope", "perturb_space"),
-    "adv_global": _BOTH_LEVELS,
-    **{method: _BOTH_LEVELS for method in CASCADE_TERMS_OF},
+# The `adversarial:` keys each term reads (a method reads those of its terms, in this order):
+# 'bce' perturbs S along dL_B/dS and adds L_B(S + step) (adv_seq); 'representation' is level 1 (Eq. 4.6-4.7);
+# 'linear' level 2 (Eq. 4.8-4.9).
+TERM_KEYS: dict[str, tuple[str, ...]] = {
+    "bce": ("epsilon", "grad_norm_scope", "perturb_space"),
+    "representation": ("epsilon", "lambda1", "grad_norm_scope", "init_noise", "perturb_space"),
+    "linear": ("epsilon", "lambda2", "grad_norm_scope"),
 }
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """What a trained method computes: its terms of Eq. 4.10 beside L_B, and the cascade file its level-1
+    factors 1/C come from (``catrec cascade --terms``; None: uniform factors)."""
+
+    terms: tuple[str, ...]
+    cascade: str | None = None
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """The `adversarial:` keys it reads: a run depends on these and on nothing else of that section, so
+        changing one re-runs only the methods that read it."""
+        return tuple(dict.fromkeys(key for term in self.terms for key in TERM_KEYS[term]))
+
+    @property
+    def perturbs_s(self) -> bool:
+        """Whether it perturbs the sequence input S (level 1 or adv_seq)."""
+        return "bce" in self.terms or "representation" in self.terms
+
+
+# Every trained method, in the order of Table 2 (`base`, the pretrained model itself, trains nothing).
+METHOD_SPECS: dict[str, MethodSpec] = {
+    "continued": MethodSpec(()),
+    "adv_linear": MethodSpec(("linear",)),
+    "adv_seq": MethodSpec(("bce",)),
+    "adv_global": MethodSpec(("representation", "linear")),
+    "adv_cas": MethodSpec(("representation", "linear"), cascade="both"),
+    "adv_cas_temporal": MethodSpec(("representation", "linear"), cascade="temporal"),
+    "adv_cas_cross": MethodSpec(("representation", "linear"), cascade="cross"),
+}
+# Which cascade file each cascade-guided method needs.
+CASCADE_TERMS_OF = {m: spec.cascade for m, spec in METHOD_SPECS.items() if spec.cascade is not None}
+CASCADE_TERMS = ("both", "temporal", "cross")
+ADVERSARIAL_KEYS_OF = {method: spec.keys for method, spec in METHOD_SPECS.items()}
 # Methods that perturb the sequence input S (level 1 or adv_seq): the perturbation profile covers these.
-SEQUENCE_METHODS = tuple(method for method, keys in ADVERSARIAL_KEYS_OF.items() if "perturb_space" in keys)
+SEQUENCE_METHODS = tuple(method for method, spec in METHOD_SPECS.items() if spec.perturbs_s)
 # Methods whose run takes epsilon: epsilon is part of their result paths, and they are swept in Figure 4.
 EPSILON_METHODS = tuple(method for method, keys in ADVERSARIAL_KEYS_OF.items() if "epsilon" in keys)
 CLEAN_METHODS = tuple(method for method in METHODS if method not in EPSILON_METHODS)

@@ -28,11 +28,6 @@ def stack_inputs(wildcards):
 
 def stack_member(run, hparams):
     """One run of a stacked job's ``--runs``: its settings (as its own job's) and the files it writes."""
-    if hparams["engine"] == "auto":
-        hparams = {
-            **hparams,
-            "engine": "static",
-        }  # a stack trains on the static engine, wherever it runs
     return {
         "hparams": hparams,
         **{
@@ -61,7 +56,10 @@ def stack_runs(wildcards):
     members = []
     for method in STACKED:
         terms = CASCADE_TERMS_OF.get(method)
-        hparams = stage_hparams(config, "finetune", **seed_run, method=method)
+        # epsilon from EPSILON, as the member's own job takes it from its path: one source
+        hparams = stage_hparams(
+            config, "finetune", **seed_run, method=method, epsilon=EPSILON
+        )
         members.append(
             {
                 "method": method,

@@ -7,113 +7,31 @@ w_i per position (Eq. 3.3) and scores an item j by w_i^T e_j with the shared ite
 Batches may be trimmed to the last L <= T columns (all-padding columns dropped); models index positions
 from the right end (the last column is position T), so trimming and extra left padding never change outputs.
 
-Each model has two layouts with the same outputs at real positions: the eager one (SASRec on the packed real
-positions, GRU4Rec on packed sequences: the least arithmetic, but shapes that depend on the data) and the
-static one (``use_static``: padded tensors and masks only, no data-dependent shape and no read-back to the
-host, so the static engine can capture a step as a CUDA graph; dropout masks from ``DropoutMasks``).
+How a batch is laid out while a model computes (``catrec.models.layout``: ``Packed`` real positions or
+``Padded`` fixed shapes) and which dropout masks it applies are arguments of ``encode``: a model has one
+computation, the same at every real position in both layouts. Dropout is active exactly where ``encode`` is
+given masks (training); ``forward``, evaluation and the attacks pass none.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from catrec.errors import CatrecError
 from catrec.io import load_torch_file, save_torch_file
-from catrec.models.dropout import Dropout, DropoutMasks
+from catrec.models.base import ModelConfig, SequentialRecommender
+from catrec.models.gru4rec import GRU4Rec
+from catrec.models.sasrec import SASRec
 from catrec.vocabulary import MODEL_KEYS_OF
 
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """A model's architecture, saved with its weights. Values come from the config's ``model:`` section.
-
-    The keys of the other model stay None (``MODEL_KEYS_OF`` says which keys each model reads).
-    """
-
-    name: str  # sasrec | gru4rec
-    num_items: int  # n; item ids are 1..n, 0 is padding
-    max_len: int  # T
-    hidden_size: int
-    dropout: float
-    num_blocks: int | None = None  # SASRec
-    num_heads: int | None = None  # SASRec
-    layer_norm: str | None = None  # SASRec: pre | original
-    num_layers: int | None = None  # GRU4Rec
-
-    @classmethod
-    def from_hparams(cls, hparams: Mapping[str, Any], num_items: int) -> ModelConfig:
-        """The architecture keys of ``catrec pretrain``'s validated ``--hparams``."""
-        name = hparams["model"]
-        keys = ("max_len", "hidden_size", "dropout", *MODEL_KEYS_OF[name])
-        return cls(name=name, num_items=num_items, **{key: hparams[key] for key in keys})
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-class SequentialRecommender(nn.Module):
-    """Base class: item embedding E with padding row 0, scoring by inner product."""
-
-    # Whether ``torch.func.vmap`` runs ``encode`` for a stack of runs (GRU4Rec's nn.GRU has no batching rule).
-    vectorizes = True
-
-    def __init__(self, config: ModelConfig) -> None:
-        super().__init__()
-        self.config = config
-        self.dropout_masks: DropoutMasks | None = None
-        self.item_emb = nn.Embedding(config.num_items + 1, config.hidden_size, padding_idx=0)
-        # Xavier-normal as in the reference SASRec/GRU4Rec code; nn.Embedding's N(0, 1) makes the initial
-        # scores w^T e so large that the first epochs are spent shrinking the table.
-        with torch.no_grad():
-            nn.init.xavier_normal_(self.item_emb.weight)
-            self.item_emb.weight[0].zero_()
-
-    def use_static(self, masks: DropoutMasks | None) -> None:
-        """Run the static layout, every dropout layer drawing from ``masks``; None: back to the eager one."""
-        self.dropout_masks = masks
-        for module in self.modules():
-            if isinstance(module, Dropout):
-                module.masks = masks
-
-    @property
-    def input_scale(self) -> float:
-        """The factor between the embedding rows E[seqs] and the tensor the sequence network takes in."""
-        return 1.0
-
-    def randn_like(self, x: torch.Tensor) -> torch.Tensor:
-        """Standard normal noise shaped like ``x`` (the level-1 start), from the global stream; a stack of
-        runs (``catrec.models.stack``) draws each run's from its own generator instead."""
-        return torch.randn_like(x)
-
-    def encode(self, seq_emb: torch.Tensor, seqs: torch.Tensor) -> torch.Tensor:
-        """f(S; theta) of Eq. 3.3: (B, L, d) sequence embeddings -> (B, L, d) user representations.
-
-        ``seqs`` (B, L) are the item ids behind ``seq_emb``; they give the padding mask (id 0).
-        """
-        raise NotImplementedError
-
-    def forward(self, seqs: torch.Tensor) -> torch.Tensor:
-        return self.encode(self.item_emb(seqs), seqs)
-
-    def score(self, reps: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """r_ij = w_i^T e_j (Eq. 3.4) for aligned ``reps`` (..., d) and ``items`` (...)."""
-        return (reps * self.item_emb(items)).sum(-1)
-
-    def score_all(self, reps: torch.Tensor) -> torch.Tensor:
-        """Scores of every item id (padding column 0 included) for (B, d) representations -> (B, n + 1)."""
-        return reps @ self.item_emb.weight.T
+__all__ = ["ModelConfig", "SequentialRecommender", "build_model", "load_model", "save_model"]
 
 
 def build_model(config: ModelConfig) -> SequentialRecommender:
-    from catrec.models.gru4rec import GRU4Rec
-    from catrec.models.sasrec import SASRec
-
     models: dict[str, type[SequentialRecommender]] = {"sasrec": SASRec, "gru4rec": GRU4Rec}
     if config.name not in models:
         raise ValueError(f"unknown model '{config.name}' (expected one of {sorted(models)})")

@@ -1,17 +1,16 @@
-"""K runs of one architecture as one computation: parameters stacked along a leading run dimension.
+"""K >= 1 runs of one architecture as one computation: parameters stacked along a leading run dimension.
 
-A stack holds every parameter of its K member models as one (K, ...) tensor and computes the forward pass of
-all runs at once: ``torch.func.vmap`` over ``functional_call`` folds K into the batch of every matmul and of
-attention (SASRec), or, where vmap has no batching rule (GRU4Rec's ``nn.GRU``), one call per run. Inputs
-carry the run dimension too ((K, B, L) ids), so members may see different batches. The optimizer steps the
-stacked tensors: Adam is element-wise, so one Adam over them is K Adams with the same settings.
+Every training run is a stack (a single run is K = 1). A stack holds every parameter of its K member models
+as one (K, ...) tensor and computes the forward pass of all runs at once: ``torch.func.vmap`` over
+``functional_call`` folds K into the batch of every matmul and of attention (SASRec), or, where vmap has no
+batching rule (GRU4Rec's ``nn.GRU``) or there is one run, one call per run. Inputs carry the run dimension
+((K, B, L) ids), so members may see different batches. The optimizer steps the stacked tensors: Adam is
+element-wise, so one Adam over them is K Adams with the same settings.
 
 What makes a run's numbers independent of its stack: every random draw of a step comes from the run's own
 generators (``dropout``: its masks; ``noise``: its level-1 noise), never from a global stream that the other
-members would advance. A stack draws noise for all its runs when any of them uses level 1, so a run's
-masks never come from its noise stream. A stack of one is how the static engine trains a single run, so a
-run trained alone and the same run in any stack draw the same numbers. The member models get the trained
-weights at ``write_back`` (evaluation, checkpoints); the stacked tensors are the ones trained.
+members would advance. So a run trained alone and the same run in any stack draw the same numbers. The member
+models get the trained weights at ``write_back`` (evaluation, checkpoints); the stacked tensors are trained.
 """
 
 from __future__ import annotations
@@ -25,56 +24,54 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from catrec.models import SequentialRecommender
-from catrec.models.dropout import Dropout, DropoutMasks
+from catrec.models.layout import Packed, Padded, StepMasks
 
 
 class _Encoder(nn.Module):
-    """``model.encode`` as a module's forward, for ``functional_call``."""
+    """``model.encode`` in a layout built from the ids, as a module's forward, for ``functional_call``."""
 
-    def __init__(self, model: SequentialRecommender) -> None:
+    def __init__(self, model: SequentialRecommender, layout: type[Packed] | type[Padded]) -> None:
         super().__init__()
-        self.model = model
+        self.model, self.layout = model, layout
 
-    def forward(self, seq_emb: torch.Tensor, seqs: torch.Tensor) -> torch.Tensor:
-        return self.model.encode(seq_emb, seqs)
+    def forward(self, seq_emb: torch.Tensor, seqs: torch.Tensor, masks: StepMasks | None) -> torch.Tensor:
+        return self.model.encode(seq_emb, self.layout(seqs, masks))
 
 
 class ModelStack:
-    """The K ``models`` (one architecture, on one device) trained as one, with each run's generators."""
+    """The K ``models`` (one architecture, on one device) trained as one in ``layout``, with each run's
+    dropout and noise generators."""
 
     def __init__(
         self,
         models: Sequence[SequentialRecommender],
         dropout: Sequence[torch.Generator],
         noise: Sequence[torch.Generator],
+        layout: type[Packed] | type[Padded],
     ) -> None:
         if not models or not len(models) == len(dropout) == len(noise):
             raise ValueError(f"a stack needs two generators per model, for {len(models)} models")
         configs = {model.config for model in models}
-        if (
-            len({(config.name, config.hidden_size, config.max_len, config.num_items) for config in configs})
-            > 1
-        ):
+        if len({(c.name, c.hidden_size, c.max_len, c.num_items) for c in configs}) > 1:
             raise ValueError("the models of a stack must share one architecture")
+        if layout is Packed and len(models) > 1:
+            # Packing reads each batch's real positions on the host: one run's batch at a time.
+            raise ValueError(f"the packed layout trains one run, not {len(models)}")
         self.models, self._dropout_streams, self._noise_streams = list(models), list(dropout), list(noise)
-        self.size = len(models)
+        self.size, self.layout = len(models), layout
         first = models[0]
         self.input_scale = first.input_scale
-        self._vectorized = first.vectorizes
-        self._dropout = {
-            module.p for module in first.modules() if isinstance(module, Dropout) and module.p > 0
-        }
+        self._dropout = first.config.dropout
+        # Padded: vmap for every K, one run included, so that a run computes the same numbers (to the bit)
+        # alone and in any stack; packed (K = 1) runs its one call (vmap cannot pack: ``nonzero``).
+        self._vectorized = first.vectorizes and layout is Padded
         # The template runs the members' computation with their weights; its own weights are never used.
-        self._masks = DropoutMasks()
-        self._template = _Encoder(copy.deepcopy(first).to("meta"))
-        self._template.model.use_static(self._masks)
-        self._template.train()
+        self._template = _Encoder(copy.deepcopy(first).to("meta"), layout)
         params, _ = stack_module_state(list(models))  # type: ignore[arg-type]
         self.parameters: dict[str, torch.Tensor] = {
             name: value.detach().clone().requires_grad_() for name, value in params.items()
         }
-        self._mask_shapes: list[torch.Size] | None = None
-        self._step_masks: list[torch.Tensor] = []
+        self._step_masks: list[StepMasks] | None = None
 
     def item_emb(self, ids: torch.Tensor) -> torch.Tensor:
         """E[ids] of each run: (K, B, L) ids -> (K, B, L, d); the padding row gets no gradient."""
@@ -90,60 +87,55 @@ class ModelStack:
         )
 
     def draw(self, seqs: torch.Tensor) -> None:
-        """Draw this step's dropout masks for (K, B, L) ``seqs``, each run's from its own generator; every
-        ``encode`` until the next ``draw`` applies them (the same masks in every pass of a step)."""
-        if not self._dropout:
-            self._step_masks = []
+        """Draw this step's dropout numbers for (K, B, L) ``seqs``, each run's from its own generator;
+        every ``encode`` until the next ``draw`` applies them (the same masks in every pass of a step)."""
+        if self._dropout == 0:
+            self._step_masks = None
             return
-        (p,) = self._dropout  # one rate for every dropout layer (ModelConfig.dropout)
-        if self._mask_shapes is None:
-            self._mask_shapes = self._shapes(seqs[0])
-        sizes = [shape.numel() for shape in self._mask_shapes]
-        per_run = []
-        for stream in self._dropout_streams:
-            # One uniform draw per run and step, cut into the masks (inverted dropout: keep / (1 - p)).
-            uniform = torch.rand(sum(sizes), generator=stream, device=seqs.device)
-            per_run.append((uniform < 1 - p).float() / (1 - p))
-        stacked = torch.stack(per_run)
+        width = self.models[0].dropout_width(seqs.shape[-1])
         self._step_masks = [
-            part.view(self.size, *shape)
-            for part, shape in zip(stacked.split(sizes, dim=1), self._mask_shapes, strict=True)
+            StepMasks.draw(self.layout.mask_rows(seqs[run]), width, self._dropout, stream)
+            for run, stream in enumerate(self._dropout_streams)
         ]
-
-    def _shapes(self, seqs: torch.Tensor) -> list[torch.Size]:
-        """The shapes of the masks a pass over (B, L) ``seqs`` draws, in order (a pass on the meta device)."""
-        meta = seqs.to("meta")
-        hidden = self._template.model.config.hidden_size
-        with self._masks.recording():
-            self._template(torch.empty(*meta.shape, hidden, device="meta"), meta)
-        return [mask.shape for mask in self._masks.recorded()]
 
     def encode(self, seq_emb: torch.Tensor, seqs: torch.Tensor) -> torch.Tensor:
         """f(S) of each run (Eq. 3.3): (K, B, L, d), (K, B, L) -> (K, B, L, d), under the step's masks."""
         if self._vectorized:
-            return vmap(self._encode_one)(self.parameters, seq_emb, seqs, self._step_masks)
+            uniform = None if self._step_masks is None else torch.stack([m.uniform for m in self._step_masks])
+            # No masks (dropout 0, or none drawn): nothing to map over in their place.
+            in_dims = (0, 0, 0, None if uniform is None else 0)
+            return vmap(self._encode_batched, in_dims=in_dims)(self.parameters, seq_emb, seqs, uniform)
         return torch.stack(
             [
                 self._encode_one(
                     {name: value[run] for name, value in self.parameters.items()},
                     seq_emb[run],
                     seqs[run],
-                    [mask[run] for mask in self._step_masks],
+                    None if self._step_masks is None else self._step_masks[run],
                 )
                 for run in range(self.size)
             ]
         )
+
+    def _encode_batched(
+        self,
+        params: dict[str, torch.Tensor],
+        seq_emb: torch.Tensor,
+        seqs: torch.Tensor,
+        uniform: torch.Tensor | None,
+    ) -> torch.Tensor:
+        masks = None if uniform is None else StepMasks(uniform, self._dropout)
+        return self._encode_one(params, seq_emb, seqs, masks)
 
     def _encode_one(
         self,
         params: dict[str, torch.Tensor],
         seq_emb: torch.Tensor,
         seqs: torch.Tensor,
-        masks: list[torch.Tensor],
+        masks: StepMasks | None,
     ) -> torch.Tensor:
         named = {f"model.{name}": value for name, value in params.items()}
-        with self._masks.replaying(list(masks)):
-            return functional_call(self._template, named, (seq_emb, seqs))
+        return functional_call(self._template, named, (seq_emb, seqs, masks))
 
     @torch.no_grad()
     def write_back(self) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from catrec.adversarial import check_cascade
-from catrec.config import read_hparams
+from catrec.config import read_hparams, resolve_layout
 from catrec.data.sequences import SequenceData
 from catrec.errors import CatrecError
 from catrec.io import atomic_path, load_torch_file
@@ -82,10 +82,14 @@ def run_fields(
     return dict(value)
 
 
-def check_stack_engine(runs: int, engine: str) -> None:
-    """Refuse a stack of ``runs`` runs that would train on the eager engine (one run at a time)."""
-    if runs > 1 and engine != "static":
-        raise CatrecError(f"the eager engine trains one run at a time, not {runs} (stacks: 'static')")
+def with_layout(
+    values: Mapping[str, Any], device: torch.device, runs: int, capture: bool | str | None = None
+) -> dict[str, Any]:
+    """``values`` (a run's validated ``--hparams``) with its layout and capture resolved for ``runs`` runs
+    trained together on ``device`` (``catrec.config.resolve_layout``); ``capture`` overrides the setting."""
+    capture = values["capture"] if capture is None else capture
+    layout, captured = resolve_layout(values["layout"], capture, cuda=device.type == "cuda", runs=runs)
+    return {**values, "layout": layout, "capture": captured}
 
 
 def data_inputs(data_dir: str | Path) -> dict[str, Path]:

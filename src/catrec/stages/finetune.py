@@ -5,8 +5,9 @@ each run resuming and writing exactly what ``finetune`` would for it.
 
 'base' trains nothing: it reports the pretrained model (its weights copied, a curve with only the header).
 The metrics JSON carries ``epsilon`` (None for methods without perturbation), ``selected_epoch``, the
-run's identity digest ``run_id``, the training ``engine`` that ran ('eager' for 'base': its evaluation
-is the eager one), the ``device`` type and the float32 ``precision`` ('fp32' for 'base').
+run's identity digest ``run_id``, the layout it trained in as ``engine`` ('packed' for 'base': its
+evaluation is the packed one) and whether its step was ``capture``d as a CUDA graph, the ``device`` type
+and the float32 ``precision`` ('fp32' for 'base').
 """
 
 from __future__ import annotations
@@ -26,14 +27,14 @@ from catrec.data.sequences import SPLITS, SequenceData
 from catrec.errors import CatrecError
 from catrec.io import write_text_atomically
 from catrec.models import SequentialRecommender, save_model
-from catrec.runtime import DEFAULT_PRECISION, configure, resolve_engine
+from catrec.runtime import DEFAULT_PRECISION, configure
 from catrec.stages.common import (
-    check_stack_engine,
     data_inputs,
     load_model_and_data,
     method_cascade,
     prepare,
     run_fields,
+    with_layout,
     write_metrics_json,
 )
 from catrec.state import run_state
@@ -77,7 +78,8 @@ def finetune(
             epsilon=None,
             selected_epoch=values["epoch_offset"],
             run_id=None,
-            engine="eager",
+            engine="packed",
+            capture=False,
             device=torch_device.type,
             precision=DEFAULT_PRECISION,
         )
@@ -118,7 +120,7 @@ def finetune_stack(
     """Fine-tune ``pretrained`` with several methods as one stack (``catrec.models.stack``), or as
     consecutive stacks of at most ``max_stack`` runs.
 
-    The runs must share their schedule (seed, epochs, batch size, ...) and resolve to the static engine; each
+    The runs must share their schedule (seed, epochs, batch size, ...) and train in the padded layout; each
     resumes its own state and writes exactly the outputs ``finetune`` writes for it (a finished run trains
     no epoch again).
     """
@@ -187,16 +189,15 @@ def _finetune_runs(
 ) -> None:
     """Train ``members`` (runs with their validated settings) from ``pretrained_model``, one stack."""
     configs = set()
+    members = [(member, with_layout(values, device, len(members))) for member, values in members]
     for _, values in members:
-        values["engine"] = resolve_engine(values["engine"], device)
         configs.add(TrainConfig.from_hparams(values))
     # Checked before any state is written: a refused stack leaves nothing behind.
     if len(configs) > 1:
         raise CatrecError(
-            "the runs of a stack must share their schedule (seed, epochs, batch size, engine, precision, ...)"
+            "the runs of a stack must share their schedule (seed, epochs, batch size, layout, precision, ...)"
         )
     (config,) = configs
-    check_stack_engine(len(members), config.engine)
     runs = []
     for member, values in members:
         inputs = {**data_inputs(data_dir), "pretrained": Path(pretrained)}
@@ -215,7 +216,7 @@ def _finetune_runs(
         print(f"finetune {dataset}/{model_name} {member.method} seed {config.seed}: state {state.directory}")
         run = Run(
             model=copy.deepcopy(pretrained_model),
-            loss_fn=make_loss(member.method, values, cascade_matrix, data),
+            loss=make_loss(member.method, values, cascade_matrix, data),
             phase="finetune",
             curve_path=member.curve,
             state_dir=state.directory,
@@ -238,7 +239,8 @@ def _finetune_runs(
             epsilon=values.get("epsilon"),
             selected_epoch=result.selected_epoch,
             run_id=run_id,
-            engine=config.engine,
+            engine=config.layout,
+            capture=config.capture,
             device=device.type,
             precision=config.precision,
         )
@@ -274,7 +276,7 @@ COMMANDS = (
     ),
     Command(
         "finetune-stack",
-        "Fine-tune one pretrained model with several methods trained as one stack (static engine).",
+        "Fine-tune one pretrained model with several methods trained as one stack (padded layout).",
         _declare_finetune_stack,
         _run_finetune_stack,
     ),

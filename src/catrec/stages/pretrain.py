@@ -12,17 +12,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from catrec.adversarial import CLEAN_LOSS
 from catrec.commands import Command, add_run_outputs, add_stack_args, add_training_args, keywords
 from catrec.data.sequences import SequenceData
 from catrec.errors import CatrecError
-from catrec.losses import bce_loss
 from catrec.models import ModelConfig, build_model, save_model
-from catrec.runtime import configure, resolve_engine, seed_everything
+from catrec.runtime import configure, seed_everything
 from catrec.stages.common import (
-    check_stack_engine,
     data_inputs,
     prepare,
     run_fields,
+    with_layout,
     write_metrics_json,
 )
 from catrec.state import run_state
@@ -86,14 +86,13 @@ def pretrain_stack(
     max_stack: int | None = None,
 ) -> None:
     """Pretrain ``model_name`` once per run, the runs trained as one stack (or consecutive stacks of at
-    most ``max_stack``): runs of distinct seeds and otherwise the same settings, on the static engine
+    most ``max_stack``): runs of distinct seeds and otherwise the same settings, in the padded layout
     where there is more than one. Each run resumes its own state and writes what ``pretrain`` writes."""
     if not runs:
         raise CatrecError("pretrain-stack needs at least one run")
     prepared = [prepare(run.hparams, "pretrain", model=model_name) for run in runs]
     torch_device = configure(device, threads, prepared[0]["precision"])  # shared: checked below
-    for values in prepared:
-        values["engine"] = resolve_engine(values["engine"], torch_device)
+    prepared = [with_layout(values, torch_device, len(runs)) for values in prepared]
     seeds = [values["seed"] for values in prepared]
     # Checked before any state is written: a refused stack leaves nothing behind.
     if len(set(seeds)) != len(seeds):
@@ -101,7 +100,6 @@ def pretrain_stack(
     if any({**values, "seed": seeds[0]} != prepared[0] for values in prepared):
         raise CatrecError("the runs of a pretraining stack must share all their settings but the seed")
     config = TrainConfig.from_hparams(prepared[0])
-    check_stack_engine(len(runs), config.engine)
     data = SequenceData.from_dir(data_dir, prepared[0]["max_len"])
     members = []
     for member, values in zip(runs, prepared, strict=True):
@@ -121,12 +119,13 @@ def pretrain_stack(
         print(
             f"pretrain {dataset}/{model_name} seed {values['seed']}: device {torch_device}, "
             f"{data.num_users} users, {data.num_items} items, T={values['max_len']}, {parameters} "
-            f"parameters, {config.epochs} epochs, engine {config.engine}, precision {config.precision}, "
+            f"parameters, {config.epochs} epochs, layout {config.layout}"
+            f"{' captured' if config.capture else ''}, precision {config.precision}, "
             f"state {state.directory}"
         )
         run = Run(
             model=model,
-            loss_fn=bce_loss,
+            loss=CLEAN_LOSS,
             phase="pretrain",
             curve_path=member.curve,
             state_dir=state.directory,
@@ -151,7 +150,8 @@ def pretrain_stack(
             valid=result.valid,
             test=result.test,
             run_id=run_id,
-            engine=config.engine,
+            engine=config.layout,
+            capture=config.capture,
             device=torch_device.type,
             precision=config.precision,
         )
@@ -183,7 +183,7 @@ COMMANDS = (
     ),
     Command(
         "pretrain-stack",
-        "Pretrain one model for several seeds trained as one stack (static engine).",
+        "Pretrain one model for several seeds trained as one stack (padded layout).",
         _declare_pretrain_stack,
         _run_pretrain_stack,
     ),

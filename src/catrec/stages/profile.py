@@ -2,30 +2,27 @@
 
 Post hoc: the fine-tuned weights are loaded and the run's loss is rebuilt exactly as ``catrec finetune``
 builds it (same ``--hparams``, same cascade file), then evaluated on a fixed number of training batches drawn
-as in training (``batch_size``, ``bucket_by_length`` of the run; the sampler seeded from the run's seed, so
-every method of a seed sees the same batches). Nothing is trained.
+as in training (``batch_size``, ``bucket_by_length`` and layout of the run; its generators seeded from the
+run's seed, so every method of a seed sees the same batches). Nothing is trained.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import itertools
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from catrec.adversarial import AdversarialLoss, make_loss
+from catrec.adversarial import make_loss
 from catrec.commands import Command, add_training_args, positive
-from catrec.data.batches import iterate_batches
 from catrec.errors import CatrecError
 from catrec.io import atomic_path
 from catrec.profile import input_space_perturbations, position_profile
-from catrec.runtime import configure, sampler_seed
-from catrec.stages.common import load_model_and_data, method_cascade, prepare
+from catrec.runtime import configure
+from catrec.stages.common import load_model_and_data, method_cascade, prepare, with_layout
 from catrec.trainer import TrainConfig
+from catrec.training import Training
 from catrec.vocabulary import PROFILE_COLUMNS, SEQUENCE_METHODS
 
 
@@ -51,19 +48,16 @@ def write_profile(
     if batches < 1:
         raise CatrecError(f"--batches must be at least 1, got {batches}")
     values = prepare(hparams, "finetune", model=model_name, method=method)
-    config = TrainConfig.from_hparams(values)
     torch_device = configure(device, threads)
+    # Never captured: nothing is trained, and the perturbation is read after each batch.
+    config = TrainConfig.from_hparams(with_layout(values, torch_device, runs=1, capture=False))
     model, data = load_model_and_data(
         checkpoint, data_dir, model_name=model_name, max_len=values["max_len"], device=torch_device
     )
     cascade_matrix = method_cascade(method, cascade, config.batch_size, data)
     loss = make_loss(method, values, cascade_matrix, data)
-    assert isinstance(loss, AdversarialLoss)  # every SEQUENCE_METHODS method has one
-    generator = torch.Generator().manual_seed(sampler_seed(config.seed))
-    drawn = itertools.islice(
-        iterate_batches(data, config.batch_size, generator, config.bucket_by_length), batches
-    )
-    measured = list(input_space_perturbations(model, loss, (batch.to(torch_device) for batch in drawn)))
+    training = Training([model], data, [loss], [config.seed], config, torch_device)
+    measured = list(input_space_perturbations(training, batches))
     rows = position_profile([p for p, _ in measured], [real for _, real in measured])
     labels = {"dataset": dataset, "model": model_name, "method": method}
     with atomic_path(output) as temp, open(temp, "w", newline="") as stream:
