@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from catrec import paths
-from catrec.config import stage_hparams
+from catrec.settings import SETTINGS, FinetuneSettings, PretrainSettings
 from catrec.vocabulary import (
     CASCADE_TERMS_OF,
     EPSILON_METHODS,
@@ -347,17 +347,7 @@ class Plan:
         """
 
         def hparams(wildcards: Wildcards) -> str:
-            seed = wildcards.get("seed")
-            values = stage_hparams(
-                self.config,
-                stage,
-                dataset=wildcards["dataset"],
-                model=wildcards["model"],
-                seed=None if seed is None else int(seed),
-                method=wildcards.get("method"),
-                epsilon=wildcards.get("epsilon"),
-            )
-            return json.dumps(values, sort_keys=True)
+            return SETTINGS[stage].from_config(self.config, wildcards).to_json()
 
         return hparams
 
@@ -447,7 +437,8 @@ class Plan:
         for method in self.stacked:
             terms = CASCADE_TERMS_OF.get(method)
             # epsilon the paper's, as the member's own job takes it from its path: one source
-            hparams = stage_hparams(self.config, "finetune", **seed_run, method=method, epsilon=self.epsilon)
+            job = {**seed_run, "method": method, "epsilon": self.epsilon}
+            hparams = FinetuneSettings.from_config(self.config, job).hparams()
             cascade = paths.CASCADE.format(dataset=wildcards["dataset"], terms=terms) if terms else None
             run = {**seed_run, "method": method, "epsilon": self.epsilon}
             members.append({"method": method, "cascade": cascade, **self._stack_member(run, hparams)})
@@ -465,6 +456,6 @@ class Plan:
         members = []
         for seed in self.seeds:
             run = {"dataset": wildcards["dataset"], "model": wildcards["model"], "seed": seed}
-            hparams = stage_hparams(self.config, "pretrain", **run)
+            hparams = PretrainSettings.from_config(self.config, run).hparams()
             members.append(self._stack_member({**run, "method": "pretrain", "epsilon": None}, hparams))
         return json.dumps(members, sort_keys=True)
