@@ -37,7 +37,6 @@ _Validator = jsonschema.validators.extend(
 )
 
 STAGES = ("pretrain", "finetune", "attack")
-ATTACK_KEYS = ("positions", "max_k", "distance", "step_size", "multi", "random_seed")
 
 
 def _key_path(error: jsonschema.ValidationError, prefix: str) -> str:

@@ -23,6 +23,7 @@ from catrec.errors import CatrecError
 from catrec.vocabulary import ADVERSARIAL_KEYS_OF, METHODS, MODEL_KEYS_OF
 
 if TYPE_CHECKING:
+    from catrec.attack import AttackConfig
     from catrec.models.base import ModelConfig
     from catrec.trainer import TrainConfig
 
@@ -47,7 +48,7 @@ _SASREC, _GRU4REC = ("sasrec",), ("gru4rec",)
 
 
 @dataclass(frozen=True)
-class _Settings:
+class Settings:
     stage: ClassVar[str]
 
     @classmethod
@@ -134,10 +135,10 @@ class _Settings:
 
 
 @dataclass(frozen=True)
-class _Schedule(_Settings):
+class _Schedule(Settings):
     """The training schedule's settings (``catrec.trainer.TrainConfig``)."""
 
-    def train_config(self, *, layout: str, capture: bool) -> TrainConfig:
+    def train_config(self, layout: str, capture: bool) -> TrainConfig:
         """The schedule, with the layout and capture the stage resolved (``catrec.config.resolve_layout``)."""
         from catrec.trainer import TrainConfig  # torch: not imported where the rules plan
 
@@ -204,7 +205,7 @@ class FinetuneSettings(_Schedule):
 
 
 @dataclass(frozen=True)
-class AttackSettings(_Settings):
+class AttackSettings(Settings):
     stage: ClassVar[str] = "attack"
     max_len: int = setting("datasets.{dataset}.max_len")
     positions: list[str] = setting("attack.positions")
@@ -214,7 +215,17 @@ class AttackSettings(_Settings):
     multi: str = setting("attack.multi")
     random_seed: int = setting("attack.random_seed")
 
+    def attack_config(self) -> AttackConfig:
+        """The attacks these settings run."""
+        from catrec.attack import AttackConfig
 
-SETTINGS: dict[str, type[_Settings]] = {
+        names = [item.name for item in fields(AttackConfig)]
+        return AttackConfig(
+            **{name: getattr(self, name) for name in names if name != "positions"},
+            positions=tuple(self.positions),
+        )
+
+
+SETTINGS: dict[str, type[Settings]] = {
     s.stage: s for s in (PretrainSettings, FinetuneSettings, AttackSettings)
 }

@@ -11,24 +11,30 @@ from typing import Any
 import torch
 
 from catrec.adversarial import check_cascade
-from catrec.config import read_hparams
 from catrec.data.sequences import SequenceData
 from catrec.errors import CatrecError
 from catrec.io import atomic_path, load_torch_file
 from catrec.models import SequentialRecommender, load_model
 from catrec.provenance import code_provenance
 from catrec.runtime import seed_everything
+from catrec.settings import SETTINGS, Settings
 from catrec.vocabulary import CASCADE_TERMS_OF, METRICS
 
 
-def prepare(
-    hparams: Mapping[str, Any], stage: str, *, model: str, method: str | None = None
-) -> dict[str, Any]:
-    """Validate a stage's ``--hparams`` (exactly its keys, the config's rules) and seed every generator."""
-    values = read_hparams(hparams, stage, model=model, method=method)
-    if "seed" in values:
-        seed_everything(values["seed"])
-    return values
+def prepare(hparams: Mapping[str, Any], stage: str, *, model: str, method: str | None = None) -> Settings:
+    """The stage's settings from its ``--hparams`` (exactly its keys, the config's rules); every generator
+    seeded with the run's seed."""
+    settings = SETTINGS[stage].from_json(hparams, model=model, method=method)
+    seed = getattr(settings, "seed", None)
+    if seed is not None:
+        seed_everything(seed)
+    return settings
+
+
+def run_identity(settings: Settings, config: Any) -> dict[str, Any]:
+    """The settings a run's identity (``catrec.state.run_state``) is made of: its ``--hparams`` with the
+    layout and capture its stage resolved (``config``, a ``TrainConfig``)."""
+    return {**settings.hparams(), "layout": config.layout, "capture": config.capture}
 
 
 def load_model_and_data(
