@@ -1,12 +1,12 @@
-"""Experiment configuration: validation, and the narrow per-stage settings (``--hparams``) built from it.
+"""Experiment configuration: validation, and where a run's layout is decided (``resolve_layout``).
 
 Defaults live in one place: config/config.yaml (and each config file states every key). The schema
 (workflow/schemas/config.schema.yaml) requires every key, rejects unknown ones and defines each setting once;
 the ``--hparams`` of ``catrec pretrain/finetune/attack`` are validated against the same definitions, and
-every stage requires exactly the keys it reads (``stage_keys``). Errors name the offending key as a dotted
-path (``train.pretrain_epochs``), so a typo in a 100-line YAML file is found at once. Numbers must be
-finite (YAML's ``.nan``/``.inf`` pass JSON Schema's ``minimum``) and integers real integers (``3.0`` epochs
-is refused).
+every stage requires exactly the keys it reads (``catrec.settings``, one settings class per stage). Errors
+name the offending key as a dotted path (``train.pretrain_epochs``), so a typo in a 100-line YAML file is
+found at once. Numbers must be finite (YAML's ``.nan``/``.inf`` pass JSON Schema's ``minimum``) and integers
+real integers (``3.0`` epochs is refused).
 """
 
 from __future__ import annotations

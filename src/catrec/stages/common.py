@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from catrec.adversarial import check_cascade
+from catrec.config import resolve_layout
 from catrec.data.sequences import SequenceData
 from catrec.errors import CatrecError
 from catrec.io import atomic_path, load_torch_file
@@ -31,10 +32,16 @@ def prepare(hparams: Mapping[str, Any], stage: str, *, model: str, method: str |
     return settings
 
 
-def run_identity(settings: Settings, config: Any) -> dict[str, Any]:
-    """The settings a run's identity (``catrec.state.run_state``) is made of: its ``--hparams`` with the
-    layout and capture its stage resolved (``config``, a ``TrainConfig``)."""
-    return {**settings.hparams(), "layout": config.layout, "capture": config.capture}
+def schedules(runs: Sequence[Any], device: torch.device) -> list[tuple[Any, dict[str, Any]]]:
+    """Each of a stack's ``runs`` (its settings): its schedule, a ``TrainConfig`` with the layout and capture
+    resolved for the stack on ``device`` (``resolve_layout``), and the settings its identity is made of
+    (``catrec.state.run_state``): its ``--hparams`` with that layout and capture."""
+    resolved = []
+    for settings in runs:
+        layout = resolve_layout(settings.layout, settings.capture, cuda=device.type == "cuda", runs=len(runs))
+        config = settings.train_config(*layout)
+        resolved.append((config, {**settings.hparams(), "layout": config.layout, "capture": config.capture}))
+    return resolved
 
 
 def load_model_and_data(

@@ -23,7 +23,6 @@ import torch
 
 from catrec.adversarial import make_loss
 from catrec.commands import Command, add_run_outputs, add_stack_args, add_training_args, keywords
-from catrec.config import resolve_layout
 from catrec.data.sequences import SPLITS, SequenceData
 from catrec.errors import CatrecError
 from catrec.io import write_text_atomically
@@ -36,7 +35,7 @@ from catrec.stages.common import (
     method_cascade,
     prepare,
     run_fields,
-    run_identity,
+    schedules,
     write_metrics_json,
 )
 from catrec.state import run_state
@@ -190,13 +189,8 @@ def _finetune_runs(
     max_stack: int | None = None,
 ) -> None:
     """Train ``members`` (runs with their validated settings) from ``pretrained_model``, one stack."""
-    schedules = [
-        settings.train_config(
-            *resolve_layout(settings.layout, settings.capture, cuda=device.type == "cuda", runs=len(members))
-        )
-        for _, settings in members
-    ]
-    configs = set(schedules)
+    resolved = schedules([settings for _, settings in members], device)
+    configs = {config for config, _ in resolved}
     # Checked before any state is written: a refused stack leaves nothing behind.
     if len(configs) > 1:
         raise CatrecError(
@@ -204,7 +198,7 @@ def _finetune_runs(
         )
     (config,) = configs
     runs = []
-    for (member, settings), schedule in zip(members, schedules, strict=True):
+    for (member, settings), (_, identity) in zip(members, resolved, strict=True):
         inputs = {**data_inputs(data_dir), "pretrained": Path(pretrained)}
         cascade_matrix = method_cascade(member.method, member.cascade, config.batch_size, data)
         if cascade_matrix is not None:
@@ -214,7 +208,7 @@ def _finetune_runs(
             stage="finetune",
             model=model_name,
             method=member.method,
-            hparams=run_identity(settings, schedule),
+            hparams=identity,
             inputs=inputs,
             metrics=member.metrics,
         )

@@ -14,7 +14,6 @@ from typing import Any
 
 from catrec.adversarial import CLEAN_LOSS
 from catrec.commands import Command, add_run_outputs, add_stack_args, add_training_args, keywords
-from catrec.config import resolve_layout
 from catrec.data.sequences import SequenceData
 from catrec.errors import CatrecError
 from catrec.models import build_model, save_model
@@ -23,7 +22,7 @@ from catrec.stages.common import (
     data_inputs,
     prepare,
     run_fields,
-    run_identity,
+    schedules,
     write_metrics_json,
 )
 from catrec.state import run_state
@@ -93,15 +92,7 @@ def pretrain_stack(
         raise CatrecError("pretrain-stack needs at least one run")
     prepared = [prepare(run.hparams, "pretrain", model=model_name) for run in runs]
     torch_device = configure(device, threads, prepared[0].precision)  # shared: checked below
-    configs = [
-        settings.train_config(
-            *resolve_layout(
-                settings.layout, settings.capture, cuda=torch_device.type == "cuda", runs=len(runs)
-            )
-        )
-        for settings in prepared
-    ]
-    identities = [run_identity(settings, config) for settings, config in zip(prepared, configs, strict=True)]
+    configs, identities = zip(*schedules(prepared, torch_device), strict=True)
     seeds = [settings.seed for settings in prepared]
     # Checked before any state is written: a refused stack leaves nothing behind.
     if len(set(seeds)) != len(seeds):
