@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from catrec.adversarial import make_loss
-from catrec.attack import AttackConfig, attack_rows
+from catrec.attack import attack_rows
 from catrec.cascade import cascade_matrix
 from catrec.config import load_config, plans_stack, resolve_layout, stage_hparams
 from catrec.data.formats import load_sequences
@@ -56,6 +56,7 @@ from catrec.metrics import rank_users
 from catrec.models import ModelConfig, build_model
 from catrec.paths import epsilon_label
 from catrec.runtime import resolve_device, set_precision
+from catrec.settings import AttackSettings
 from catrec.trainer import TrainConfig
 from catrec.training import Training
 from catrec.vocabulary import CASCADE_TERMS_OF, CLEAN_METHODS, EPSILON_METHODS
@@ -254,7 +255,9 @@ def attack_seconds(
     """Seconds of one attack job (every attack, position and k of the config; timed on a slice, scaled)."""
     model = build_model(ModelConfig.from_hparams(hparams, data.num_items)).to(device)
     inputs, targets, exclude = first_users(data, "test", budget.attack_users)
-    config = AttackConfig.from_hparams(hparams)
+    config = AttackSettings(
+        **{key: hparams[key] for key in AttackSettings.keys(model=hparams["model"])}
+    ).attack_config()
     seconds = _timed(lambda: attack_rows(model, inputs, targets, exclude, config), device)
     return seconds * data.num_users / len(targets)
 
