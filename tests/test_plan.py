@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import copy
 import json
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -171,3 +173,54 @@ def test_figure_inputs_are_the_runs_each_figure_draws() -> None:
         == f"--option model={fig6['model']} --option methods={','.join(fig6['methods'])}"
     )
     assert plan.figure_labels({"figure": "fig4"})["methods"] == "adv_cas"
+
+
+RULE_BLOCK = re.compile(
+    r"(\s*)(rule \w+:|use rule .*|checkpoint \w+:|ruleorder:|wildcard_constraints:|localrules:)"
+)
+
+
+def rule_files() -> list[Path]:
+    """The .smk files in the order the Snakefile includes them."""
+    includes = re.findall(r'^include: "(.+)"$', (REPO_ROOT / "Snakefile").read_text(), flags=re.M)
+    return [REPO_ROOT / path for path in includes]
+
+
+def outside_rules(path: Path) -> list[str]:
+    """The non-blank lines of a rule file outside rule bodies (and other Snakemake directives' blocks)."""
+    lines, block = [], None
+    for line in path.read_text().splitlines():
+        indent = len(line) - len(line.lstrip())
+        start = RULE_BLOCK.match(line)
+        if start and (block is None or len(start.group(1)) <= block):
+            block = len(start.group(1))
+            continue
+        if block is not None and (not line.strip() or indent > block):
+            continue
+        block = None
+        if line.strip():
+            lines.append(line)
+    return lines
+
+
+def test_rule_files_hold_rules_and_at_most_150_lines_of_python_beside_them() -> None:
+    files = rule_files()
+    assert sorted(files) == sorted((REPO_ROOT / "workflow/rules").glob("*.smk")), "every rule file included"
+    assert sum(len(outside_rules(path)) for path in files) <= 150
+    assert not [line for path in files for line in outside_rules(path) if line.lstrip().startswith("def ")]
+
+
+def test_no_rule_file_uses_a_name_defined_in_a_file_included_after_it() -> None:
+    files = rule_files()
+    defined = {
+        name: index
+        for index, path in enumerate(files)
+        for name in re.findall(r"^([A-Za-z_]\w*) = ", path.read_text(), flags=re.M)
+    }
+    late = [
+        f"{path.name} uses {name} of {files[defined[name]].name}"
+        for index, path in enumerate(files)
+        for name in set(re.findall(r"\b[A-Za-z_]\w*\b", path.read_text())) & set(defined)
+        if defined[name] > index
+    ]
+    assert not late
