@@ -99,7 +99,7 @@ def trained(
         model,
         data,
         CLEAN_LOSS,
-        TrainConfig.from_hparams(TOY_HPARAMS),
+        TrainConfig(**TOY_HPARAMS),
         phase="pretrain",
         curve_path=work / "c.csv",
         state_dir=work / "s",

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from catrec.config import _check_heads, _validate, load_schema
 from catrec.errors import CatrecError
@@ -79,7 +79,7 @@ class Settings:
         }
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any], job: Mapping[str, Any]):  # noqa: ANN206
+    def from_config(cls, config: Mapping[str, Any], job: Mapping[str, Any]) -> Self:
         """The settings of one job (``job``: its dataset, model and seed, finetune: method and epsilon, as
         the rule's wildcards name them) from a validated config."""
         model, method = job["model"], job.get("method")
@@ -97,7 +97,7 @@ class Settings:
         return cls(**values)
 
     @classmethod
-    def from_json(cls, values: Mapping[str, Any] | str, *, model: str, method: str | None = None):  # noqa: ANN206
+    def from_json(cls, values: Mapping[str, Any] | str, *, model: str, method: str | None = None) -> Self:
         """The settings a stage reads from ``--hparams``: the config's rules for each key, and exactly the
         keys of ``model`` (finetune: and ``method``)."""
         values = json.loads(values) if isinstance(values, str) else dict(values)
@@ -120,6 +120,12 @@ class Settings:
                 f"invalid --hparams key 'model': '{values['model']}' disagrees with --model {model}"
             )
         return cls(**values)
+
+    @classmethod
+    def of(cls, values: Mapping[str, Any], *, model: str, method: str | None = None) -> Self:
+        """The settings of a job of ``model`` (finetune: and ``method``) from a mapping that holds at least
+        their keys, unchecked: the benches, which time a config's settings without a rule."""
+        return cls(**{key: values[key] for key in cls.keys(model=model, method=method)})
 
     def hparams(self) -> dict[str, Any]:
         """The fields the job reads, in order: ``--hparams`` as a dict."""
