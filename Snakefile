@@ -21,8 +21,6 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
-include: "workflow/rules/stack.smk"
-include: "workflow/rules/targets.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/finetune.smk"
@@ -49,4 +47,4 @@ localrules:
 rule all:
     default_target: True
     input:
-        final_targets(),
+        PLAN.final_targets(),

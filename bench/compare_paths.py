@@ -87,14 +87,14 @@ def _new_trainer(data: Any, model_name: str) -> Callable[[int], tuple[float, flo
     import torch
 
     from catrec.adversarial import CLEAN_LOSS
-    from catrec.models import ModelConfig, build_model
-    from catrec.trainer import TrainConfig
+    from catrec.models import build_model
+    from catrec.settings import PretrainSettings
     from catrec.training import Training
 
-    hparams = {**_hparams(model_name), "layout": "packed", "capture": False}
-    config = TrainConfig.from_hparams(hparams)
+    settings = PretrainSettings.of(_hparams(model_name), model=model_name)
+    config = settings.train_config("packed", False)
     torch.manual_seed(0)
-    model = build_model(ModelConfig.from_hparams(hparams, data.num_items))
+    model = build_model(settings.model_config(data.num_items))
     training = Training([model], data, [CLEAN_LOSS], [config.seed], config, torch.device("cpu"))
 
     def train(steps: int) -> tuple[float, float]:

@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from catrec.adversarial import make_loss
-from catrec.attack import AttackConfig, attack_rows
+from catrec.attack import attack_rows
 from catrec.cascade import cascade_matrix
 from catrec.config import load_config, plans_stack, resolve_layout, stage_hparams
 from catrec.data.formats import load_sequences
@@ -53,9 +53,10 @@ from catrec.data.item_sets import ItemSets
 from catrec.data.sequences import SequenceData
 from catrec.graph import WARMUP_STEPS, CapturedStep
 from catrec.metrics import rank_users
-from catrec.models import ModelConfig, build_model
+from catrec.models import build_model
 from catrec.paths import epsilon_label
 from catrec.runtime import resolve_device, set_precision
+from catrec.settings import AttackSettings, PretrainSettings
 from catrec.trainer import TrainConfig
 from catrec.training import Training
 from catrec.vocabulary import CASCADE_TERMS_OF, CLEAN_METHODS, EPSILON_METHODS
@@ -151,7 +152,7 @@ def schedule(
     resolved = resolve_layout(
         layout, capture if layout == "padded" else "auto", cuda=device.type == "cuda", runs=runs
     )
-    return TrainConfig.from_hparams({**hparams, "layout": resolved[0], "capture": resolved[1]})
+    return PretrainSettings.of(hparams, model=hparams["model"]).train_config(*resolved)
 
 
 def training_steps(training: Training) -> Iterator[None]:
@@ -185,7 +186,9 @@ def step_seconds(
     """Seconds per training step of ``method``'s loss in ``layout`` (the mean over ``budget.steps``)."""
     config = schedule(hparams, layout, capture, device)
     torch.manual_seed(0)
-    model = build_model(ModelConfig.from_hparams(hparams, data.num_items)).to(device)
+    model = build_model(PretrainSettings.of(hparams, model=hparams["model"]).model_config(data.num_items)).to(
+        device
+    )
     loss = make_loss(method, hparams, cascade, data)
     steps = training_steps(Training([model], data, [loss], [config.seed], config, device))
     for _ in range(budget.warmup):  # a captured step's capture happens here
@@ -209,7 +212,9 @@ def stack_step_seconds(
         torch.cuda.reset_peak_memory_stats(device)
     config = schedule(hparams, "padded", capture, device, runs=len(methods))
     torch.manual_seed(0)
-    model = build_model(ModelConfig.from_hparams(hparams, data.num_items)).to(device)
+    model = build_model(PretrainSettings.of(hparams, model=hparams["model"]).model_config(data.num_items)).to(
+        device
+    )
     models = [copy.deepcopy(model) for _ in methods]
     losses = [make_loss(method, hparams, cascades.get(_loss_of(method)), data) for method in methods]
     seeds = [config.seed] * len(methods)  # the runs of a fine-tuning stack share their seed
@@ -241,7 +246,9 @@ def first_users(data: SequenceData, split: str, count: int) -> tuple[torch.Tenso
 
 def eval_seconds(data: SequenceData, hparams: dict[str, Any], device: torch.device, budget: Budget) -> float:
     """Seconds of one full-ranking evaluation of every user (timed on a slice, scaled)."""
-    model = build_model(ModelConfig.from_hparams(hparams, data.num_items)).to(device)
+    model = build_model(PretrainSettings.of(hparams, model=hparams["model"]).model_config(data.num_items)).to(
+        device
+    )
     inputs, targets, exclude = first_users(data, "valid", budget.eval_users)
     rank_users(model, inputs, targets, exclude)  # warm-up
     seconds = _timed(lambda: rank_users(model, inputs, targets, exclude), device)
@@ -252,9 +259,13 @@ def attack_seconds(
     data: SequenceData, hparams: dict[str, Any], device: torch.device, budget: Budget
 ) -> float:
     """Seconds of one attack job (every attack, position and k of the config; timed on a slice, scaled)."""
-    model = build_model(ModelConfig.from_hparams(hparams, data.num_items)).to(device)
+    model = build_model(PretrainSettings.of(hparams, model=hparams["model"]).model_config(data.num_items)).to(
+        device
+    )
     inputs, targets, exclude = first_users(data, "test", budget.attack_users)
-    config = AttackConfig.from_hparams(hparams)
+    config = AttackSettings(
+        **{key: hparams[key] for key in AttackSettings.keys(model=hparams["model"])}
+    ).attack_config()
     seconds = _timed(lambda: attack_rows(model, inputs, targets, exclude, config), device)
     return seconds * data.num_users / len(targets)
 

@@ -44,9 +44,10 @@ from catrec.config import load_config, resolve_layout, stage_hparams
 from catrec.data.formats import load_sequences
 from catrec.data.sequences import SequenceData
 from catrec.graph import WARMUP_STEPS, CapturedStep
-from catrec.models import ModelConfig, build_model
+from catrec.models import build_model
 from catrec.runtime import resolve_device, set_precision
-from catrec.trainer import TrainConfig, evaluate
+from catrec.settings import PretrainSettings
+from catrec.trainer import evaluate
 from catrec.training import Training
 from catrec.vocabulary import METHOD_SPECS
 
@@ -149,9 +150,10 @@ def epoch_seconds(
     hparams = paper_hparams(
         model_name, data.max_len, bucket_by_length=bucket, layout=layout[0], capture=layout[1]
     )
-    config = TrainConfig.from_hparams(hparams)
+    settings = PretrainSettings.of(hparams, model=model_name)
+    config = settings.train_config(settings.layout, settings.capture)
     torch.manual_seed(0)
-    model = build_model(ModelConfig.from_hparams(hparams, data.num_items)).to(device)
+    model = build_model(settings.model_config(data.num_items)).to(device)
     training = Training([model], data, [loss], [config.seed], config, device)
     step = CapturedStep(training.step, training.generators(), device) if config.capture else training.step
 
@@ -217,7 +219,9 @@ def eval_seconds(data: SequenceData, model_name: str, device: torch.device) -> f
     trainer evaluates (``model(seqs)``: packed, no dropout, whatever the training's layout), after one
     warm-up batch."""
     hparams = paper_hparams(model_name, data.max_len, bucket_by_length=True, layout="packed", capture=False)
-    model = build_model(ModelConfig.from_hparams(hparams, data.num_items)).to(device)
+    model = build_model(PretrainSettings.of(hparams, model=model_name).model_config(data.num_items)).to(
+        device
+    )
     warmup = SequenceData.from_sequences([[1, 2, 3]], data.num_items, data.max_len).to(device)
     data = data.to(device)
     evaluate(model, warmup, "valid")

@@ -33,6 +33,7 @@ from catrec.models import ModelConfig, SequentialRecommender, build_model, load_
 from catrec.models.layout import LAYOUT_OF, Packed, StepMasks
 from catrec.provenance import code_provenance
 from catrec.runtime import dropout_seed, noise_seed
+from catrec.settings import FinetuneSettings
 from catrec.stages.cascade import write_cascade
 from catrec.stages.finetune import FinetuneRun, finetune, finetune_stack
 from catrec.trainer import TrainConfig
@@ -566,8 +567,10 @@ def test_finetune_refuses_hparams_the_method_does_not_read(
 
 
 @pytest.mark.parametrize("method", list(ADVERSARIAL_KEYS_OF))
-def test_adversarial_config_reads_only_the_keys_of_its_method(method: str) -> None:
-    config = AdversarialConfig.from_hparams(method, make_hparams(method))
+def test_adversarial_config_reads_only_the_keys_of_its_method(method: str, data: SequenceData) -> None:
+    settings = FinetuneSettings.from_json(make_hparams(method), model="sasrec", method=method)
+    cascade = cascade_matrix(data.train_inputs(), BATCH_SIZE) if method in CASCADE_TERMS_OF else None
+    config = make_loss(method, settings, cascade, data).config
     read = {key for key, value in vars(config).items() if value is not None}
     assert read == set(ADVERSARIAL_KEYS_OF[method])
 

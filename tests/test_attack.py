@@ -30,6 +30,7 @@ from catrec.data.item_sets import ItemSets
 from catrec.data.sequences import SequenceData
 from catrec.errors import CatrecError
 from catrec.models import ModelConfig, SequentialRecommender, build_model, save_model
+from catrec.settings import AttackSettings
 from catrec.stages.attack import run_attacks
 from catrec.trainer import TrainConfig, evaluate, fit
 from catrec.vocabulary import ATTACK_COLUMNS
@@ -98,7 +99,7 @@ def trained(
         model,
         data,
         CLEAN_LOSS,
-        TrainConfig.from_hparams(TOY_HPARAMS),
+        TrainConfig(**TOY_HPARAMS),
         phase="pretrain",
         curve_path=work / "c.csv",
         state_dir=work / "s",
@@ -473,7 +474,7 @@ def test_run_attacks_writes_documented_csv(
 
 def test_attack_hparams_are_validated() -> None:
     good = {**ATTACK_HPARAMS, "positions": ["last"], "max_k": 1, "distance": "l2"}
-    config = AttackConfig.from_hparams(read_hparams(good, "attack", model="sasrec"))
+    config = AttackSettings.from_json(good, model="sasrec").attack_config()
     assert config.settings() == [("last", 1), ("last_k", 0), ("last_k", 1)]
     for key, value in [("distance", "dot"), ("multi", "both"), ("positions", ["end"]), ("step_size", 0.0)]:
         with pytest.raises(CatrecError, match=key):

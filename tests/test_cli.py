@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from catrec import cli
-from catrec.config import config_keys, load_config, stage_hparams
+from catrec.config import load_config, stage_hparams
+from catrec.settings import SETTINGS
 from catrec.vocabulary import METHODS, MODELS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -64,11 +65,11 @@ def test_every_stage_subcommand_has_help() -> None:
     + [("attack", m, None) for m in MODELS],
 )
 def test_config_keys_name_where_each_setting_is_read(stage: str, model: str, method: str | None) -> None:
-    """Changing one config key that ``config_keys`` names changes exactly the --hparams key it names."""
+    """Changing one config key that a settings field names changes exactly that --hparams key."""
     config = load_config(REPO_ROOT / "config" / "config.yaml")
     dataset = next(iter(config["datasets"]))
     before = stage_hparams(config, stage, dataset=dataset, model=model, seed=1, method=method)
-    keys = config_keys(stage, model=model, method=method, dataset=dataset)
+    keys = SETTINGS[stage].config_keys(model=model, method=method, dataset=dataset)
     assert sorted(keys.values()) == sorted(before)
     for config_key, hparam in keys.items():
         if config_key in ("seeds", "models"):  # the job's own seed and model

@@ -64,13 +64,16 @@ def test_benchmark_paths_round_trip(stage: str, identity: dict, expected: str) -
 
 
 def test_benchmark_templates_have_the_wildcards_of_the_logs() -> None:
-    assert paths.benchmark_template("finetune", "adv_cas") == (
+    assert paths.benchmark_template("finetune", "epsilon") == (
         "benchmarks/finetune/{dataset}/{model}/seed{seed}/{method}/eps{epsilon}.tsv"
     )
-    assert paths.benchmark_template("attack", "continued") == (
+    assert paths.benchmark_template("attack", "clean") == (
         "benchmarks/attack/{dataset}/{model}/seed{seed}/{method}.tsv"
     )
     assert paths.benchmark_template("cascade") == "benchmarks/cascade/{dataset}/{terms}.tsv"
+    assert paths.benchmark_template("pretrain") == (
+        "benchmarks/pretrain/{dataset}/{model}/seed{seed}/pretrain.tsv"
+    )
     with pytest.raises(ValueError, match="unknown benchmarked stage"):
         paths.benchmark_template("plot")
 

@@ -23,14 +23,15 @@ from catrec.data.sequences import SequenceData
 from catrec.errors import CatrecError
 from catrec.losses import bce_from_scores
 from catrec.metrics import ndcg_hit_at_k
-from catrec.models import ModelConfig, SequentialRecommender, build_model, load_model, save_model
+from catrec.models import SequentialRecommender, build_model, load_model, save_model
 from catrec.models.layout import Packed
 from catrec.models.stack import ModelStack
 from catrec.provenance import code_provenance
 from catrec.runtime import seed_everything, set_precision
+from catrec.settings import PretrainSettings
 from catrec.stages.common import write_metrics_json
 from catrec.stages.pretrain import PretrainRun, pretrain_stack
-from catrec.trainer import CHECKPOINT_NAME, FitResult, TrainConfig, evaluate, fit
+from catrec.trainer import CHECKPOINT_NAME, FitResult, evaluate, fit
 
 TOY_LEN = 20
 TOY_HPARAMS = {
@@ -60,6 +61,11 @@ def pretrain_hparams(model_name: str, **overrides: object) -> dict[str, object]:
     """Exactly the keys ``catrec pretrain`` reads for ``model_name``, as the pipeline passes them."""
     values = {**TOY_HPARAMS, "model": model_name, **overrides}
     return {key: values[key] for key in stage_keys("pretrain", model=model_name)}
+
+
+def pretrain_settings(model_name: str, **overrides: object) -> PretrainSettings:
+    """The settings ``catrec pretrain`` reads for ``model_name`` from ``pretrain_hparams``."""
+    return PretrainSettings.from_json(pretrain_hparams(model_name, **overrides), model=model_name)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -200,7 +206,7 @@ def test_bce_matches_eq_3_5_and_ignores_padding() -> None:
 
 def test_bce_loss_ignores_negatives_at_padding(toy_data: SequenceData) -> None:
     torch.manual_seed(0)
-    model = build_model(ModelConfig.from_hparams(pretrain_hparams("sasrec"), toy_data.num_items))
+    model = build_model(pretrain_settings("sasrec").model_config(toy_data.num_items))
     # No ``draw``: no dropout masks, so the clean term is a function of the batch alone.
     stack = ModelStack([model], [torch.Generator()], [torch.Generator()], Packed)
     coefficients = Coefficients.of([CLEAN_LOSS], torch.device("cpu"))
@@ -218,19 +224,22 @@ def test_bce_loss_ignores_negatives_at_padding(toy_data: SequenceData) -> None:
     assert clean_loss(changed_real) != clean_loss(batch)
 
 
-def test_configs_from_hparams() -> None:
-    config = TrainConfig.from_hparams(TOY_HPARAMS)
+def test_configs_from_settings() -> None:
+    config = pretrain_settings("gru4rec").train_config("padded", False)
     assert (config.batch_size, config.lr, config.epochs, config.bucket_by_length) == (32, 0.01, 12, True)
-    assert config.seed == 3 and config.checkpoint_every == 4
+    assert config.seed == 3 and config.checkpoint_every == 4 and config.layout == "padded"
     # Every schedule key must be given: there are no defaults to fall back on.
+    hparams = pretrain_hparams("gru4rec")
     with pytest.raises(CatrecError, match="'lr'"):
-        TrainConfig.from_hparams({key: value for key, value in TOY_HPARAMS.items() if key != "lr"})
-    model_config = ModelConfig.from_hparams(pretrain_hparams("gru4rec"), num_items=77)
+        PretrainSettings.from_json(
+            {key: value for key, value in hparams.items() if key != "lr"}, model="gru4rec"
+        )
+    model_config = pretrain_settings("gru4rec").model_config(num_items=77)
     assert (model_config.name, model_config.num_items, model_config.max_len) == ("gru4rec", 77, TOY_LEN)
     assert (model_config.hidden_size, model_config.num_layers) == (32, 1)
     # Only the chosen model's own keys are read; the other model's stay unset.
     assert model_config.num_blocks is None and model_config.num_heads is None
-    sasrec = ModelConfig.from_hparams(pretrain_hparams("sasrec"), num_items=77)
+    sasrec = pretrain_settings("sasrec").model_config(num_items=77)
     assert (sasrec.num_blocks, sasrec.num_heads, sasrec.layer_norm, sasrec.num_layers) == (2, 1, "pre", None)
 
 
@@ -251,19 +260,19 @@ def train_toy(
     data: SequenceData, tmp_path: Path, model_name: str, loss: RunLoss = CLEAN_LOSS, **overrides: object
 ) -> tuple[SequentialRecommender, FitResult]:
     device = torch.device(str(overrides.pop("device", "cpu")))
-    hparams = {**TOY_HPARAMS, "model": model_name, **overrides}
-    seed_everything(hparams["seed"])
-    model = build_model(ModelConfig.from_hparams(hparams, data.num_items))
+    settings = pretrain_settings(model_name, **overrides)
+    seed_everything(settings.seed)
+    model = build_model(settings.model_config(data.num_items))
     result = fit(
         model,
         data,
         loss,
-        TrainConfig.from_hparams(hparams),
+        settings.train_config(settings.layout, settings.capture),
         phase="pretrain",
         curve_path=tmp_path / "curve.csv",
         state_dir=tmp_path / "state",
         device=device,
-        model_selection=str(hparams.get("model_selection", "last")),
+        model_selection=str(overrides.get("model_selection", "last")),
     )
     return model, result
 
@@ -332,7 +341,7 @@ def test_zero_epochs_report_the_given_model(toy_data: SequenceData, tmp_path: Pa
 
 def test_save_load_model_and_metrics_json(toy_data: SequenceData, tmp_path: Path) -> None:
     torch.manual_seed(0)
-    model = build_model(ModelConfig.from_hparams(pretrain_hparams("sasrec"), toy_data.num_items))
+    model = build_model(pretrain_settings("sasrec").model_config(toy_data.num_items))
     save_model(tmp_path / "m" / "model.pt", model)
     loaded = load_model(tmp_path / "m" / "model.pt", "cpu")
     assert loaded.config == model.config and not loaded.training
@@ -493,7 +502,7 @@ def test_cuda_matches_cpu_and_trains(
     # cuDNN's GRU may use TF32 (differences ~1e-3); compare the implementations at full float32 precision.
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     torch.manual_seed(0)
-    model = build_model(ModelConfig.from_hparams(pretrain_hparams(model_name), toy_data.num_items))
+    model = build_model(pretrain_settings(model_name).model_config(toy_data.num_items))
     seqs = toy_data.eval_inputs("test")[:64]
     cpu_out = model.eval()(seqs)
     cuda_out = model.to("cuda")(seqs.to("cuda")).cpu()

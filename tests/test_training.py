@@ -117,7 +117,7 @@ def schedule(
     layout: str = "padded", capture: bool = False, batch_size: int = BATCH_SIZE, bucket: bool = False
 ) -> TrainConfig:
     config = {"seed": 0, "batch_size": batch_size, "bucket_by_length": bucket, **SCHEDULE}
-    return TrainConfig.from_hparams({**config, "layout": layout, "capture": capture})
+    return TrainConfig(**config, layout=layout, capture=capture)
 
 
 def training_of(

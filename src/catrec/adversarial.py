@@ -42,11 +42,6 @@ class AdversarialConfig:
     init_noise: float | None = None
     perturb_space: str | None = None  # input | embedding
 
-    @classmethod
-    def from_hparams(cls, method: str, hparams: Mapping[str, Any]) -> AdversarialConfig:
-        """The keys ``method`` reads from a ``--hparams`` validated by ``catrec.config.read_hparams``."""
-        return cls(**{key: hparams[key] for key in METHOD_SPECS[method].keys})
-
 
 @dataclass(frozen=True)
 class RunLoss:
@@ -270,14 +265,15 @@ def check_cascade(cascade: Any, data: SequenceData, source: str = "the cascade m
         )
 
 
-def make_loss(
-    method: str, hparams: Mapping[str, Any], cascade: torch.Tensor | None, data: SequenceData
-) -> RunLoss:
-    """The training loss of ``method`` (a trained method: every one in ``METHOD_SPECS``)."""
+def make_loss(method: str, settings: Any, cascade: torch.Tensor | None, data: SequenceData) -> RunLoss:
+    """The training loss of ``method`` (a trained method: every one in ``METHOD_SPECS``) with the keys it
+    reads (``MethodSpec.keys``) of ``settings``: its run's ``catrec.settings.FinetuneSettings`` (or those keys
+    as a mapping)."""
     if method not in METHOD_SPECS:
         raise CatrecError(f"method '{method}' has no training loss (one of {', '.join(METHOD_SPECS)})")
     spec = METHOD_SPECS[method]
-    config = AdversarialConfig.from_hparams(method, hparams)
+    read = settings.__getitem__ if isinstance(settings, Mapping) else settings.__getattribute__
+    config = AdversarialConfig(**{key: read(key) for key in spec.keys})
     if spec.cascade is None:
         return RunLoss(spec.terms, config)
     if cascade is None:

@@ -15,7 +15,7 @@ Pure computation: the ``attack`` stage (``catrec.stages.attack``) reads and writ
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +24,6 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from catrec.config import ATTACK_KEYS
 from catrec.data.item_sets import ItemSets
 from catrec.errors import CatrecError
 from catrec.metrics import rank_users
@@ -51,11 +50,6 @@ class AttackConfig:
     step_size: float
     multi: str
     random_seed: int
-
-    @classmethod
-    def from_hparams(cls, hparams: Mapping[str, Any]) -> AttackConfig:
-        """The attack keys of a ``--hparams`` validated by ``catrec.config.read_hparams``."""
-        return cls(**{**{key: hparams[key] for key in ATTACK_KEYS}, "positions": tuple(hparams["positions"])})
 
     def settings(self) -> list[tuple[str, int]]:
         """(position, k) pairs: each single position with k = 1, then the last K items for K = 0..max_k."""

@@ -142,7 +142,7 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
         type=hparams_json,
         required=True,
         help="JSON object (or @file.json) with exactly the settings this stage reads "
-        "(catrec.config.stage_keys, `catrec stage-keys`); the config's rules apply to each",
+        "(catrec.settings, `catrec stage-keys`); the config's rules apply to each",
     )
     parser.add_argument("--dataset", required=True, help="dataset name recorded in the outputs")
     add_model(parser)

@@ -1,12 +1,12 @@
-"""Experiment configuration: validation, and the narrow per-stage settings (``--hparams``) built from it.
+"""Experiment configuration: validation, and where a run's layout is decided (``resolve_layout``).
 
 Defaults live in one place: config/config.yaml (and each config file states every key). The schema
 (workflow/schemas/config.schema.yaml) requires every key, rejects unknown ones and defines each setting once;
 the ``--hparams`` of ``catrec pretrain/finetune/attack`` are validated against the same definitions, and
-every stage requires exactly the keys it reads (``stage_keys``). Errors name the offending key as a dotted
-path (``train.pretrain_epochs``), so a typo in a 100-line YAML file is found at once. Numbers must be
-finite (YAML's ``.nan``/``.inf`` pass JSON Schema's ``minimum``) and integers real integers (``3.0`` epochs
-is refused).
+every stage requires exactly the keys it reads (``catrec.settings``, one settings class per stage). Errors
+name the offending key as a dotted path (``train.pretrain_epochs``), so a typo in a 100-line YAML file is
+found at once. Numbers must be finite (YAML's ``.nan``/``.inf`` pass JSON Schema's ``minimum``) and integers
+real integers (``3.0`` epochs is refused).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import yaml
 from catrec.commands import Command
 from catrec.errors import CatrecError
 from catrec.io import read_text
-from catrec.vocabulary import ADVERSARIAL_KEYS_OF, METHODS, MODEL_KEYS_OF, MODELS
+from catrec.vocabulary import METHODS, MODELS
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -37,24 +37,6 @@ _Validator = jsonschema.validators.extend(
 )
 
 STAGES = ("pretrain", "finetune", "attack")
-_SCHEDULE_KEYS = (
-    "batch_size",
-    "lr",
-    "l2",
-    "epochs",
-    "eval_every",
-    "checkpoint_every",
-    "bucket_by_length",
-    "layout",
-    "capture",
-    "precision",
-)
-ATTACK_KEYS = ("positions", "max_k", "distance", "step_size", "multi", "random_seed")
-# The `adversarial:` keys: what the methods read, and the model selection of every fine-tuning run.
-_ADVERSARIAL_CONFIG_KEYS = (
-    *dict.fromkeys(k for keys in ADVERSARIAL_KEYS_OF.values() for k in keys),
-    "model_selection",
-)
 
 
 def _key_path(error: jsonschema.ValidationError, prefix: str) -> str:
@@ -265,45 +247,26 @@ def plans_stack(stack: bool | str, device: str) -> bool:
     return plans_gpu(device) if stack == "auto" else bool(stack)
 
 
+def _settings(stage: str):  # noqa: ANN202
+    from catrec.settings import SETTINGS  # catrec.settings reads this module's schema and checks
+
+    if stage not in SETTINGS:
+        raise CatrecError(f"unknown stage '{stage}' (expected one of {', '.join(STAGES)})")
+    return SETTINGS[stage]
+
+
+# The dict forms of catrec.settings (PretrainSettings, FinetuneSettings, AttackSettings), for the tests and
+# benches that build a stage's --hparams by hand; the rules and the stages use the settings objects.
 def stage_keys(stage: str, *, model: str, method: str | None = None) -> tuple[str, ...]:
-    """The ``--hparams`` keys ``stage`` reads for ``model`` (finetune: and ``method``), no more, no less."""
-    if stage == "pretrain":
-        return ("seed", "max_len", "model", "hidden_size", "dropout", *MODEL_KEYS_OF[model], *_SCHEDULE_KEYS)
-    if stage == "finetune":
-        if method not in METHODS:
-            raise CatrecError(f"unknown method '{method}' (expected one of {', '.join(METHODS)})")
-        if method == "base":  # evaluates the pretrained model; the offset numbers its epoch
-            return ("seed", "max_len", "epoch_offset")
-        trained = ("seed", "max_len", *_SCHEDULE_KEYS, "epoch_offset", "model_selection")
-        return (*trained, *ADVERSARIAL_KEYS_OF[method])
-    if stage == "attack":
-        return ("max_len", *ATTACK_KEYS)
-    raise CatrecError(f"unknown stage '{stage}' (expected one of {', '.join(STAGES)})")
+    """The ``--hparams`` keys ``stage`` reads for ``model`` (finetune: and ``method``): its settings."""
+    return _settings(stage).keys(model=model, method=method)
 
 
 def read_hparams(
     values: Mapping[str, Any], stage: str, *, model: str, method: str | None = None
 ) -> dict[str, Any]:
-    """Validate the ``--hparams`` of one stage: the config's rules for each key, and exactly its keys."""
-    schema = load_schema()
-    _validate(dict(values), {"$defs": schema["$defs"], "$ref": "#/$defs/hparams"}, "--hparams key")
-    expected = stage_keys(stage, model=model, method=method)
-    reader = f"{stage} of {method}" if stage == "finetune" else f"{stage} of {model}"
-    unknown = [key for key in values if key not in expected]
-    if unknown:
-        raise CatrecError(f"invalid --hparams key '{unknown[0]}': not read by {reader}")
-    missing = [key for key in expected if key not in values]
-    if missing:
-        raise CatrecError(f"invalid --hparams key '{missing[0]}': required by {reader}")
-    if "num_heads" in values:
-        _check_heads(
-            values["hidden_size"], values["num_heads"], ("hidden_size", "num_heads"), "--hparams key"
-        )
-    if "model" in values and values["model"] != model:
-        raise CatrecError(
-            f"invalid --hparams key 'model': '{values['model']}' disagrees with --model {model}"
-        )
-    return dict(values)
+    """Validate the ``--hparams`` of one stage (``Settings.from_json``) and return them as a dict."""
+    return _settings(stage).from_json(values, model=model, method=method).hparams()
 
 
 def stage_hparams(
@@ -316,58 +279,9 @@ def stage_hparams(
     method: str | None = None,
     epsilon: float | None = None,
 ) -> dict[str, Any]:
-    """The slice of ``config`` one stage reads, flat, as ``--hparams`` takes it (see ``stage_keys``).
-
-    Snakemake passes it as a rule parameter, so a changed setting re-runs exactly the jobs that read it.
-    ``epsilon`` overrides ``adversarial.epsilon`` (the runs of the epsilon sweep).
-    """
-    sources = hparam_sources(stage, dataset=dataset, model=model)
-    job = {"seed": seed, "model": model}  # the job's own seed and model, not a config value
-    values = {}
-    for key in stage_keys(stage, model=model, method=method):
-        if key in job:
-            values[key] = job[key]
-        elif key == "epsilon" and epsilon is not None:
-            values[key] = float(epsilon)
-        else:
-            values[key] = _lookup(config, sources[key])
-    return values
-
-
-def hparam_sources(stage: str, *, dataset: str, model: str) -> dict[str, str]:
-    """Every ``--hparams`` key -> the config key it is read from (dotted), for ``stage`` on ``dataset``.
-
-    ``seed`` and ``model`` are the job's own (one job per entry of ``seeds`` and ``models``).
-    """
-    return {
-        "seed": "seeds",
-        "max_len": f"datasets.{dataset}.max_len",
-        "model": "models",
-        "hidden_size": "model.hidden_size",
-        "dropout": "model.dropout",
-        **{key: f"model.{model}.{key}" for key in MODEL_KEYS_OF[model]},
-        **{key: f"train.{key}" for key in _SCHEDULE_KEYS if key != "epochs"},
-        "epochs": "train.pretrain_epochs" if stage == "pretrain" else "train.finetune_epochs",
-        "epoch_offset": "train.pretrain_epochs",
-        **{key: f"adversarial.{key}" for key in _ADVERSARIAL_CONFIG_KEYS},
-        **{key: f"attack.{key}" for key in ATTACK_KEYS},
-    }
-
-
-def _lookup(config: Mapping[str, Any], dotted: str) -> Any:
-    value: Any = config
-    for part in dotted.split("."):
-        value = value[part]
-    return value
-
-
-def config_keys(
-    stage: str, *, model: str, method: str | None = None, dataset: str = "{dataset}"
-) -> dict[str, str]:
-    """The config keys ``stage`` reads for ``model`` (finetune: and ``method``) -> the ``--hparams`` key each
-    becomes (``stage_keys``), in that order."""
-    sources = hparam_sources(stage, dataset=dataset, model=model)
-    return {sources[key]: key for key in stage_keys(stage, model=model, method=method)}
+    """The ``--hparams`` of one job as a dict (``Settings.from_config(...).hparams()``)."""
+    job = {"dataset": dataset, "model": model, "seed": seed, "method": method, "epsilon": epsilon}
+    return _settings(stage).from_config(config, job).hparams()
 
 
 def _declare_check_config(parser: argparse.ArgumentParser) -> None:
@@ -386,13 +300,13 @@ def _declare_stage_keys(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_stage_keys(args: argparse.Namespace) -> None:
-    """One line per config key: the key, then the --hparams key it becomes (keys of several models or
-    methods once, in order)."""
+    """One line per config key: the key, then the --hparams key it becomes (the fields of the stage's
+    settings, catrec.settings; keys of several models or methods once, in order)."""
     keys: dict[str, str] = {}
     for model in [args.model] if args.model else MODELS:
         methods = [args.method] if args.method or args.stage != "finetune" else METHODS
         for method in methods:
-            keys.update(config_keys(args.stage, model=model, method=method))
+            keys.update(_settings(args.stage).config_keys(model=model, method=method))
     for config_key, hparam in keys.items():
         print(f"{config_key}\t{hparam}")
 
@@ -403,7 +317,7 @@ COMMANDS = (
     ),
     Command(
         "stage-keys",
-        "Print the config keys a stage reads (tab: the --hparams key each becomes), from catrec.config.",
+        "Print the config keys a stage reads (tab: the --hparams key each becomes), from catrec.settings.",
         _declare_stage_keys,
         _run_stage_keys,
     ),

@@ -81,6 +81,26 @@ def run_template(kind: str, method: str, epsilon: float | str | None = "{epsilon
     return f"{RESULTS}/{kind}/{run_name(method, epsilon)}.{EXTENSIONS[kind]}"
 
 
+# The three families of run paths, by what their runs are: a pretraining, a clean run (base, continued: no
+# epsilon) and a run that takes epsilon. The rules' outputs; every wildcard left in.
+RUN_FAMILIES = {"pretrain": PRETRAIN_RUN, "clean": CLEAN_RUN, "epsilon": EPSILON_RUN}
+
+
+def pretrain_template(kind: str) -> str:
+    """``results/{kind}/{dataset}/{model}/seed{seed}/pretrain.{ext}``."""
+    return f"{RESULTS}/{kind}/{PRETRAIN_RUN}.{EXTENSIONS[kind]}"
+
+
+def clean_template(kind: str) -> str:
+    """``results/{kind}/{dataset}/{model}/seed{seed}/{method}.{ext}``: the runs that take no epsilon."""
+    return f"{RESULTS}/{kind}/{CLEAN_RUN}.{EXTENSIONS[kind]}"
+
+
+def epsilon_template(kind: str) -> str:
+    """``results/{kind}/{dataset}/{model}/seed{seed}/{method}/eps{epsilon}.{ext}``: the runs that take it."""
+    return f"{RESULTS}/{kind}/{EPSILON_RUN}.{EXTENSIONS[kind]}"
+
+
 def stack_run(methods: list[str], epsilon: str) -> str:
     """A stacked job's name below its stage (its log and benchmark): the seed's directory, then the runs it
     trains and their epsilon, so the compute table says which runs the job trained."""
@@ -142,13 +162,17 @@ def _benchmarked(stage: str) -> str:
     return stage
 
 
-def benchmark_template(
-    stage: str, method: str = "pretrain", epsilon: float | str | None = "{epsilon}"
-) -> str:
-    """``benchmarks/{stage}/...``: the benchmark file of a job of ``stage``, wildcards as in its log."""
+def benchmark_template(stage: str, family: str = "pretrain") -> str:
+    """``benchmarks/{stage}/...``: the benchmark file of a job of ``stage`` on a run of ``family``
+    (``RUN_FAMILIES``), wildcards as in its log."""
     if _benchmarked(stage) == "cascade":
         return CASCADE_BENCHMARK
-    return f"{BENCHMARKS}/{stage}/{run_name(method, epsilon)}.tsv"
+    return f"{BENCHMARKS}/{stage}/{RUN_FAMILIES[family]}.tsv"
+
+
+def job_benchmark(stage: str, job: str) -> str:
+    """The benchmark file of a job named ``job`` below its stage (a stacked job: ``stack_run``)."""
+    return f"{BENCHMARKS}/{_benchmarked(stage)}/{job}.tsv"
 
 
 def benchmark_file(

@@ -12,8 +12,8 @@ import csv
 import gc
 import math
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ CHECKPOINT_NAME = "checkpoint.pt"
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """The schedule of one run: the training keys of its ``--hparams`` (validated by ``catrec.config``)."""
+    """The schedule of one run: the training keys of its settings (``catrec.settings``, ``train_config``)."""
 
     seed: int
     batch_size: int
@@ -48,14 +48,6 @@ class TrainConfig:
     layout: str  # packed | padded, resolved (catrec.runtime.resolve_layout)
     capture: bool  # replay the step as a CUDA graph, resolved (catrec.runtime.resolve_layout)
     precision: str  # fp32 | tf32, applied by the stage (catrec.runtime.configure)
-
-    @classmethod
-    def from_hparams(cls, hparams: Mapping[str, Any]) -> TrainConfig:
-        """The schedule keys of a validated ``--hparams`` (the stage checked it holds exactly its keys)."""
-        missing = [item.name for item in fields(cls) if item.name not in hparams]
-        if missing:
-            raise CatrecError(f"--hparams lacks '{missing[0]}'")
-        return cls(**{item.name: hparams[item.name] for item in fields(cls)})
 
 
 def evaluate(

@@ -79,7 +79,7 @@ MODEL_KEYS_OF = {"sasrec": ("num_blocks", "num_heads", "layer_norm"), "gru4rec":
 MODELS = tuple(MODEL_KEYS_OF)
 DEVICES = ("auto", "cpu", "cuda")
 
-# figure target -> the plot kind that draws it (``catrec plot``); common.smk adds each one's data.
+# figure target -> the plot kind that draws it (``catrec plot``); catrec.plan adds each one's data.
 FIGURE_KINDS = {
     "fig3": "fig3",
     "fig4": "fig4",

@@ -7,26 +7,25 @@ PROFILE_BATCHES = 20
 
 rule profile:
     input:
-        unpack(profile_inputs),
+        unpack(PLAN.profile_inputs),
     output:
-        paths.run_template("profiles", "adv_cas"),
+        paths.epsilon_template("profiles"),
     log:
         "logs/profile/{dataset}/{model}/seed{seed}/{method}/eps{epsilon}.log",
     benchmark:
-        paths.benchmark_template("profile", "adv_cas")
+        paths.benchmark_template("profile", "epsilon")
     wildcard_constraints:
         method="|".join(SEQUENCE_METHODS),
     conda:
         ENV
-    threads: 1 if USE_GPU else config["threads"]
+    threads: PLAN.threads
     resources:
-        gpu=1 if USE_GPU else 0,
-        device=config["device"],
+        **PLAN.resources,
     params:
         # The run's own fine-tuning settings: the loss is rebuilt exactly as it was trained with.
-        hparams=stage_params("finetune"),
-        data=lambda wildcards, input: Path(input.sequences).parent,
-        cascade=cascade_arg,
+        hparams=PLAN.stage_params("finetune"),
+        data=PLAN.data_dir,
+        cascade=PLAN.cascade_arg,
         batches=PROFILE_BATCHES,
     shell:
         "python -m catrec profile --data {params.data:q} --hparams {params.hparams:q} --dataset {wildcards.dataset}"
@@ -37,25 +36,24 @@ rule profile:
 
 rule user_metrics:
     input:
-        unpack(data_files),
-        model=lambda wildcards: run_file("models", wildcards),
+        unpack(PLAN.data_files),
+        model=PLAN.model_file,
     output:
-        paths.run_template("users", "adv_cas"),
+        paths.epsilon_template("users"),
     log:
         "logs/user_metrics/{dataset}/{model}/seed{seed}/{method}/eps{epsilon}.log",
     benchmark:
-        paths.benchmark_template("user_metrics", "adv_cas")
+        paths.benchmark_template("user_metrics", "epsilon")
     wildcard_constraints:
         method="|".join(EPSILON_METHODS),
     conda:
         ENV
-    threads: 1 if USE_GPU else config["threads"]
+    threads: PLAN.threads
     resources:
-        gpu=1 if USE_GPU else 0,
-        device=config["device"],
+        **PLAN.resources,
     params:
-        data=lambda wildcards, input: Path(input.sequences).parent,
-        max_len=lambda wildcards: config["datasets"][wildcards.dataset]["max_len"],
+        data=PLAN.data_dir,
+        max_len=PLAN.max_len,
     shell:
         "python -m catrec user-metrics --data {params.data:q} --max-len {params.max_len} --model {wildcards.model}"
         " --checkpoint {input.model:q} --device {resources.device} --threads {threads}"
@@ -64,25 +62,28 @@ rule user_metrics:
 
 use rule user_metrics as user_metrics_clean with:
     output:
-        paths.run_template("users", "continued"),
+        paths.clean_template("users"),
     log:
         "logs/user_metrics/{dataset}/{model}/seed{seed}/{method}.log",
     benchmark:
-        paths.benchmark_template("user_metrics", "continued")
+        paths.benchmark_template("user_metrics", "clean")
     wildcard_constraints:
         method="|".join(CLEAN_METHODS),
 
 
 rule significance:
     input:
-        runs("users"),
+        PLAN.runs("users"),
     output:
         multiext(paths.SIGNIFICANCE, ".csv", ".md"),
         html=report(
             f"{paths.SIGNIFICANCE}.html",
             caption="../report/significance.rst",
             category="Tables",
-            labels={"table": "Table 2 significance", **run_labels(runs("users"))},
+            labels={
+                "table": "Table 2 significance",
+                **PLAN.run_labels(PLAN.runs("users")),
+            },
         ),
     log:
         "logs/significance.log",

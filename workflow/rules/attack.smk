@@ -3,25 +3,24 @@
 
 rule attack:
     input:
-        unpack(data_files),
-        model=lambda wildcards: run_file("models", wildcards),
+        unpack(PLAN.data_files),
+        model=PLAN.model_file,
     output:
-        paths.run_template("attacks", "adv_cas"),
+        paths.epsilon_template("attacks"),
     log:
         "logs/attack/{dataset}/{model}/seed{seed}/{method}/eps{epsilon}.log",
     benchmark:
-        paths.benchmark_template("attack", "adv_cas")
+        paths.benchmark_template("attack", "epsilon")
     wildcard_constraints:
         method="|".join(EPSILON_METHODS),
     conda:
         ENV
-    threads: 1 if USE_GPU else config["threads"]
+    threads: PLAN.threads
     resources:
-        gpu=1 if USE_GPU else 0,
-        device=config["device"],
+        **PLAN.resources,
     params:
-        hparams=stage_params("attack"),
-        data=lambda wildcards, input: Path(input.sequences).parent,
+        hparams=PLAN.stage_params("attack"),
+        data=PLAN.data_dir,
     shell:
         "python -m catrec attack --data {params.data:q} --hparams {params.hparams:q} --dataset {wildcards.dataset}"
         " --model {wildcards.model} --method {wildcards.method} --device {resources.device} --threads {threads}"
@@ -30,10 +29,10 @@ rule attack:
 
 use rule attack as attack_clean with:
     output:
-        paths.run_template("attacks", "continued"),
+        paths.clean_template("attacks"),
     log:
         "logs/attack/{dataset}/{model}/seed{seed}/{method}.log",
     benchmark:
-        paths.benchmark_template("attack", "continued")
+        paths.benchmark_template("attack", "clean")
     wildcard_constraints:
         method="|".join(CLEAN_METHODS),

@@ -7,11 +7,11 @@ rule download:
     log:
         "logs/download/{dataset}/{filename}.log",
     wildcard_constraints:
-        dataset=DOWNLOADED,
+        dataset=PLAN.sources_with("urls"),
     conda:
         ENV
     params:
-        args=download_args,
+        args=PLAN.download_args,
     shell:
         "python -m catrec download {params.args} --output {output:q} > {log:q} 2>&1"
 
@@ -22,18 +22,18 @@ rule generate_toy:
     log:
         "logs/generate_toy/{dataset}/{filename}.log",
     wildcard_constraints:
-        dataset=GENERATED,
+        dataset=PLAN.sources_with("generate"),
     conda:
         ENV
     params:
-        args=toy_args,
+        args=PLAN.toy_args,
     shell:
         "python -m catrec toy {params.args} --output {output:q} > {log:q} 2>&1"
 
 
 rule extract:
     input:
-        lambda wildcards: raw_path(wildcards.dataset),
+        PLAN.raw_path,
     output:
         "results/interim/{dataset}/{member}",
     log:
@@ -41,14 +41,14 @@ rule extract:
     conda:
         ENV
     params:
-        member=lambda wildcards: source(wildcards)["member"],
+        member=lambda wildcards: PLAN.dataset(wildcards)["source"]["member"],
     shell:
         "python -m catrec extract --archive {input:q} --member {params.member:q} --output {output:q} > {log:q} 2>&1"
 
 
 rule preprocess:
     input:
-        preprocess_input,
+        PLAN.preprocess_input,
     output:
         sequences="results/data/{dataset}/sequences.txt",
         stats="results/data/{dataset}/stats.json",
@@ -72,7 +72,7 @@ rule preprocess:
 
 rule table1:
     input:
-        stats=expand("results/data/{dataset}/stats.json", dataset=DATASETS),
+        stats=expand("results/data/{dataset}/stats.json", dataset=PLAN.datasets),
         paper=PAPER_DIR / "table1.csv",
     output:
         multiext("results/tables/table1", ".csv", ".md", ".tex"),
@@ -80,7 +80,7 @@ rule table1:
             "results/tables/table1.html",
             caption="../report/table1.rst",
             category="Tables",
-            labels={"table": "Table 1", "datasets": ", ".join(DATASETS)},
+            labels={"table": "Table 1", "datasets": ", ".join(PLAN.datasets)},
         ),
     log:
         "logs/table1.log",
@@ -89,7 +89,7 @@ rule table1:
     params:
         stats=shlex.join(
             arg
-            for d in DATASETS
+            for d in PLAN.datasets
             for arg in ("--stats", f"{d}=results/data/{d}/stats.json")
         ),
     shell:

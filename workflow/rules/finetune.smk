@@ -4,7 +4,7 @@
 
 rule cascade:
     input:
-        unpack(data_files),
+        unpack(PLAN.data_files),
     output:
         paths.CASCADE,
     log:
@@ -16,8 +16,8 @@ rule cascade:
     conda:
         ENV
     params:
-        data=lambda wildcards, input: Path(input.sequences).parent,
-        max_len=lambda wildcards: config["datasets"][wildcards.dataset]["max_len"],
+        data=PLAN.data_dir,
+        max_len=PLAN.max_len,
         batch_size=config["train"]["batch_size"],
     shell:
         "python -m catrec cascade --data {params.data:q} --max-len {params.max_len} --batch-size {params.batch_size}"
@@ -26,28 +26,27 @@ rule cascade:
 
 rule finetune:
     input:
-        unpack(finetune_inputs),
+        unpack(PLAN.finetune_inputs),
     output:
-        model=paths.run_template("models", "adv_cas"),
-        curve=paths.run_template("curves", "adv_cas"),
-        metrics=paths.run_template("metrics", "adv_cas"),
+        model=paths.epsilon_template("models"),
+        curve=paths.epsilon_template("curves"),
+        metrics=paths.epsilon_template("metrics"),
     log:
         "logs/finetune/{dataset}/{model}/seed{seed}/{method}/eps{epsilon}.log",
     benchmark:
-        paths.benchmark_template("finetune", "adv_cas")
+        paths.benchmark_template("finetune", "epsilon")
     wildcard_constraints:
         method="|".join(EPSILON_METHODS),
     conda:
         ENV
-    threads: 1 if USE_GPU else config["threads"]
+    threads: PLAN.threads
     resources:
-        gpu=1 if USE_GPU else 0,
-        device=config["device"],
+        **PLAN.resources,
     params:
-        hparams=stage_params("finetune"),
-        data=lambda wildcards, input: Path(input.sequences).parent,
-        cascade=cascade_arg,
-        state=state_dir,
+        hparams=PLAN.stage_params("finetune"),
+        data=PLAN.data_dir,
+        cascade=PLAN.cascade_arg,
+        state=PLAN.state_dir,
     shell:
         "python -m catrec finetune --data {params.data:q} --hparams {params.hparams:q} --dataset {wildcards.dataset}"
         " --model {wildcards.model} --method {wildcards.method} --pretrained {input.pretrained:q}"
@@ -59,44 +58,43 @@ rule finetune:
 # base (the pretrained model, evaluated) and continued (clean fine-tuning) take no epsilon.
 use rule finetune as finetune_clean with:
     output:
-        model=paths.run_template("models", "continued"),
-        curve=paths.run_template("curves", "continued"),
-        metrics=paths.run_template("metrics", "continued"),
+        model=paths.clean_template("models"),
+        curve=paths.clean_template("curves"),
+        metrics=paths.clean_template("metrics"),
     log:
         "logs/finetune/{dataset}/{model}/seed{seed}/{method}.log",
     benchmark:
-        paths.benchmark_template("finetune", "continued")
+        paths.benchmark_template("finetune", "clean")
     wildcard_constraints:
         method="|".join(CLEAN_METHODS),
 
 
-# train.stack: the runs of STACKED at the paper's epsilon, one job per dataset x model x seed (one computation,
+# train.stack: the runs of PLAN.stacked at the paper's epsilon, one job per dataset x model x seed (one job,
 # catrec.models.stack); each run writes exactly the files its own job would.
-if STACKED:
+if PLAN.stacked:
 
     ruleorder: finetune_stack > finetune
 
     rule finetune_stack:
         input:
-            unpack(stack_inputs),
+            unpack(PLAN.stack_inputs),
         output:
-            models=stack_files("models"),
-            curves=stack_files("curves"),
-            metrics=stack_files("metrics"),
+            models=PLAN.stack_files("models"),
+            curves=PLAN.stack_files("curves"),
+            metrics=PLAN.stack_files("metrics"),
         log:
-            f"logs/finetune/{STACK_RUN}.log",
+            f"logs/finetune/{PLAN.stack_run}.log",
         benchmark:
-            f"{paths.BENCHMARKS}/finetune/{STACK_RUN}.tsv"
+            PLAN.stack_benchmark()
         conda:
             ENV
-        threads: 1 if USE_GPU else config["threads"]
+        threads: PLAN.threads
         resources:
-            gpu=1 if USE_GPU else 0,
-            device=config["device"],
+            **PLAN.resources,
         params:
-            runs=stack_runs,
-            data=lambda wildcards, input: Path(input.sequences).parent,
-            max_stack=max_stack_arg,
+            runs=PLAN.stack_runs,
+            data=PLAN.data_dir,
+            max_stack=PLAN.max_stack_arg,
         shell:
             "python -m catrec finetune-stack --data {params.data:q} --dataset {wildcards.dataset}"
             " --model {wildcards.model} --pretrained {input.pretrained:q} --runs {params.runs:q}"

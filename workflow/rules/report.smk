@@ -2,27 +2,20 @@
 # retrains a model. The outputs marked report() (here, in data.smk and analysis.smk) make up the HTML report of
 # `snakemake --report`, each captioned by its workflow/report/*.rst.
 
-# The compute table: one row per job of BENCHMARK_STAGES that `all` runs (compute_jobs, targets.smk).
-COMPUTE_JOBS = compute_jobs()
-COMPUTE = [paths.COMPUTE + ext for ext in (".csv", ".md", ".html")]
-
-# Table 2 and its comparison with the paper cover the same runs.
-TABLE2_LABELS = run_labels(SUMMARIES["metrics"][1])
-
 
 rule collect:
     input:
-        lambda wildcards: SUMMARIES[wildcards.summary][1],
+        PLAN.summary_inputs,
     output:
         paths.SUMMARY,
     log:
         "logs/collect/{summary}.log",
     wildcard_constraints:
-        summary="|".join(SUMMARIES),
+        summary="|".join(PLAN.summaries),
     conda:
         ENV
     params:
-        kind=lambda wildcards: SUMMARIES[wildcards.summary][0],
+        kind=PLAN.summary_kind,
     shell:
         "python -m catrec collect {params.kind} {input:q} --output {output:q} > {log:q} 2>&1"
 
@@ -38,13 +31,13 @@ rule table2:
             "results/tables/table2.html",
             caption="../report/table2.rst",
             category="Tables",
-            labels={"table": "Table 2", **TABLE2_LABELS},
+            labels={"table": "Table 2", **PLAN.table2_labels},
         ),
         vs_paper=report(
             "results/tables/table2_vs_paper.html",
             caption="../report/table2_vs_paper.rst",
             category="Tables",
-            labels={"table": "Table 2 vs the paper", **TABLE2_LABELS},
+            labels={"table": "Table 2 vs the paper", **PLAN.table2_labels},
         ),
     log:
         "logs/table2.log",
@@ -57,25 +50,25 @@ rule table2:
 
 rule plot:
     input:
-        lambda wildcards: paths.SUMMARY.format(summary=FIGURES[wildcards.figure][0]),
+        PLAN.figure_summary,
     output:
         pdf="figures/{figure}.pdf",
         # The PNG, not the PDF: the report shows images inline, a PDF only through the browser's viewer.
         png=report(
             "figures/{figure}.png",
             caption="../report/figures.rst",
-            category=lambda wildcards: REPORT_FIGURES[wildcards.figure][0],
-            labels=figure_labels,
+            category=PLAN.figure_category,
+            labels=PLAN.figure_labels,
         ),
     log:
         "logs/plot/{figure}.log",
     wildcard_constraints:
-        figure="|".join(FIGURES),
+        figure="|".join(PLAN.figures),
     conda:
         ENV
     params:
         kind=lambda wildcards: FIGURE_KINDS[wildcards.figure],
-        options=plot_options,
+        options=PLAN.plot_options,
     shell:
         "python -m catrec plot {params.kind} --input {input:q} --output {output.pdf:q} {params.options} > {log:q} 2>&1"
 
@@ -85,21 +78,21 @@ rule plot:
 # were recorded is not re-run for one (--allow-missing leaves its row without numbers).
 rule compute:
     input:
-        list(COMPUTE_JOBS.values()),
+        list(PLAN.compute_jobs.values()),
     output:
         multiext(paths.COMPUTE, ".csv", ".md"),
         html=report(
             f"{paths.COMPUTE}.html",
             caption="../report/compute.rst",
             category="Compute",
-            labels={"table": "Compute", "jobs": len(COMPUTE_JOBS)},
+            labels={"table": "Compute", "jobs": len(PLAN.compute_jobs)},
         ),
     log:
         "logs/compute.log",
     conda:
         ENV
     params:
-        benchmarks=shlex.join(COMPUTE_JOBS),
+        benchmarks=shlex.join(PLAN.compute_jobs),
         prefix=lambda wildcards, output: Path(output[0]).with_suffix(""),
     shell:
         "python -m catrec compute {params.benchmarks} --allow-missing --output-prefix {params.prefix:q}"

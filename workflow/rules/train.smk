@@ -3,25 +3,24 @@
 
 rule pretrain:
     input:
-        unpack(data_files),
+        unpack(PLAN.data_files),
     output:
-        model=paths.run_template("models", "pretrain"),
-        curve=paths.run_template("curves", "pretrain"),
-        metrics=paths.run_template("metrics", "pretrain"),
+        model=paths.pretrain_template("models"),
+        curve=paths.pretrain_template("curves"),
+        metrics=paths.pretrain_template("metrics"),
     log:
         "logs/pretrain/{dataset}/{model}/seed{seed}.log",
     benchmark:
         paths.benchmark_template("pretrain")
     conda:
         ENV
-    threads: 1 if USE_GPU else config["threads"]
+    threads: PLAN.threads
     resources:
-        gpu=1 if USE_GPU else 0,
-        device=config["device"],
+        **PLAN.resources,
     params:
-        hparams=stage_params("pretrain"),
-        data=lambda wildcards, input: Path(input.sequences).parent,
-        state=state_dir,
+        hparams=PLAN.stage_params("pretrain"),
+        data=PLAN.data_dir,
+        state=PLAN.state_dir,
     shell:
         "python -m catrec pretrain --data {params.data:q} --hparams {params.hparams:q} --dataset {wildcards.dataset}"
         " --model {wildcards.model} --device {resources.device} --threads {threads}"
@@ -29,33 +28,32 @@ rule pretrain:
         " --state-dir {params.state:q} > {log:q} 2>&1"
 
 
-# train.stack with several seeds: the pretrainings of SEEDS, one job per dataset x model (one computation,
+# train.stack with several seeds: the pretrainings of every seed, one job per dataset x model (one computation,
 # catrec.models.stack); each run writes exactly the files its own job would.
-if PRETRAIN_STACKED:
+if PLAN.pretrain_stacked:
 
     ruleorder: pretrain_stack > pretrain
 
     rule pretrain_stack:
         input:
-            unpack(data_files),
+            unpack(PLAN.data_files),
         output:
-            models=pretrain_stack_files("models"),
-            curves=pretrain_stack_files("curves"),
-            metrics=pretrain_stack_files("metrics"),
+            models=PLAN.pretrain_stack_files("models"),
+            curves=PLAN.pretrain_stack_files("curves"),
+            metrics=PLAN.pretrain_stack_files("metrics"),
         log:
-            f"logs/pretrain/{PRETRAIN_STACK_RUN}.log",
+            f"logs/pretrain/{PLAN.pretrain_stack_run}.log",
         benchmark:
-            f"{paths.BENCHMARKS}/pretrain/{PRETRAIN_STACK_RUN}.tsv"
+            PLAN.pretrain_stack_benchmark()
         conda:
             ENV
-        threads: 1 if USE_GPU else config["threads"]
+        threads: PLAN.threads
         resources:
-            gpu=1 if USE_GPU else 0,
-            device=config["device"],
+            **PLAN.resources,
         params:
-            runs=pretrain_stack_runs,
-            data=lambda wildcards, input: Path(input.sequences).parent,
-            max_stack=max_stack_arg,
+            runs=PLAN.pretrain_stack_runs,
+            data=PLAN.data_dir,
+            max_stack=PLAN.max_stack_arg,
         shell:
             "python -m catrec pretrain-stack --data {params.data:q} --dataset {wildcards.dataset}"
             " --model {wildcards.model} --runs {params.runs:q} {params.max_stack}"

@@ -6,7 +6,6 @@ them: ``models/`` has no import circle.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -14,7 +13,6 @@ import torch
 from torch import nn
 
 from catrec.models.layout import Layout, Packed
-from catrec.vocabulary import MODEL_KEYS_OF
 
 
 @dataclass(frozen=True)
@@ -33,13 +31,6 @@ class ModelConfig:
     num_heads: int | None = None  # SASRec
     layer_norm: str | None = None  # SASRec: pre | original
     num_layers: int | None = None  # GRU4Rec
-
-    @classmethod
-    def from_hparams(cls, hparams: Mapping[str, Any], num_items: int) -> ModelConfig:
-        """The architecture keys of ``catrec pretrain``'s validated ``--hparams``."""
-        name = hparams["model"]
-        keys = ("max_len", "hidden_size", "dropout", *MODEL_KEYS_OF[name])
-        return cls(name=name, num_items=num_items, **{key: hparams[key] for key in keys})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

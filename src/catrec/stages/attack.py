@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from catrec.attack import AttackConfig, attack_rows
+from catrec.attack import attack_rows
 from catrec.commands import Command, add_training_args
 from catrec.io import atomic_path
 from catrec.runtime import configure
@@ -37,13 +37,13 @@ def run_attacks(
     threads: int = 1,
 ) -> None:
     """Attack the model in ``checkpoint`` on the test inputs of ``data_dir``; write the tidy attacks CSV."""
-    values = prepare(hparams, "attack", model=model_name)
-    config = AttackConfig.from_hparams(values)
+    settings = prepare(hparams, "attack", model=model_name)
+    config = settings.attack_config()
     model, data = load_model_and_data(
         checkpoint,
         data_dir,
         model_name=model_name,
-        max_len=values["max_len"],
+        max_len=settings.max_len,
         device=configure(device, threads),
     )
     rows = attack_rows(

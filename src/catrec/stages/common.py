@@ -11,24 +11,37 @@ from typing import Any
 import torch
 
 from catrec.adversarial import check_cascade
-from catrec.config import read_hparams, resolve_layout
+from catrec.config import resolve_layout
 from catrec.data.sequences import SequenceData
 from catrec.errors import CatrecError
 from catrec.io import atomic_path, load_torch_file
 from catrec.models import SequentialRecommender, load_model
 from catrec.provenance import code_provenance
 from catrec.runtime import seed_everything
+from catrec.settings import SETTINGS, Settings
 from catrec.vocabulary import CASCADE_TERMS_OF, METRICS
 
 
-def prepare(
-    hparams: Mapping[str, Any], stage: str, *, model: str, method: str | None = None
-) -> dict[str, Any]:
-    """Validate a stage's ``--hparams`` (exactly its keys, the config's rules) and seed every generator."""
-    values = read_hparams(hparams, stage, model=model, method=method)
-    if "seed" in values:
-        seed_everything(values["seed"])
-    return values
+def prepare(hparams: Mapping[str, Any], stage: str, *, model: str, method: str | None = None) -> Settings:
+    """The stage's settings from its ``--hparams`` (exactly its keys, the config's rules); every generator
+    seeded with the run's seed."""
+    settings = SETTINGS[stage].from_json(hparams, model=model, method=method)
+    seed = getattr(settings, "seed", None)
+    if seed is not None:
+        seed_everything(seed)
+    return settings
+
+
+def schedules(runs: Sequence[Any], device: torch.device) -> list[tuple[Any, dict[str, Any]]]:
+    """Each of a stack's ``runs`` (its settings): its schedule, a ``TrainConfig`` with the layout and capture
+    resolved for the stack on ``device`` (``resolve_layout``), and the settings its identity is made of
+    (``catrec.state.run_state``): its ``--hparams`` with that layout and capture."""
+    resolved = []
+    for settings in runs:
+        layout = resolve_layout(settings.layout, settings.capture, cuda=device.type == "cuda", runs=len(runs))
+        config = settings.train_config(*layout)
+        resolved.append((config, {**settings.hparams(), "layout": config.layout, "capture": config.capture}))
+    return resolved
 
 
 def load_model_and_data(
@@ -80,16 +93,6 @@ def run_fields(
         problem = f"lacks {', '.join(missing)}" if missing else f"has unknown key(s) {', '.join(unknown)}"
         raise CatrecError(f"--runs: the run {name} {problem}")
     return dict(value)
-
-
-def with_layout(
-    values: Mapping[str, Any], device: torch.device, runs: int, capture: bool | str | None = None
-) -> dict[str, Any]:
-    """``values`` (a run's validated ``--hparams``) with its layout and capture resolved for ``runs`` runs
-    trained together on ``device`` (``catrec.config.resolve_layout``); ``capture`` overrides the setting."""
-    capture = values["capture"] if capture is None else capture
-    layout, captured = resolve_layout(values["layout"], capture, cuda=device.type == "cuda", runs=runs)
-    return {**values, "layout": layout, "capture": captured}
 
 
 def data_inputs(data_dir: str | Path) -> dict[str, Path]:

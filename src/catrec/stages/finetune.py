@@ -28,17 +28,18 @@ from catrec.errors import CatrecError
 from catrec.io import write_text_atomically
 from catrec.models import SequentialRecommender, save_model
 from catrec.runtime import DEFAULT_PRECISION, configure
+from catrec.settings import FinetuneSettings
 from catrec.stages.common import (
     data_inputs,
     load_model_and_data,
     method_cascade,
     prepare,
     run_fields,
-    with_layout,
+    schedules,
     write_metrics_json,
 )
 from catrec.state import run_state
-from catrec.trainer import Run, TrainConfig, evaluate, fit_runs
+from catrec.trainer import Run, evaluate, fit_runs
 from catrec.vocabulary import CURVE_COLUMNS
 
 
@@ -59,13 +60,13 @@ def finetune(
     threads: int = 1,
 ) -> None:
     """Fine-tune ``pretrained`` with ``method``, resuming this run's own state under ``state_dir``."""
-    values = prepare(hparams, "finetune", model=model_name, method=method)
+    settings = prepare(hparams, "finetune", model=model_name, method=method)
     # 'base' trains nothing and has no precision setting: its evaluation computes at the default.
-    torch_device = configure(device, threads, values.get("precision", DEFAULT_PRECISION))
+    torch_device = configure(device, threads, settings.precision or DEFAULT_PRECISION)
     model, data = load_model_and_data(
-        pretrained, data_dir, model_name=model_name, max_len=values["max_len"], device=torch_device
+        pretrained, data_dir, model_name=model_name, max_len=settings.max_len, device=torch_device
     )
-    record = {"dataset": dataset, "model": model_name, "method": method, "seed": values["seed"]}
+    record = {"dataset": dataset, "model": model_name, "method": method, "seed": settings.seed}
 
     if method == "base":
         scores = {split: evaluate(model, data, split) for split in SPLITS}
@@ -76,7 +77,7 @@ def finetune(
             **record,
             **scores,
             epsilon=None,
-            selected_epoch=values["epoch_offset"],
+            selected_epoch=settings.epoch_offset,
             run_id=None,
             engine="packed",
             capture=False,
@@ -97,7 +98,7 @@ def finetune(
     _finetune_runs(
         model,
         data,
-        [(member, values)],
+        [(member, settings)],
         dataset=dataset,
         model_name=model_name,
         data_dir=data_dir,
@@ -130,9 +131,9 @@ def finetune_stack(
     if any(run.method == "base" for run in runs):
         raise CatrecError("'base' trains nothing: it is never part of a stack")
     # The runs share their schedule, precision included (checked before any state is written).
-    torch_device = configure(device, threads, prepared[0]["precision"])
+    torch_device = configure(device, threads, prepared[0].precision)
     model, data = load_model_and_data(
-        pretrained, data_dir, model_name=model_name, max_len=prepared[0]["max_len"], device=torch_device
+        pretrained, data_dir, model_name=model_name, max_len=prepared[0].max_len, device=torch_device
     )
     _finetune_runs(
         model,
@@ -178,7 +179,7 @@ class FinetuneRun:
 def _finetune_runs(
     pretrained_model: SequentialRecommender,
     data: SequenceData,
-    members: list[tuple[FinetuneRun, dict[str, Any]]],
+    members: list[tuple[FinetuneRun, FinetuneSettings]],
     *,
     dataset: str,
     model_name: str,
@@ -188,10 +189,8 @@ def _finetune_runs(
     max_stack: int | None = None,
 ) -> None:
     """Train ``members`` (runs with their validated settings) from ``pretrained_model``, one stack."""
-    configs = set()
-    members = [(member, with_layout(values, device, len(members))) for member, values in members]
-    for _, values in members:
-        configs.add(TrainConfig.from_hparams(values))
+    resolved = schedules([settings for _, settings in members], device)
+    configs = {config for config, _ in resolved}
     # Checked before any state is written: a refused stack leaves nothing behind.
     if len(configs) > 1:
         raise CatrecError(
@@ -199,7 +198,7 @@ def _finetune_runs(
         )
     (config,) = configs
     runs = []
-    for member, values in members:
+    for (member, settings), (_, identity) in zip(members, resolved, strict=True):
         inputs = {**data_inputs(data_dir), "pretrained": Path(pretrained)}
         cascade_matrix = method_cascade(member.method, member.cascade, config.batch_size, data)
         if cascade_matrix is not None:
@@ -209,34 +208,34 @@ def _finetune_runs(
             stage="finetune",
             model=model_name,
             method=member.method,
-            hparams=values,
+            hparams=identity,
             inputs=inputs,
             metrics=member.metrics,
         )
         print(f"finetune {dataset}/{model_name} {member.method} seed {config.seed}: state {state.directory}")
         run = Run(
             model=copy.deepcopy(pretrained_model),
-            loss=make_loss(member.method, values, cascade_matrix, data),
+            loss=make_loss(member.method, settings, cascade_matrix, data),
             phase="finetune",
             curve_path=member.curve,
             state_dir=state.directory,
-            epoch_offset=values["epoch_offset"],
-            model_selection=values["model_selection"],
+            epoch_offset=settings.epoch_offset,
+            model_selection=settings.model_selection,
             label=member.method if len(members) > 1 else "",
         )
         runs.append((run, state.run_id))
     results = fit_runs([run for run, _ in runs], data, config, device=device, max_stack=max_stack)
-    for (member, values), (run, run_id), result in zip(members, runs, results, strict=True):
+    for (member, settings), (run, run_id), result in zip(members, runs, results, strict=True):
         save_model(member.checkpoint, run.model)
         write_metrics_json(
             member.metrics,
             dataset=dataset,
             model=model_name,
             method=member.method,
-            seed=values["seed"],
+            seed=settings.seed,
             valid=result.valid,
             test=result.test,
-            epsilon=values.get("epsilon"),
+            epsilon=settings.epsilon,
             selected_epoch=result.selected_epoch,
             run_id=run_id,
             engine=config.layout,

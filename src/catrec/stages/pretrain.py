@@ -16,17 +16,17 @@ from catrec.adversarial import CLEAN_LOSS
 from catrec.commands import Command, add_run_outputs, add_stack_args, add_training_args, keywords
 from catrec.data.sequences import SequenceData
 from catrec.errors import CatrecError
-from catrec.models import ModelConfig, build_model, save_model
+from catrec.models import build_model, save_model
 from catrec.runtime import configure, seed_everything
 from catrec.stages.common import (
     data_inputs,
     prepare,
     run_fields,
-    with_layout,
+    schedules,
     write_metrics_json,
 )
 from catrec.state import run_state
-from catrec.trainer import Run, TrainConfig, fit_runs
+from catrec.trainer import Run, fit_runs
 
 RUN_FILES = ("checkpoint", "curve", "metrics", "state_dir")
 
@@ -91,18 +91,18 @@ def pretrain_stack(
     if not runs:
         raise CatrecError("pretrain-stack needs at least one run")
     prepared = [prepare(run.hparams, "pretrain", model=model_name) for run in runs]
-    torch_device = configure(device, threads, prepared[0]["precision"])  # shared: checked below
-    prepared = [with_layout(values, torch_device, len(runs)) for values in prepared]
-    seeds = [values["seed"] for values in prepared]
+    torch_device = configure(device, threads, prepared[0].precision)  # shared: checked below
+    configs, identities = zip(*schedules(prepared, torch_device), strict=True)
+    seeds = [settings.seed for settings in prepared]
     # Checked before any state is written: a refused stack leaves nothing behind.
     if len(set(seeds)) != len(seeds):
         raise CatrecError(f"the runs of a pretraining stack need distinct seeds, not {seeds}")
-    if any({**values, "seed": seeds[0]} != prepared[0] for values in prepared):
+    if any({**values, "seed": seeds[0]} != identities[0] for values in identities):
         raise CatrecError("the runs of a pretraining stack must share all their settings but the seed")
-    config = TrainConfig.from_hparams(prepared[0])
-    data = SequenceData.from_dir(data_dir, prepared[0]["max_len"])
+    config = configs[0]
+    data = SequenceData.from_dir(data_dir, prepared[0].max_len)
     members = []
-    for member, values in zip(runs, prepared, strict=True):
+    for member, settings, values in zip(runs, prepared, identities, strict=True):
         state = run_state(
             member.state_dir,
             stage="pretrain",
@@ -113,12 +113,12 @@ def pretrain_stack(
             metrics=member.metrics,
         )
         # Each run's initial weights are those of the run alone: drawn from its own seed.
-        seed_everything(values["seed"])
-        model = build_model(ModelConfig.from_hparams(values, data.num_items)).to(torch_device)
+        seed_everything(settings.seed)
+        model = build_model(settings.model_config(data.num_items)).to(torch_device)
         parameters = sum(p.numel() for p in model.parameters())
         print(
-            f"pretrain {dataset}/{model_name} seed {values['seed']}: device {torch_device}, "
-            f"{data.num_users} users, {data.num_items} items, T={values['max_len']}, {parameters} "
+            f"pretrain {dataset}/{model_name} seed {settings.seed}: device {torch_device}, "
+            f"{data.num_users} users, {data.num_items} items, T={settings.max_len}, {parameters} "
             f"parameters, {config.epochs} epochs, layout {config.layout}"
             f"{' captured' if config.capture else ''}, precision {config.precision}, "
             f"state {state.directory}"
@@ -129,8 +129,8 @@ def pretrain_stack(
             phase="pretrain",
             curve_path=member.curve,
             state_dir=state.directory,
-            label=f"seed {values['seed']}" if len(runs) > 1 else "",
-            seed=values["seed"],
+            label=f"seed {settings.seed}" if len(runs) > 1 else "",
+            seed=settings.seed,
         )
         members.append((member, run, state.run_id))
     results = fit_runs([run for _, run, _ in members], data, config, device=torch_device, max_stack=max_stack)

@@ -16,12 +16,12 @@ from typing import Any
 
 from catrec.adversarial import make_loss
 from catrec.commands import Command, add_training_args, positive
+from catrec.config import resolve_layout
 from catrec.errors import CatrecError
 from catrec.io import atomic_path
 from catrec.profile import input_space_perturbations, position_profile
 from catrec.runtime import configure
-from catrec.stages.common import load_model_and_data, method_cascade, prepare, with_layout
-from catrec.trainer import TrainConfig
+from catrec.stages.common import load_model_and_data, method_cascade, prepare
 from catrec.training import Training
 from catrec.vocabulary import PROFILE_COLUMNS, SEQUENCE_METHODS
 
@@ -47,15 +47,17 @@ def write_profile(
         )
     if batches < 1:
         raise CatrecError(f"--batches must be at least 1, got {batches}")
-    values = prepare(hparams, "finetune", model=model_name, method=method)
+    settings = prepare(hparams, "finetune", model=model_name, method=method)
     torch_device = configure(device, threads)
     # Never captured: nothing is trained, and the perturbation is read after each batch.
-    config = TrainConfig.from_hparams(with_layout(values, torch_device, runs=1, capture=False))
+    config = settings.train_config(
+        *resolve_layout(settings.layout, False, cuda=torch_device.type == "cuda", runs=1)
+    )
     model, data = load_model_and_data(
-        checkpoint, data_dir, model_name=model_name, max_len=values["max_len"], device=torch_device
+        checkpoint, data_dir, model_name=model_name, max_len=settings.max_len, device=torch_device
     )
     cascade_matrix = method_cascade(method, cascade, config.batch_size, data)
-    loss = make_loss(method, values, cascade_matrix, data)
+    loss = make_loss(method, settings, cascade_matrix, data)
     training = Training([model], data, [loss], [config.seed], config, torch_device)
     measured = list(input_space_perturbations(training, batches))
     rows = position_profile([p for p, _ in measured], [real for _, real in measured])
