@@ -45,8 +45,8 @@ class TrainConfig:
     eval_every: int
     checkpoint_every: int
     bucket_by_length: bool
-    layout: str  # packed | padded, resolved (catrec.runtime.resolve_layout)
-    capture: bool  # replay the step as a CUDA graph, resolved (catrec.runtime.resolve_layout)
+    layout: str  # packed | padded, resolved (catrec.config.resolve_layout)
+    capture: bool  # replay the step as a CUDA graph, resolved (catrec.config.resolve_layout)
     precision: str  # fp32 | tf32, applied by the stage (catrec.runtime.configure)
 
 

@@ -1,7 +1,7 @@
 """What a stack of K >= 1 runs trains with, and its step: the one training path of every run.
 
 ``Training`` holds the runs' ``ModelStack`` (``catrec.models.stack``) in the layout the run resolved
-(``catrec.runtime.resolve_layout``), Adam over the stacked parameters, each run's generators (sampler,
+(``catrec.config.resolve_layout``), Adam over the stacked parameters, each run's generators (sampler,
 dropout, noise: seeded from the run's seed alone, on the training device), the batcher and the step's input
 tensors. ``step`` is one optimizer step of every run: the batches, the forward passes, the method's terms
 (``catrec.adversarial``), backward, Adam. With ``capture`` (the padded layout on CUDA) the trainer replays
