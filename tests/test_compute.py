@@ -101,6 +101,7 @@ def test_read_benchmark_of_a_hand_written_tsv(tmp_path: Path) -> None:
         "dataset": "toy",
         "model": "sasrec",
         "method": "adv_cas",
+        "epsilon": 10.0,
         "seed": 42,
         "seconds": 123.45,
         "max_rss_mb": 812.5,
@@ -162,6 +163,7 @@ def test_compute_frame_orders_stages_then_runs_and_allows_missing(tmp_path: Path
     assert list(frame.columns) == COMPUTE_COLUMNS
     assert frame["stage"].tolist() == ["pretrain", "cascade", "finetune", "finetune", "attack", "profile"]
     assert frame["method"].tolist() == ["", "", "base", "adv_cas", "base", "adv_cas"]
+    assert frame["epsilon"].tolist()[3] == 10.0 and frame["epsilon"].isna().tolist()[:3] == [True] * 3
     assert frame["seconds"].tolist()[:5] == [60.0, 0.5, 1.0, 9.0, 4.0]
     assert math.isnan(frame["seconds"].iloc[5]) and math.isnan(frame["max_rss_mb"].iloc[5])
 
@@ -179,7 +181,7 @@ def test_cli_writes_compute_csv_and_md(tmp_path: Path) -> None:
     assert written["seed"].iloc[0] == 42 and pd.isna(written["seed"].iloc[1])
     assert written["max_rss_mb"].iloc[0] == 150.0 and pd.isna(written["max_rss_mb"].iloc[1])
     markdown = Path(f"{prefix}.md").read_text()
-    assert "| pretrain | Toy | SASRec |  | 42 | 60.0 | 150 |" in markdown
+    assert "| pretrain | Toy | SASRec |  |  | 42 | 60.0 | 150 |" in markdown
     assert "**all 2 jobs**" in markdown and "**60.5**" in markdown
     # A missing file is an error line (exit 2) unless --allow-missing.
     absent = tmp_path / "benchmarks/attack/toy/sasrec/seed42/base.tsv"

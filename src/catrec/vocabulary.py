@@ -93,7 +93,8 @@ FIGURE_KINDS = {
 # `*_clean` variant included), and the columns of results/tables/compute.csv gathered from them: `seconds`
 # is the job's wall-clock time, `max_rss_mb` its peak resident memory in MiB (Snakemake's `s`, `max_rss`).
 BENCHMARK_STAGES = ("pretrain", "cascade", "finetune", "attack", "profile", "user_metrics")
-COMPUTE_COLUMNS = ["stage", "dataset", "model", "method", "seed", "seconds", "max_rss_mb"]
+# epsilon tells apart the runs of one method at several ε (empty for runs without one).
+COMPUTE_COLUMNS = ["stage", "dataset", "model", "method", "epsilon", "seed", "seconds", "max_rss_mb"]
 
 METRICS = ("ndcg@10", "hit@10")
 # The evaluation splits of every curve and metrics file (the leave-one-out split's last two items).

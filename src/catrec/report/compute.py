@@ -6,7 +6,8 @@ without ``repeat``). ``seconds`` is the mean of column ``s`` (the job's wall-clo
 largest ``max_rss`` (peak resident memory of the job's processes, MiB); Snakemake writes ``NA`` (or ``-``)
 when a job ended before its first memory sample, which becomes an empty cell. The identity comes from the
 path: ``stage`` is the rule (``finetune`` for ``finetune_clean`` too), ``method`` is empty for pretrain and
-the cascade, and so are ``model`` and ``seed`` for the cascade.
+the cascade, and so are ``model`` and ``seed`` for the cascade; ``epsilon`` is empty (NaN) for a run without
+one.
 
 ``read_benchmark`` parses one file and ``compute_frame`` gathers files, both without writing anything (with
 ``allow_missing``, a job whose file does not exist, one run before benchmarks were recorded, is a row
@@ -47,7 +48,7 @@ def _number_or_nan(path: Path, line_number: int, column: str, text: str) -> floa
 
 
 def _identity(path: Path) -> dict[str, object]:
-    """stage, dataset, model, method and seed of a benchmark file, from its path (``catrec.paths``)."""
+    """stage, dataset, model, method, epsilon and seed of a benchmark file, from its path (catrec.paths)."""
     try:
         identity = parse_benchmark(path)
     except ValueError as exc:
@@ -57,6 +58,7 @@ def _identity(path: Path) -> dict[str, object]:
         "dataset": identity["dataset"],
         "model": identity["model"],
         "method": None if identity["method"] == "pretrain" else identity["method"],
+        "epsilon": identity["epsilon"],
         "seed": identity["seed"],
     }
 
@@ -111,7 +113,7 @@ def compute_frame(paths: Sequence[str | Path], *, allow_missing: bool = False) -
     # The paper's order of datasets, models and methods (sort_runs), within the pipeline's order of stages;
     # the cascade's empty model and method, and pretraining's empty method, come first.
     frame = frame.fillna({"model": "", "method": ""})
-    frame = sort_runs(frame, then=("seed",))
+    frame = sort_runs(frame, then=("epsilon", "seed"))
     rank = {stage: index for index, stage in enumerate(BENCHMARK_STAGES)}
     return frame.sort_values("stage", key=lambda stages: stages.map(rank), kind="stable").reset_index(
         drop=True
@@ -128,6 +130,7 @@ def _layout(frame: pd.DataFrame) -> Table:
             Cell(text(record["dataset"])),
             Cell(text(record["model"])),
             Cell(text(record["method"])),
+            Cell("" if pd.isna(record["epsilon"]) else f"{record['epsilon']:g}"),
             Cell(text(record["seed"])),
             Cell(format_number(record["seconds"], ",.1f")),
             Cell(format_number(record["max_rss_mb"], ",.0f")),
@@ -139,15 +142,15 @@ def _layout(frame: pd.DataFrame) -> Table:
     rows.append(
         [
             Cell(f"all {len(frame)} jobs", bold=True),
-            *(Cell("") for _ in range(4)),
+            *(Cell("") for _ in range(5)),
             Cell(format_number(frame["seconds"].sum(), ",.1f"), bold=True),
             Cell(format_number(peak, ",.0f"), bold=True),
         ]
     )
     return Table(
-        header=["stage", "dataset", "model", "method", "seed", "seconds", "max RSS (MiB)"],
+        header=["stage", "dataset", "model", "method", "ε", "seed", "seconds", "max RSS (MiB)"],
         rows=rows,
-        align="lllllrr",
+        align="llllrlrr",
         caption="Compute cost of every job (Snakemake benchmark files): wall-clock seconds and peak resident "
         "memory; the last row sums the seconds (one job at a time) and gives the largest peak."
         + (f" — marks the {unmeasured} job(s) run before benchmarks were recorded." if unmeasured else ""),
