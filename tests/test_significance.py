@@ -100,6 +100,26 @@ def test_significance_pairs_users_and_seeds() -> None:
     assert len(frame[(frame["metric"] == "hit@10") & (frame["test"] == "wilcoxon")]) == 5
 
 
+def test_a_reference_without_epsilon_meets_every_run_at_its_own_epsilon() -> None:
+    rng = np.random.default_rng(1)
+    runs = [("base", math.nan), ("continued", math.nan)]
+    runs += [("adv_cas", 10.0), ("adv_cas", 5.0), ("adv_seq", 10.0)]
+    values = {run: rng.uniform(0, 1, 20).round(2).tolist() for run in runs}
+    users = pd.concat([_users(method, epsilon, 1, values[method, epsilon]) for method, epsilon in runs])
+    frame = significance_frame(users, reference="base")
+    wilcoxon = frame[(frame["test"] == "wilcoxon") & (frame["metric"] == "ndcg@10")]
+    assert list(zip(wilcoxon["method_b"], wilcoxon["epsilon"], strict=True)) == [
+        ("continued", pytest.approx(math.nan, nan_ok=True)),
+        ("adv_seq", 10.0),
+        ("adv_cas", 5.0),
+        ("adv_cas", 10.0),
+    ]
+    at_five = wilcoxon[wilcoxon["epsilon"] == 5.0].iloc[0]
+    expected = stats.wilcoxon(values["base", math.nan], values["adv_cas", 5.0], zero_method="wilcox")
+    assert at_five["p_value"] == pytest.approx(expected.pvalue)
+    assert at_five["mean_b"] == pytest.approx(np.mean(values["adv_cas", 5.0]))
+
+
 def _toy_model(directory: Path, data_dir: Path, seed: int) -> Path:
     num_items = json.loads((data_dir / "stats.json").read_text())["items"]
     return save_untrained_model(directory / f"model{seed}.pt", "sasrec", num_items, MAX_LEN, seed)

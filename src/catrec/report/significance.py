@@ -1,7 +1,8 @@
 """``catrec significance``: is adv_cas better than each other method, beyond noise? From per-user metrics.
 
 Per dataset x model, adv_cas (``method_a``) against every other method (``method_b``) at the same epsilon
-(methods without epsilon: their only run), for each metric:
+(methods without epsilon: their only run), for each metric; a ``method_a`` without epsilon (``--method-a
+base``) against every other run, each at its own epsilon (the row's ``epsilon``):
 
 - ``wilcoxon``: a Wilcoxon signed-rank test over the users of one seed, paired by user (``n`` = users paired;
   zero differences, e.g. users both models miss, are dropped as in Wilcoxon's original test,
@@ -67,6 +68,15 @@ def _same_epsilon(frame: pd.DataFrame, epsilon: float) -> pd.Series:
     return frame["epsilon"].isna() | (frame["epsilon"] == epsilon)
 
 
+def _at_epsilon(frame: pd.DataFrame, epsilon: float) -> pd.DataFrame:
+    """The runs at ``epsilon``; NaN: the runs without one."""
+    return frame[frame["epsilon"].isna() if math.isnan(epsilon) else frame["epsilon"] == epsilon]
+
+
+def _epsilons(frame: pd.DataFrame) -> list[float]:
+    return sorted(frame["epsilon"].unique(), key=lambda value: (math.isnan(value), value))
+
+
 def significance_frame(users: pd.DataFrame, reference: str = SIGNIFICANCE_REFERENCE) -> pd.DataFrame:
     """The tests of ``reference`` against every other method in ``users`` (columns ``SIGNIFICANCE_COLUMNS``).
 
@@ -81,14 +91,25 @@ def significance_frame(users: pd.DataFrame, reference: str = SIGNIFICANCE_REFERE
         for model in ordered(users.loc[users["dataset"] == dataset, "model"], MODEL_ORDER):
             group = users[(users["dataset"] == dataset) & (users["model"] == model)]
             runs_a = group[group["method"] == reference]
-            for epsilon in sorted(runs_a["epsilon"].unique(), key=lambda value: (math.isnan(value), value)):
-                a = runs_a[runs_a["epsilon"].isna() if math.isnan(epsilon) else runs_a["epsilon"] == epsilon]
+            for epsilon in _epsilons(runs_a):
+                a = _at_epsilon(runs_a, epsilon)
                 others = group[(group["method"] != reference) & _same_epsilon(group, epsilon)]
-                identity = {"dataset": dataset, "model": model, "method_a": reference, "epsilon": epsilon}
+                if math.isnan(epsilon):
+                    # A reference without epsilon (base) is tested against every run, each at its own epsilon.
+                    others = group[group["method"] != reference]
                 for method in ordered(others["method"], METHODS):
-                    b = others[others["method"] == method]
-                    for metric in METRICS:
-                        rows += _tests(a, b, metric, {**identity, "method_b": method, "metric": metric})
+                    of_method = others[others["method"] == method]
+                    for epsilon_b in _epsilons(of_method):
+                        b = _at_epsilon(of_method, epsilon_b)
+                        identity = {
+                            "dataset": dataset,
+                            "model": model,
+                            "method_a": reference,
+                            "method_b": method,
+                            "epsilon": epsilon if math.isnan(epsilon_b) else epsilon_b,
+                        }
+                        for metric in METRICS:
+                            rows += _tests(a, b, metric, {**identity, "metric": metric})
     frame = pd.DataFrame(rows, columns=SIGNIFICANCE_COLUMNS)
     # Integers, the t-test's seed empty (not 42.0 and NaN).
     return frame.astype({"seed": "Int64", "n": "Int64", "epsilon": float})

@@ -5,9 +5,21 @@
   its curve only at its next evaluation; rows collected twice must agree);
 - ``attacks.csv``: every finished attack file, tidy (``dataset, model, method, epsilon, seed, attack,
   position, k, metric, clean, attacked, drop_pct``);
-- ``users/<dataset>_<model>_seed<s>_<method>[_eps<e>].csv.gz``: every finished per-user metrics file.
+- ``metrics.csv``: every finished metrics JSON (``catrec collect metrics --long``: ``dataset, model, method,
+  epsilon, seed, split, metric, value, code_digest``; the frozen commit wrote no digest, so it is empty)
+  and ``selected.csv``: each fine-tuned run's epoch selected by validation (``dataset, model, method,
+  epsilon, seed, selected_epoch``);
+- ``compute.csv``: every job's benchmark (``catrec compute``: Snakemake's wall time of the job's last part)
+  with ``trainer_seconds``, the training time of the whole run summed over its resumed parts (the last
+  curve row's ``seconds``; empty for jobs that do not train);
+- ``users/<dataset>/<model>/seed<s>/<method>[/eps<e>].csv.gz``: every finished per-user metrics file, named as
+  ``catrec significance`` reads a run from its path; ``significance.csv``/``.md``: ``catrec significance`` of
+  them, ``significance-vs-base.csv``/``.md`` the same test of base against every run
+  (``tests/test_evidence.py`` recomputes both from the committed files).
 
-    python docs/evidence/beauty-paper-schedule/issue33-run/collect.py [--workdir /work/run33]
+Run with the repository's package (``PYTHONPATH=src``) from the repository root:
+
+    PYTHONPATH=src python docs/evidence/beauty-paper-schedule/issue33-run/collect.py [--workdir /work/run33]
 """
 
 from __future__ import annotations
@@ -18,6 +30,11 @@ import shutil
 from pathlib import Path
 
 import pandas as pd
+
+from catrec.io import read_json
+from catrec.report.collect import collect
+from catrec.report.compute import compute_frame
+from catrec.report.significance import write_significance
 
 HERE = Path(__file__).resolve().parent
 IDENTITY = ["dataset", "model", "method", "epsilon", "seed"]
@@ -80,26 +97,75 @@ def collect_attacks(results: Path) -> pd.DataFrame:
     return pd.concat(rows, ignore_index=True)
 
 
-def copy_users(results: Path) -> None:
-    users = HERE / "users"
-    users.mkdir(exist_ok=True)
+def copy_users(results: Path) -> list[Path]:
+    """Each per-user file gzip-compressed (mtime 0: the same bytes for the same file) under ``users/``."""
+    copies = []
     for path in sorted((results / "users").rglob("*.csv")):
-        name = "_".join(path.relative_to(results / "users").with_suffix("").parts) + ".csv.gz"
-        with open(path, "rb") as source, gzip.GzipFile(users / name, "wb", mtime=0) as target:
+        copy = HERE / "users" / path.relative_to(results / "users").with_suffix(".csv.gz")
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "rb") as source, gzip.GzipFile(copy, "wb", mtime=0) as target:
             shutil.copyfileobj(source, target)
+        copies.append(copy)
+    return copies
+
+
+def selected_epochs(results: Path) -> pd.DataFrame:
+    rows = []
+    for path in sorted((results / "metrics").rglob("*.json")):
+        metrics = read_json(path)
+        if "selected_epoch" in metrics:
+            rows.append(
+                {
+                    **identity(path.relative_to(results / "metrics")),
+                    "selected_epoch": metrics["selected_epoch"],
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def compute_table(workdir: Path) -> pd.DataFrame:
+    """The benchmark of every job, with each training job's whole training time from its curve."""
+    frame = compute_frame(sorted((workdir / "benchmarks").rglob("*.tsv")))
+    trainer_seconds = []
+    for _, job in frame.iterrows():
+        seconds = float("nan")
+        if job["stage"] in ("pretrain", "finetune"):
+            run = job["method"] or "pretrain"
+            name = run if pd.isna(job["epsilon"]) else f"{run}/eps{job['epsilon']:g}"
+            curve = pd.read_csv(
+                workdir
+                / "results/curves"
+                / job["dataset"]
+                / job["model"]
+                / f"seed{job['seed']}"
+                / f"{name}.csv"
+            )
+            # base evaluates the pretrained model: its curve has no rows.
+            if len(curve):
+                seconds = curve["seconds"].iloc[-1]
+        trainer_seconds.append(seconds)
+    return frame.assign(trainer_seconds=trainer_seconds)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=Path("/work/run33"))
-    results = parser.parse_args().workdir / "results"
+    workdir = parser.parse_args().workdir
+    results = workdir / "results"
     curves = collect_curves(results)
     curves.to_csv(HERE / "curves.csv", index=False)
     print(curves.groupby(["model", "method", "epsilon"]).epoch.max())
     if (results / "attacks").exists():
         collect_attacks(results).to_csv(HERE / "attacks.csv", index=False)
-    if (results / "users").exists():
-        copy_users(results)
+    collect("metrics", sorted((results / "metrics").rglob("*.json")), HERE / "metrics.csv", long=True)
+    selected_epochs(results).to_csv(HERE / "selected.csv", index=False)
+    compute_table(workdir).to_csv(HERE / "compute.csv", index=False)
+    users = copy_users(results)
+    methods = {path.parent.name if path.name.startswith("eps") else path.name.split(".")[0] for path in users}
+    # adv_cas against every other run (Table 2's question), and base against every other run (vs-base gains).
+    for reference, prefix in (("adv_cas", "significance"), ("base", "significance-vs-base")):
+        if reference in methods:
+            write_significance(users, HERE / prefix, reference)
 
 
 if __name__ == "__main__":
