@@ -118,6 +118,12 @@ ATTACK_COLUMNS = [
     "drop_ndcg@10_pct",
     "drop_hit@10_pct",
 ]
+# Per-user metrics under attack (`catrec attack --users`): one row per user (`user` = 1..m, sequences.txt
+# order, as USER_METRICS_COLUMNS), the clean metrics, then one column per row of the attacks CSV and metric,
+# named ATTACK_USER_COLUMN, in the rows' order; last_k with k = 0 replaces nothing (its columns would be the
+# clean ones) and is left out. The mean of a column is the attacks CSV's mean of that setting and metric.
+ATTACK_USERS_COLUMNS = ["user", "clean_ndcg@10", "clean_hit@10"]
+ATTACK_USER_COLUMN = "{attack}_{position}_k{k}_{metric}"
 # Collected summaries: a run's rows with its full identity (epsilon and seed come from the file's path).
 CURVE_SUMMARY_COLUMNS = [*RUN_KEYS, "epsilon", "seed", *CURVE_COLUMNS]
 ATTACK_SUMMARY_COLUMNS = [*RUN_KEYS, "epsilon", "seed", *ATTACK_COLUMNS[len(RUN_KEYS) :]]
