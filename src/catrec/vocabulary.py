@@ -153,3 +153,22 @@ SIGNIFICANCE_COLUMNS = [
     "mean_a",
     "mean_b",
 ]
+# Robustness (catrec.report.robustness): a Wilcoxon signed-rank test over users per row, of values `a` of the
+# run (dataset .. seed) against `b` (the `question` says which; `against` names the other position or run).
+ROBUSTNESS_COLUMNS = [
+    "dataset",
+    "model",
+    "method",
+    "epsilon",
+    "seed",
+    "question",
+    "attack",
+    "k",
+    "metric",
+    "against",
+    "n",
+    "mean_a",
+    "mean_b",
+    "statistic",
+    "p_value",
+]
