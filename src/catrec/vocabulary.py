@@ -118,6 +118,20 @@ ATTACK_COLUMNS = [
     "drop_ndcg@10_pct",
     "drop_hit@10_pct",
 ]
+# The tidy long form of a collected attacks summary (the evidence's attacks.csv): one row per setting and
+# metric, `clean` and `attacked` its means, `drop_pct` = 100 * (clean - attacked) / clean.
+ATTACK_LONG_COLUMNS = [
+    *RUN_KEYS,
+    "epsilon",
+    "seed",
+    "attack",
+    "position",
+    "k",
+    "metric",
+    "clean",
+    "attacked",
+    "drop_pct",
+]
 # Per-user metrics under attack (`catrec attack --users`): one row per user (`user` = 1..m, sequences.txt
 # order, as USER_METRICS_COLUMNS), the clean metrics, then one column per row of the attacks CSV and metric,
 # named ATTACK_USER_COLUMN, in the rows' order; last_k with k = 0 replaces nothing (its columns would be the
