@@ -42,6 +42,7 @@ localrules:
     plot,
     compute,
     significance,
+    robustness,
 
 
 rule all:

@@ -1,12 +1,15 @@
 """Item-replacement attacks (section 5.6): positions, admissible replacements, the nearest-item rule, the
-gradient attack against random replacement on a trained toy model, k = 0, and the CSV of ``run_attacks``."""
+gradient attack against random replacement on a trained toy model, k = 0, the CSV of ``run_attacks`` and its
+per-user file."""
 
 from __future__ import annotations
 
 import csv
+import gzip
 import math
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -15,15 +18,16 @@ from catrec.adversarial import CLEAN_LOSS
 from catrec.attack import (
     AttackConfig,
     attack_rows,
+    attack_users,
     choose_positions,
     drop_percent,
     gradient_replacements,
-    mean_metrics,
     nearest_items,
     perturbed_history,
     random_replacements,
     stepped_embeddings,
     target_loss_gradient,
+    user_metrics,
 )
 from catrec.config import read_hparams
 from catrec.data.item_sets import ItemSets
@@ -33,7 +37,7 @@ from catrec.models import ModelConfig, SequentialRecommender, build_model, save_
 from catrec.settings import AttackSettings
 from catrec.stages.attack import run_attacks
 from catrec.trainer import TrainConfig, evaluate, fit
-from catrec.vocabulary import ATTACK_COLUMNS
+from catrec.vocabulary import ATTACK_COLUMNS, ATTACK_USER_COLUMN, ATTACK_USERS_COLUMNS
 
 MAX_LEN = 20
 TOY_HPARAMS = {
@@ -267,16 +271,15 @@ def test_attack_rows_are_the_metrics_of_each_attack_s_replacements(
     trained: tuple[SequentialRecommender, Path], toy_data_dir: Path
 ) -> None:
     """The gradient row measures the gradient attack, the random row a draw from ``random_seed``'s own
-    generator (whatever torch's global seed), each as ``mean_metrics`` of its replacements."""
+    generator (whatever torch's global seed), each the mean of ``user_metrics`` of its replacements."""
     model, _ = trained
     data = SequenceData.from_dir(toy_data_dir, MAX_LEN)
     inputs, targets, exclude = data.eval_inputs("test"), data.eval_targets("test"), data.eval_exclude("test")
     config = AttackConfig(positions=("last",), max_k=0, distance="cosine", step_size=1.0, multi="joint",
                           random_seed=7)  # fmt: skip
     torch.manual_seed(8)
-    rows = {
-        (row["attack"], row["position"]): row for row in attack_rows(model, inputs, targets, exclude, config)
-    }
+    results = attack_users(model, inputs, targets, exclude, config)
+    rows = {(row["attack"], row["position"]): row for row in attack_rows(results)}
     mask = choose_positions(inputs, "last")
     gradient = gradient_replacements(
         model, inputs, targets, exclude, mask, step_size=1.0, distance="cosine", multi="joint"
@@ -286,8 +289,14 @@ def test_attack_rows_are_the_metrics_of_each_attack_s_replacements(
     )
     expected = {"gradient": gradient, "random": random}
     for attack, perturbed in expected.items():
-        ndcg, hit = mean_metrics(model, inputs, targets, exclude, perturbed)
-        assert (rows[(attack, "last")]["ndcg@10"], rows[(attack, "last")]["hit@10"]) == (ndcg, hit), attack
+        metrics = user_metrics(model, inputs, targets, exclude, perturbed)
+        assert torch.equal(results.attacked[attack, "last", 1].ndcg, metrics.ndcg), attack
+        assert torch.equal(results.attacked[attack, "last", 1].hit, metrics.hit), attack
+        means = metrics.means()
+        assert (rows[(attack, "last")]["ndcg@10"], rows[(attack, "last")]["hit@10"]) == (
+            means["ndcg@10"],
+            means["hit@10"],
+        ), attack
     assert rows[("gradient", "last")]["ndcg@10"] != rows[("random", "last")]["ndcg@10"]
 
 
@@ -406,8 +415,8 @@ def test_gradient_attack_lowers_target_score_more_than_random(
     assert difference.mean() > 4 * standard_error
     assert (difference > 0).float().mean() > 0.6
     # The ranking metrics agree with the scores.
-    gradient_ndcg, _ = mean_metrics(model, inputs, targets, exclude, gradient)
-    random_ndcg, _ = mean_metrics(model, inputs, targets, exclude, random_perturbed)
+    gradient_ndcg = user_metrics(model, inputs, targets, exclude, gradient).means()["ndcg@10"]
+    random_ndcg = user_metrics(model, inputs, targets, exclude, random_perturbed).means()["ndcg@10"]
     assert gradient_ndcg < random_ndcg
 
 
@@ -418,7 +427,7 @@ def test_k_zero_reproduces_clean_metrics(
     data = SequenceData.from_dir(toy_data_dir, MAX_LEN)
     inputs, targets, exclude = data.eval_inputs("test"), data.eval_targets("test"), data.eval_exclude("test")
     config = AttackConfig(positions=(), max_k=0, distance="l2", step_size=1.0, multi="greedy", random_seed=3)
-    rows = attack_rows(model, inputs, targets, exclude, config)
+    rows = attack_rows(attack_users(model, inputs, targets, exclude, config))
     clean = evaluate(model, data, "test")
     assert [(row["attack"], row["position"], row["k"]) for row in rows] == [
         ("gradient", "last_k", 0),
@@ -470,6 +479,67 @@ def test_run_attacks_writes_documented_csv(
     by_setting = {(row["attack"], row["position"], row["k"]): float(row["ndcg@10"]) for row in rows}
     # Replacing the last item hurts more than replacing the first (the effect section 5.6 reports).
     assert by_setting[("gradient", "last", "1")] < by_setting[("gradient", "first", "1")]
+
+
+def test_run_attacks_writes_per_user_metrics_whose_means_are_the_attack_rows(
+    trained: tuple[SequentialRecommender, Path], toy_data_dir: Path, tmp_path: Path
+) -> None:
+    """``--users``: a row per user, the clean columns, then a column per setting and metric (k = 0 left
+    out); each column's mean in float64 is exactly the attacks CSV's value. Gzip bytes are reproducible."""
+    _, checkpoint = trained
+    outputs = {}
+    for name in ("a.csv.gz", "b.csv.gz", "plain.csv"):
+        outputs[name] = (tmp_path / name / "attacks.csv", tmp_path / name / "users" / name)
+        run_attacks(
+            data_dir=toy_data_dir,
+            hparams=ATTACK_HPARAMS,
+            dataset="toy",
+            model_name="sasrec",
+            method="base",
+            checkpoint=checkpoint,
+            output=outputs[name][0],
+            users=outputs[name][1],
+            device="cpu",
+            threads=torch.get_num_threads(),
+        )
+    attacks_csv, users_gz = outputs["a.csv.gz"]
+    # The same bytes from two runs, gzip of the plain file's bytes (catrec.io.open_text_atomically).
+    compressed = users_gz.read_bytes()
+    assert compressed == outputs["b.csv.gz"][1].read_bytes()
+    assert gzip.decompress(compressed) == outputs["plain.csv"][1].read_bytes()
+    assert sorted(users_gz.parent.iterdir()) == [users_gz]  # no temporary file left behind
+
+    users = pd.read_csv(users_gz)
+    settings = [("first", 1), ("middle", 1), ("last", 1), ("last_k", 1), ("last_k", 2)]
+    expected = [
+        ATTACK_USER_COLUMN.format(attack=attack, position=position, k=k, metric=metric)
+        for attack in ("gradient", "random")
+        for position, k in settings
+        for metric in ("ndcg@10", "hit@10")
+    ]
+    assert list(users.columns) == [*ATTACK_USERS_COLUMNS, *expected]
+    assert expected[:2] == ["gradient_first_k1_ndcg@10", "gradient_first_k1_hit@10"]
+    assert "random_last_k_k2_hit@10" in expected
+    num_users = SequenceData.from_dir(toy_data_dir, MAX_LEN).num_users
+    assert users["user"].tolist() == list(range(1, num_users + 1))
+
+    def mean(column: str) -> float:
+        # The reduction of UserMetrics.means: torch's float64 mean of the float32 values.
+        return torch.tensor(users[column].to_numpy(), dtype=torch.float64).mean().item()
+
+    rows = pd.read_csv(attacks_csv, dtype={"k": int})
+    for _, row in rows.iterrows():
+        for metric in ("ndcg@10", "hit@10"):
+            assert mean(f"clean_{metric}") == row[f"clean_{metric}"]
+            if row["k"] == 0:
+                continue
+            column = ATTACK_USER_COLUMN.format(
+                attack=row["attack"], position=row["position"], k=row["k"], metric=metric
+            )
+            assert mean(column) == row[metric], column
+    # Real per-user values: the last item's replacement moves some users, not all alike.
+    drop = users["clean_ndcg@10"] - users["gradient_last_k1_ndcg@10"]
+    assert (drop > 0).any() and drop.nunique() > 2
 
 
 def test_attack_hparams_are_validated() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import gzip
 import json
 import os
 import subprocess
@@ -17,7 +18,7 @@ from test_train import pretrain_hparams
 
 from catrec.config import load_config, read_hparams, stage_hparams
 from catrec.errors import CatrecError
-from catrec.io import load_torch_file, write_text_atomically
+from catrec.io import load_torch_file, open_text_atomically, read_text, write_text_atomically
 from catrec.stages.common import data_inputs
 from catrec.state import run_state
 from catrec.trainer import CHECKPOINT_NAME
@@ -126,6 +127,26 @@ def test_write_failure_is_one_error_naming_the_file(tmp_path: Path, monkeypatch:
         write_text_atomically(target, "{}")
     assert str(error.value).startswith(f"cannot write {target}: Read-only file system")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_text_written_atomically_reads_back_gzip_bytes_reproducible(tmp_path: Path) -> None:
+    """``.gz``: gzip with neither name nor time in its header, so equal text is equal bytes; a block that
+    fails leaves nothing behind."""
+    text = "user,ndcg@10\r\n1,0.5\r\n"  # the csv module's line ends, kept as they are
+    for name in ("a.csv.gz", "b.csv.gz", "plain.csv"):
+        with open_text_atomically(tmp_path / name) as stream:
+            stream.write(text)
+        assert read_text(tmp_path / name) == text.replace("\r\n", "\n")  # as the readers see it
+    compressed = (tmp_path / "a.csv.gz").read_bytes()
+    assert compressed == (tmp_path / "b.csv.gz").read_bytes()
+    assert gzip.decompress(compressed) == text.encode()
+    # The header's flags (byte 3: no FNAME) and its time (bytes 4-7: 0).
+    assert compressed[3] == 0 and compressed[4:8] == bytes(4)
+    assert (tmp_path / "plain.csv").read_bytes() == text.encode()
+    with pytest.raises(RuntimeError), open_text_atomically(tmp_path / "failed.csv.gz") as stream:
+        stream.write(text)
+        raise RuntimeError("the computation failed half-way")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["a.csv.gz", "b.csv.gz", "plain.csv"]
 
 
 def test_unwritable_output_directory_via_the_cli(tmp_path: Path) -> None:

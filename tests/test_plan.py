@@ -49,6 +49,7 @@ def test_final_targets(config: dict[str, Any]) -> None:
     assert Plan(config, gpu=False).final_targets() == [
         *TABLES,
         *(f"results/tables/significance.{e}" for e in ("csv", "md", "html")),
+        *(f"results/tables/robustness.{e}" for e in ("csv", "md")),
         *(f"results/tables/compute.{e}" for e in ("csv", "md", "html")),
         *(f"figures/{figure}.{ext}" for figure in FIGURES for ext in ("pdf", "png")),
         "results/summary/attacks.csv",
@@ -57,12 +58,13 @@ def test_final_targets(config: dict[str, Any]) -> None:
 
 
 def test_final_targets_without_significance_or_profile() -> None:
-    """No adv_cas: no significance table; no method that perturbs S: no profile, its figure or summary."""
+    """No adv_cas: no significance or robustness table; no method that perturbs S: no profile, its figure or
+    summary."""
     config = copy.deepcopy(SMOKE)
     config["methods"] = ["base", "continued", "adv_linear"]
     config["figures"]["fig5"]["methods"] = config["figures"]["fig6"]["methods"] = ["base", "adv_linear"]
     targets = Plan(config, gpu=False).final_targets()
-    assert not [t for t in targets if "significance" in t or "perturbation" in t]
+    assert not [t for t in targets if "significance" in t or "robustness" in t or "perturbation" in t]
     assert "figures/fig6.pdf" in targets and "results/tables/compute.csv" in targets
 
 

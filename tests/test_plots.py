@@ -13,8 +13,9 @@ from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 
 from catrec.errors import CatrecError
-from catrec.report.plots import METHOD_COLORS, build_figure, plot_figure
+from catrec.report.plots import METHOD_COLORS, build_figure, plot_figure, wide_attacks
 from catrec.vocabulary import (
+    ATTACK_LONG_COLUMNS,
     ATTACK_SUMMARY_COLUMNS,
     CURVE_SUMMARY_COLUMNS,
     EPSILON_METHODS,
@@ -113,6 +114,20 @@ def synthetic_attacks() -> pd.DataFrame:
                             }
                         )
     return pd.DataFrame(rows, columns=ATTACK_SUMMARY_COLUMNS)
+
+
+def long_attacks(wide: pd.DataFrame) -> pd.DataFrame:
+    """``wide`` in the long form of the evidence's attacks.csv: a row per setting and metric."""
+    frames = [
+        wide.assign(
+            metric=metric,
+            clean=wide[f"clean_{metric}"],
+            attacked=wide[metric],
+            drop_pct=wide[f"drop_{metric}_pct"],
+        )[ATTACK_LONG_COLUMNS]
+        for metric in ("ndcg@10", "hit@10")
+    ]
+    return pd.concat(frames, ignore_index=True)
 
 
 CASES = {
@@ -222,6 +237,75 @@ def test_fig6_random_lines_share_the_method_colour_and_carry_a_marker() -> None:
         assert to_rgb(solid.get_color()) == to_rgb(dashed.get_color()) == to_rgb(METHOD_COLORS[method])
         assert dashed.get_marker() not in (None, "None", "", " ")
         assert dashed.get_marker() != solid.get_marker()
+
+
+def test_the_long_attacks_table_pivots_to_the_wide_one() -> None:
+    wide = synthetic_attacks()
+    pivoted = wide_attacks(long_attacks(wide), "long.csv")
+    keys = ["dataset", "model", "method", "attack", "position", "k"]
+    columns = [
+        *keys,
+        "ndcg@10",
+        "hit@10",
+        "clean_ndcg@10",
+        "clean_hit@10",
+        "drop_ndcg@10_pct",
+        "drop_hit@10_pct",
+    ]
+    expected = wide[columns].sort_values(keys, ignore_index=True)
+    pd.testing.assert_frame_equal(pivoted[columns].sort_values(keys, ignore_index=True), expected)
+    assert wide_attacks(wide, "wide.csv") is wide
+    with pytest.raises(CatrecError, match="long.csv: two rows for"):
+        wide_attacks(long_attacks(pd.concat([wide, wide.iloc[:1]])), "long.csv")
+
+
+@pytest.mark.parametrize("figure", ["fig5", "fig6"])
+def test_figures_5_and_6_draw_the_long_form_as_the_wide_one(tmp_path: Path, figure: str) -> None:
+    _, options = CASES[figure]
+    source = tmp_path / "attacks.csv"
+    long_attacks(synthetic_attacks()).to_csv(source, index=False)
+    plot_figure(figure, source, tmp_path / f"{figure}.pdf", options)
+    assert (tmp_path / f"{figure}.png").stat().st_size > 20_000
+
+    def drawn(data: pd.DataFrame) -> list[float]:
+        """Every bar's height and every line's y values, panel by panel."""
+        axes = build_figure(figure, data, options_dict(options)).axes
+        bars = [patch.get_height() for ax in axes for patch in ax.patches]
+        return bars + [y for ax in axes for line in ax.lines for y in line.get_ydata()]
+
+    from_wide = drawn(synthetic_attacks())
+    assert len(from_wide) > 10 and drawn(pd.read_csv(source)) == pytest.approx(from_wide)
+
+
+def test_a_method_at_two_epsilons_is_two_runs_in_figures_5_and_6() -> None:
+    """Never a mean over epsilon values: adv_cas at 10 and at 5 are labelled apart, each drawn with its own
+    values, in shades of adv_cas's colour; methods=adv_cas selects both."""
+    wide = synthetic_attacks()
+    at_5 = wide[wide["method"] == "adv_cas"].assign(epsilon=5.0)
+    at_5["hit@10"] = at_5["hit@10"] / 2
+    at_5["drop_hit@10_pct"] = at_5["drop_hit@10_pct"] + 50
+    data = long_attacks(pd.concat([wide, at_5], ignore_index=True))
+    runs = ["adv_cas, ε = 5", "adv_cas, ε = 10"]
+
+    fig6 = build_figure("fig6", data, {"model": "sasrec", "methods": "base,adv_cas"})
+    legend = [text.get_text() for text in fig6.legends[0].get_texts()]
+    assert legend[:3] == ["base", *runs]
+    lines = [line for line in fig6.axes[0].lines if line.get_linestyle() == "-"]
+    colors = [to_rgb(line.get_color()) for line in lines]
+    assert colors[1] == to_rgb(METHOD_COLORS["adv_cas"]) != colors[2]
+    # The lighter shade: adv_cas's colour mixed with white.
+    assert all(shade >= own for shade, own in zip(colors[2], colors[1], strict=True))
+    at_10 = wide[(wide["dataset"] == "video") & (wide["model"] == "sasrec") & (wide["method"] == "adv_cas")]
+    gradient = at_10[(at_10["attack"] == "gradient") & (at_10["position"] == "last_k")]
+    np.testing.assert_allclose(lines[2].get_ydata(), gradient["hit@10"])
+    np.testing.assert_allclose(lines[1].get_ydata(), gradient["hit@10"] / 2)
+
+    fig5 = build_figure("fig5", data, {"dataset": "video", "model": "sasrec", "methods": "adv_cas"})
+    assert [text.get_text() for text in fig5.legends[0].get_texts()] == runs
+    heights = [patch.get_height() for patch in fig5.axes[0].patches if patch.get_height()]
+    single = at_10[(at_10["attack"] == "gradient") & at_10["position"].isin(["first", "middle", "last"])]
+    expected = [*(single["drop_hit@10_pct"] + 50), *single["drop_hit@10_pct"]]
+    assert heights == pytest.approx(expected)
 
 
 def _lab(color: str) -> tuple[float, float, float]:

@@ -8,8 +8,10 @@ uniformly drawn items. Replacements are never padding, the target, or an item al
 (the input window included, so never the original either), and the items put into one sequence are distinct.
 
 Metrics under attack use the full-ranking protocol of ``catrec.metrics.rank_users``, excluding the perturbed
-history (the replaced items swapped for their replacements). docs/reproduction-notes.md explains each choice.
-Pure computation: the ``attack`` stage (``catrec.stages.attack``) reads and writes the files.
+history (the replaced items swapped for their replacements). Each user's metrics are kept (``attack_users``),
+so that robustness tests can pair users; the attacks CSV's rows are their means (``attack_rows``).
+docs/reproduction-notes.md explains each choice. Pure computation: the ``attack`` stage
+(``catrec.stages.attack``) reads and writes the files.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from catrec.errors import CatrecError
 from catrec.metrics import rank_users
 from catrec.models import SequentialRecommender
 from catrec.models.layout import Packed
+from catrec.vocabulary import METRICS
 
 POSITIONS = ("first", "middle", "last")
 DISTANCES = ("cosine", "l2")
@@ -310,30 +313,54 @@ def perturbed_history(exclude: ItemSets, inputs: torch.Tensor, perturbed: torch.
     return ItemSets(offsets=exclude.offsets, items=items)
 
 
-def mean_metrics(
+@dataclass(frozen=True)
+class UserMetrics:
+    """Each user's NDCG@10 and HT@10: (m,) float32 tensors on the CPU, in the order of the inputs."""
+
+    ndcg: torch.Tensor
+    hit: torch.Tensor
+
+    def by_metric(self) -> dict[str, torch.Tensor]:
+        return dict(zip(METRICS, (self.ndcg, self.hit), strict=True))
+
+    def means(self) -> dict[str, float]:
+        """The mean over users of each metric."""
+        # In float64, as ``catrec.trainer.evaluate``: the clean means then equal the metrics JSON exactly.
+        return {metric: values.double().mean().item() for metric, values in self.by_metric().items()}
+
+
+def user_metrics(
     model: SequentialRecommender,
     inputs: torch.Tensor,
     targets: torch.Tensor,
     exclude: ItemSets,
     perturbed: torch.Tensor,
-) -> tuple[float, float]:
-    """Mean (NDCG@10, HT@10) over users, ranking after ``perturbed`` and excluding the perturbed history."""
+) -> UserMetrics:
+    """Each user's metrics, ranking after ``perturbed`` and excluding the perturbed history."""
     ndcg, hit = rank_users(model, perturbed, targets, perturbed_history(exclude, inputs, perturbed), k=10)
-    # Mean in float64, as ``catrec.trainer.evaluate``: the clean rows then equal the metrics JSON exactly.
-    return ndcg.double().mean().item(), hit.double().mean().item()
+    return UserMetrics(ndcg=ndcg, hit=hit)
 
 
-def attack_rows(
+@dataclass(frozen=True)
+class AttackResults:
+    """Each user's metrics on the clean inputs and under each (attack, position, k) setting, in the order of
+    ``ATTACKS`` x ``AttackConfig.settings()``."""
+
+    clean: UserMetrics
+    attacked: dict[tuple[str, str, int], UserMetrics]
+
+
+def attack_users(
     model: SequentialRecommender,
     inputs: torch.Tensor,
     targets: torch.Tensor,
     exclude: ItemSets,
     config: AttackConfig,
-) -> list[dict[str, Any]]:
-    """One row per (attack, position, k) with the metrics under attack, the clean metrics and the drops."""
-    clean_ndcg, clean_hit = mean_metrics(model, inputs, targets, exclude, inputs)
+) -> AttackResults:
+    """Run every attack setting of ``config`` against ``model`` on the users of ``inputs``."""
+    clean = user_metrics(model, inputs, targets, exclude, inputs)
     settings = [(attack, position, k) for attack in ATTACKS for position, k in config.settings()]
-    rows = []
+    attacked = {}
     for attack, position, k in tqdm(settings, desc="attacks", unit="setting", disable=None):
         mask = choose_positions(inputs, position, k)
         if attack == "gradient":
@@ -353,22 +380,23 @@ def attack_rows(
             perturbed = random_replacements(
                 inputs, targets, exclude, mask, num_items=model.config.num_items, generator=generator
             )
-        ndcg, hit = mean_metrics(model, inputs, targets, exclude, perturbed)
-        rows.append(
-            {
-                "attack": attack,
-                "position": position,
-                "k": k,
-                "ndcg@10": ndcg,
-                "hit@10": hit,
-                "clean_ndcg@10": clean_ndcg,
-                "clean_hit@10": clean_hit,
-                "drop_ndcg@10": clean_ndcg - ndcg,
-                "drop_hit@10": clean_hit - hit,
-                "drop_ndcg@10_pct": drop_percent(clean_ndcg - ndcg, clean_ndcg),
-                "drop_hit@10_pct": drop_percent(clean_hit - hit, clean_hit),
-            }
-        )
+        attacked[attack, position, k] = user_metrics(model, inputs, targets, exclude, perturbed)
+    return AttackResults(clean=clean, attacked=attacked)
+
+
+def attack_rows(results: AttackResults) -> list[dict[str, Any]]:
+    """One row per (attack, position, k) with the mean metrics under attack, the clean ones and the drops."""
+    clean = results.clean.means()
+    rows = []
+    for (attack, position, k), metrics in results.attacked.items():
+        attacked = metrics.means()
+        row: dict[str, Any] = {"attack": attack, "position": position, "k": k, **attacked}
+        for metric in METRICS:
+            drop = clean[metric] - attacked[metric]
+            row[f"clean_{metric}"] = clean[metric]
+            row[f"drop_{metric}"] = drop
+            row[f"drop_{metric}_pct"] = drop_percent(drop, clean[metric])
+        rows.append(row)
     return rows
 
 

@@ -43,6 +43,7 @@ COMMAND_MODULES = {
     "collect": "catrec.report.collect",
     "table2": "catrec.report.table2",
     "significance": "catrec.report.significance",
+    "robustness": "catrec.report.robustness",
     "compute": "catrec.report.compute",
     "plot": "catrec.report.plots",
 }

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import io
 import json
 import os
 import pickle
@@ -17,7 +18,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from catrec.errors import CatrecError
 
@@ -45,6 +46,26 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 def write_text_atomically(path: str | Path, text: str) -> None:
     with atomic_path(path) as temp:
         temp.write_text(text, encoding="utf-8")
+
+
+@contextmanager
+def open_text_atomically(path: str | Path) -> Iterator[TextIO]:
+    """A UTF-8 text stream (newlines untranslated, for ``csv``) whose content replaces ``path`` only if the
+    block completes; gzip-compressed where the name ends in ``.gz``, as ``read_text`` reads it.
+
+    The gzip header holds neither a file name nor a time (``mtime=0``): the same text gives the same bytes,
+    so a rerun's file is byte-identical to a committed one.
+    """
+    with atomic_path(path) as temp, open(temp, "wb") as raw:
+        if Path(path).suffix == ".gz":
+            with (
+                gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as compressed,
+                io.TextIOWrapper(compressed, encoding="utf-8", newline="") as stream,
+            ):
+                yield stream
+        else:
+            with io.TextIOWrapper(raw, encoding="utf-8", newline="") as stream:
+                yield stream
 
 
 def save_torch_file(path: str | Path, payload: Any) -> None:

@@ -7,9 +7,9 @@ level of its paths, so seeds, the paper's epsilon, the epsilon sweep and overlay
     results/{kind}/{dataset}/{model}/seed{seed}/{method}.{ext}              base, continued
     results/{kind}/{dataset}/{model}/seed{seed}/{method}/eps{epsilon}.{ext} methods that take epsilon
 
-with kind ``models`` (.pt), ``curves`` (.csv), ``metrics`` (.json), ``attacks`` (.csv), ``profiles``
-(.csv, the perturbation profile) and ``users`` (.csv, per-user test metrics). Templates use Snakemake's
-wildcard syntax; ``run_file`` fills them.
+with kind ``models`` (.pt), ``curves`` (.csv), ``metrics`` (.json), ``attacks`` (.csv), ``attack_users``
+(.csv.gz, per-user metrics under attack), ``profiles`` (.csv, the perturbation profile) and ``users`` (.csv,
+per-user test metrics). Templates use Snakemake's wildcard syntax; ``run_file`` fills them.
 
 Each job of a costly stage (``catrec.vocabulary.BENCHMARK_STAGES``) writes Snakemake's ``benchmark:`` file
 beside the same run path, ``benchmarks/{stage}/<run>.tsv`` (``benchmarks/cascade/{dataset}/{terms}.tsv``
@@ -34,6 +34,7 @@ STATE_ROOT = "results/state"
 SUMMARY = "results/summary/{summary}.csv"
 TABLES = "results/tables"
 SIGNIFICANCE = f"{TABLES}/significance"
+ROBUSTNESS = f"{TABLES}/robustness"
 COMPUTE = f"{TABLES}/compute"
 
 BENCHMARKS = "benchmarks"
@@ -44,6 +45,8 @@ EXTENSIONS = {
     "curves": "csv",
     "metrics": "json",
     "attacks": "csv",
+    # Thousands of users by some thirty settings: compressed (gzip, reproducible bytes).
+    "attack_users": "csv.gz",
     "profiles": "csv",
     "users": "csv",
 }

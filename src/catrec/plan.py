@@ -74,12 +74,11 @@ class Plan:
         self.max_stack_arg = "" if bound is None else f"--max-stack {bound}"
         # The perturbation profile covers the configured methods that perturb the sequence input S.
         self.profile_methods = [m for m in self.methods if m in SEQUENCE_METHODS]
-        # Significance compares adv_cas with every other method of Table 2.
-        self.significance = (
-            [paths.SIGNIFICANCE + ext for ext in (".csv", ".md", ".html")]
-            if SIGNIFICANCE_REFERENCE in self.methods and len(self.methods) > 1
-            else []
-        )
+        # Significance compares adv_cas with every other method of Table 2, robustness its attacks with
+        # theirs (and each run's attacked positions with one another).
+        compared = SIGNIFICANCE_REFERENCE in self.methods and len(self.methods) > 1
+        self.significance = [paths.SIGNIFICANCE + ext for ext in (".csv", ".md", ".html")] if compared else []
+        self.robustness = [paths.ROBUSTNESS + ext for ext in (".csv", ".md")] if compared else []
         self.compute = [paths.COMPUTE + ext for ext in (".csv", ".md", ".html")]
         self.summaries = self._summaries()
         self.figures = self._figures()
@@ -242,7 +241,8 @@ class Plan:
         return jobs
 
     def final_targets(self) -> list[str]:
-        """What `all` builds: the tables, significance, the compute table, the figures and two summaries."""
+        """What `all` builds: the tables, significance, robustness, the compute table, the figures and two
+        summaries."""
         tables = [
             f"{paths.TABLES}/{t}.{e}" for t, e in itertools.product(("table1", "table2"), TABLE_EXTENSIONS)
         ]
@@ -257,7 +257,7 @@ class Plan:
         summaries = [paths.SUMMARY.format(summary="attacks")]
         if self.profile_methods:
             summaries.append(paths.SUMMARY.format(summary="perturbation_profile"))
-        return tables + self.significance + self.compute + figures + summaries
+        return tables + self.significance + self.robustness + self.compute + figures + summaries
 
     # -- input and params functions of the rules (``wildcards``: a run's or a dataset's) ------------------
 

@@ -119,6 +119,26 @@ ATTACK_COLUMNS = [
     "drop_ndcg@10_pct",
     "drop_hit@10_pct",
 ]
+# The tidy long form of a collected attacks summary (the evidence's attacks.csv): one row per setting and
+# metric, `clean` and `attacked` its means, `drop_pct` = 100 * (clean - attacked) / clean.
+ATTACK_LONG_COLUMNS = [
+    *RUN_KEYS,
+    "epsilon",
+    "seed",
+    "attack",
+    "position",
+    "k",
+    "metric",
+    "clean",
+    "attacked",
+    "drop_pct",
+]
+# Per-user metrics under attack (`catrec attack --users`): one row per user (`user` = 1..m, sequences.txt
+# order, as USER_METRICS_COLUMNS), the clean metrics, then one column per row of the attacks CSV and metric,
+# named ATTACK_USER_COLUMN, in the rows' order; last_k with k = 0 replaces nothing (its columns would be the
+# clean ones) and is left out. The mean of a column is the attacks CSV's mean of that setting and metric.
+ATTACK_USERS_COLUMNS = ["user", "clean_ndcg@10", "clean_hit@10"]
+ATTACK_USER_COLUMN = "{attack}_{position}_k{k}_{metric}"
 # Collected summaries: a run's rows with its full identity (epsilon and seed come from the file's path).
 CURVE_SUMMARY_COLUMNS = [*RUN_KEYS, "epsilon", "seed", *CURVE_COLUMNS]
 ATTACK_SUMMARY_COLUMNS = [*RUN_KEYS, "epsilon", "seed", *ATTACK_COLUMNS[len(RUN_KEYS) :]]
@@ -147,4 +167,23 @@ SIGNIFICANCE_COLUMNS = [
     "n",
     "mean_a",
     "mean_b",
+]
+# Robustness (catrec.report.robustness): a Wilcoxon signed-rank test over users per row, of values `a` of the
+# run (dataset .. seed) against `b` (the `question` says which; `against` names the other position or run).
+ROBUSTNESS_COLUMNS = [
+    "dataset",
+    "model",
+    "method",
+    "epsilon",
+    "seed",
+    "question",
+    "attack",
+    "k",
+    "metric",
+    "against",
+    "n",
+    "mean_a",
+    "mean_b",
+    "statistic",
+    "p_value",
 ]

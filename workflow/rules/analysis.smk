@@ -1,5 +1,6 @@
 # Stage 6, post hoc (nothing is trained): the perturbation profile of each run of a method that perturbs S
-# (issue 10), per-user test metrics of every run of Table 2, and their significance tests.
+# (issue 10), per-user test metrics of every run of Table 2, and their significance tests; the robustness
+# tests of the per-user metrics under attack (written by the attack rules).
 
 # Training batches each profile measures (``catrec profile --batches``).
 PROFILE_BATCHES = 20
@@ -93,3 +94,18 @@ rule significance:
         prefix=lambda wildcards, output: Path(output[0]).with_suffix(""),
     shell:
         "python -m catrec significance --users {input:q} --output-prefix {params.prefix:q} > {log:q} 2>&1"
+
+
+rule robustness:
+    input:
+        PLAN.runs("attack_users"),
+    output:
+        multiext(paths.ROBUSTNESS, ".csv", ".md"),
+    log:
+        "logs/robustness.log",
+    conda:
+        ENV
+    params:
+        prefix=lambda wildcards, output: Path(output[0]).with_suffix(""),
+    shell:
+        "python -m catrec robustness --users-attacks {input:q} --output-prefix {params.prefix:q} > {log:q} 2>&1"

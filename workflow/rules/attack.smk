@@ -1,4 +1,5 @@
-# Stage 4: item-replacement attacks (section 5.6) against every trained model.
+# Stage 4: item-replacement attacks (section 5.6) against every trained model: the mean metrics of each
+# attack setting, and each user's (the input of the robustness tests, analysis.smk).
 
 
 rule attack:
@@ -6,7 +7,8 @@ rule attack:
         unpack(PLAN.data_files),
         model=PLAN.model_file,
     output:
-        paths.epsilon_template("attacks"),
+        attacks=paths.epsilon_template("attacks"),
+        users=paths.epsilon_template("attack_users"),
     log:
         "logs/attack/{dataset}/{model}/seed{seed}/{method}/eps{epsilon}.log",
     benchmark:
@@ -24,12 +26,13 @@ rule attack:
     shell:
         "python -m catrec attack --data {params.data:q} --hparams {params.hparams:q} --dataset {wildcards.dataset}"
         " --model {wildcards.model} --method {wildcards.method} --device {resources.device} --threads {threads}"
-        " --checkpoint {input.model:q} --output {output:q} > {log:q} 2>&1"
+        " --checkpoint {input.model:q} --output {output.attacks:q} --users {output.users:q} > {log:q} 2>&1"
 
 
 use rule attack as attack_clean with:
     output:
-        paths.clean_template("attacks"),
+        attacks=paths.clean_template("attacks"),
+        users=paths.clean_template("attack_users"),
     log:
         "logs/attack/{dataset}/{model}/seed{seed}/{method}.log",
     benchmark:

@@ -31,7 +31,7 @@ from catrec.report.frames import (
     read_table_csv,
     require_columns,
 )
-from catrec.vocabulary import FIGURE_KINDS, METHODS, METRICS
+from catrec.vocabulary import ATTACK_LONG_COLUMNS, FIGURE_KINDS, METHODS, METRICS
 
 PNG_DPI = 150
 SINGLE_POSITIONS = ("first", "middle", "last")
@@ -53,6 +53,14 @@ assert tuple(METHOD_COLORS) == METHODS, "every method of catrec.vocabulary has i
 # Methods outside the vocabulary (a future one, a typo'd CSV) still get a stable colour.
 _EXTRA_PALETTE = sns.color_palette("dark", 10)
 _STYLE = {"axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 9}
+# A method drawn at several epsilons: its further epsilons are its colour mixed with up to this much white.
+_EPSILON_LIGHTENING = 0.6
+
+RGB = tuple[float, float, float]
+
+
+def _as_read(data: pd.DataFrame, source: str) -> pd.DataFrame:
+    return data
 
 
 @dataclass(frozen=True)
@@ -61,12 +69,61 @@ class _Figure:
     columns: tuple[str, ...]
     options: frozenset[str]
     required: frozenset[str] = frozenset()
+    # Brings another accepted form of the input to the one ``columns`` describe.
+    reshape: Callable[[pd.DataFrame, str], pd.DataFrame] = _as_read
 
 
-def _method_color(method: str) -> tuple[float, float, float]:
+def _method_color(method: str) -> RGB:
     if method in METHOD_COLORS:
         return to_rgb(METHOD_COLORS[method])
     return _EXTRA_PALETTE[sum(map(ord, method)) % len(_EXTRA_PALETTE)]
+
+
+def _epsilon_label(method: str, epsilon: float) -> str:
+    """How a method's run at one of several epsilons is named in a legend."""
+    return f"{method}, ε = {epsilon:g}"
+
+
+def _runs_by_epsilon(data: pd.DataFrame, methods: list[str]) -> tuple[pd.DataFrame, dict[str, RGB]]:
+    """The rows of ``methods`` with a column ``run`` to draw them by, and each run's colour in drawing order.
+
+    ``run`` is the method, or, for a method present at several epsilons, ``_epsilon_label`` of each: runs at
+    different epsilons are never averaged together. They share the method's colour, the larger epsilons
+    lighter, so they read as one method yet apart; other differences (seeds) are averaged.
+    """
+    data = data[data["method"].isin(methods)]
+    runs = data["method"].copy()
+    colors = {}
+    for method in methods:
+        rows = data["method"] == method
+        epsilons = sorted(data.loc[rows, "epsilon"].dropna().unique()) if "epsilon" in data else []
+        if len(epsilons) <= 1:
+            colors[method] = _method_color(method)
+            continue
+        for index, epsilon in enumerate(epsilons):
+            run = _epsilon_label(method, epsilon)
+            runs[rows & (data["epsilon"] == epsilon)] = run
+            white = _EPSILON_LIGHTENING * index / (len(epsilons) - 1)
+            colors[run] = tuple(channel + (1 - channel) * white for channel in _method_color(method))
+    return data.assign(run=runs), colors
+
+
+def wide_attacks(data: pd.DataFrame, source: str) -> pd.DataFrame:
+    """The attacks table in the wide form Figures 5 and 6 read (``ATTACK_SUMMARY_COLUMNS``: each metric's
+    columns side by side), from the long form (``ATTACK_LONG_COLUMNS``: one row per setting and metric, as in
+    docs/evidence); a table without a ``metric`` column is taken to be wide and returned as it is."""
+    if "metric" not in data.columns:
+        return data
+    require_columns(data, ATTACK_LONG_COLUMNS, source)
+    keys = ATTACK_LONG_COLUMNS[: ATTACK_LONG_COLUMNS.index("metric") + 1]
+    repeated = data.duplicated(keys)
+    if repeated.any():
+        row = data[repeated].iloc[0]
+        raise CatrecError(f"{source}: two rows for {dict(row[keys])}")
+    values = {"clean": "clean_{}", "attacked": "{}", "drop_pct": "drop_{}_pct"}
+    wide = data.set_index(keys)[list(values)].unstack("metric")
+    wide.columns = [values[value].format(metric) for value, metric in wide.columns]
+    return wide.reset_index()
 
 
 def _select(data: pd.DataFrame, options: Mapping[str, str], key: str, column: str, source: str) -> list[str]:
@@ -131,7 +188,7 @@ def _epsilon_curves(method: str, rows: pd.DataFrame) -> list[tuple[str, pd.Serie
         curve = rows.groupby("epoch")["ndcg@10"].mean()
         return [] if curve.empty else [(method, curve)]
     return [
-        (f"{method}, ε = {epsilon:g}", group.groupby("epoch")["ndcg@10"].mean())
+        (_epsilon_label(method, epsilon), group.groupby("epoch")["ndcg@10"].mean())
         for epsilon, group in rows.groupby("epsilon")
     ]
 
@@ -217,17 +274,18 @@ def _fig5(data: pd.DataFrame, options: Mapping[str, str], source: str) -> Figure
     model = _single(_select(attacked, options, "model", "model", source), "model", source)
     attacked = attacked[attacked["model"] == model]
     methods = _select(attacked, options, "methods", "method", source)
+    attacked, colors = _runs_by_epsilon(attacked, methods)
     figure, axes = _new_figure(1, 2, 4.6, 3.6)
     positions = [position for position in SINGLE_POSITIONS if position in set(attacked["position"])]
     for ax, metric, letter in zip(axes.flat, ("hit@10", "ndcg@10"), "ab", strict=True):
         sns.barplot(
-            data=attacked[attacked["method"].isin(methods)],
+            data=attacked,
             x="position",
             y=f"drop_{metric}_pct",
-            hue="method",
+            hue="run",
             order=positions,
-            hue_order=methods,
-            palette={method: _method_color(method) for method in methods},
+            hue_order=list(colors),
+            palette=colors,
             errorbar=None,
             ax=ax,
         )
@@ -251,6 +309,7 @@ def _fig6(data: pd.DataFrame, options: Mapping[str, str], source: str) -> Figure
     attacked = attacked[attacked["model"] == model]
     datasets = _select(attacked, options, "dataset", "dataset", source)
     methods = _select(attacked, options, "methods", "method", source)
+    attacked, colors = _runs_by_epsilon(attacked, methods)
     figure, axes = _new_figure(1, len(datasets), 3.6, 3.4)
     # Random replacement: dashed, in the method's colour, with its own marker, so each method's pair of lines
     # reads as one.
@@ -262,17 +321,13 @@ def _fig6(data: pd.DataFrame, options: Mapping[str, str], source: str) -> Figure
     for ax, dataset in zip(axes.flat, datasets, strict=True):
         runs = attacked[attacked["dataset"] == dataset]
         for attack, style in styles.items():
-            for method in methods:
-                line = (
-                    runs[(runs["attack"] == attack) & (runs["method"] == method)]
-                    .groupby("k")["hit@10"]
-                    .mean()
-                )
-                ax.plot(line.index, line.to_numpy(), color=_method_color(method), **style)
+            for run, color in colors.items():
+                line = runs[(runs["attack"] == attack) & (runs["run"] == run)].groupby("k")["hit@10"].mean()
+                ax.plot(line.index, line.to_numpy(), color=color, **style)
         ax.set_xticks(sorted(runs["k"].unique()))
         ax.set(title=label(dataset), xlabel="K (replaced items at the end)", ylabel="HT@10")
     # Colours name the methods, line styles the attack: two legend sections, built by hand.
-    handles = [Line2D([], [], color=_method_color(method), label=method) for method in methods]
+    handles = [Line2D([], [], color=color, label=run) for run, color in colors.items()]
     handles += [
         Line2D([], [], color="black", label=style_labels[attack], **style)
         for attack, style in styles.items()
@@ -358,12 +413,14 @@ _FIGURES = {
         ("dataset", "model", "method", "attack", "position", "drop_ndcg@10_pct", "drop_hit@10_pct"),
         frozenset({"dataset", "model", "methods"}),
         required=frozenset({"dataset", "model"}),
+        reshape=wide_attacks,
     ),
     "fig6": _Figure(
         _fig6,
         ("dataset", "model", "method", "attack", "position", "k", "hit@10"),
         frozenset({"dataset", "model", "methods"}),
         required=frozenset({"model"}),
+        reshape=wide_attacks,
     ),
     "perturbation": _Figure(
         _perturbation,
@@ -397,6 +454,7 @@ def build_figure(figure: str, data: pd.DataFrame, options: Mapping[str, str], so
     absent = sorted(spec.required - set(options))
     if absent:
         raise CatrecError(f"{figure}: option {absent[0]}= is required")
+    data = spec.reshape(data, source)
     require_columns(data, spec.columns, source)
     return spec.draw(data, options, source)
 

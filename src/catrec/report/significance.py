@@ -160,21 +160,27 @@ def _tests(
     return rows
 
 
+def run_identity(path: Path) -> dict[str, object]:
+    """The identity of the run a per-user file belongs to, from its path (``catrec.paths.parse_run``)."""
+    try:
+        return parse_run(path)
+    except ValueError as exc:
+        raise CatrecError(str(exc)) from exc
+
+
 def read_user_metrics(paths: Sequence[Path]) -> pd.DataFrame:
     """The per-user CSVs of ``catrec user-metrics``, each row with its run's identity (from the path)."""
     if not paths:
         raise CatrecError("significance: no per-user metrics files")
-    frames = []
-    for path in paths:
-        try:
-            identity = parse_run(path)
-        except ValueError as exc:
-            raise CatrecError(str(exc)) from exc
-        frames.append(read_table_csv(Path(path), numeric=USER_METRICS_COLUMNS).assign(**identity))
+    frames = [
+        read_table_csv(Path(path), numeric=USER_METRICS_COLUMNS).assign(**run_identity(path))
+        for path in paths
+    ]
     return pd.concat(frames, ignore_index=True)
 
 
-def _p_value(value: float) -> Cell:
+def p_value_cell(value: float) -> Cell:
+    """A p-value for display, bold below 0.05."""
     text = "—" if pd.isna(value) else (f"{value:.2e}" if value < 1e-3 else f"{value:.3f}")
     return Cell(text, bold=not pd.isna(value) and value < 0.05)
 
@@ -196,7 +202,7 @@ def _layout(frame: pd.DataFrame, reference: str) -> Table:
                 Cell(format_number(record["mean_a"], ".4f")),
                 Cell(format_number(record["mean_b"], ".4f")),
                 Cell(format_number(record["statistic"], ".4g")),
-                _p_value(record["p_value"]),
+                p_value_cell(record["p_value"]),
             ]
         )
     return Table(
