@@ -2,7 +2,9 @@
 
 Every ``significance*.csv`` beside a ``users/`` folder under docs/evidence is what ``catrec significance``
 writes from those per-user files, and every per-user file's means are its run's test metrics in the folder's
-``metrics.csv``: a p-value in the docs can be rechecked by anyone from the clone alone.
+``metrics.csv``; every ``robustness.csv`` beside an ``attack-users/`` folder is what ``catrec robustness``
+writes from those files, whose means are the folder's ``attacks.csv``: a p-value in the docs can be rechecked
+by anyone from the clone alone.
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from catrec.cli import main
 from catrec.paths import parse_run
+from catrec.vocabulary import ATTACK_USER_COLUMN
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EVIDENCE = REPO_ROOT / "docs" / "evidence"
@@ -25,6 +29,12 @@ TABLES = [
     if (path.parent / "users").is_dir()
 ]
 REFERENCE = {"significance": "adv_cas", "significance-vs-base": "base"}
+ROBUSTNESS = sorted(path.parent for path in EVIDENCE.glob("**/robustness.csv"))
+
+
+def torch_mean(values: pd.Series) -> float:
+    """The mean as catrec.attack takes it: of the float32 values, in float64, by torch's reduction."""
+    return torch.from_numpy(values.to_numpy(dtype="float32")).double().mean().item()
 
 
 def user_files(folder: Path) -> list[Path]:
@@ -33,6 +43,18 @@ def user_files(folder: Path) -> list[Path]:
 
 def test_some_evidence_is_recomputable() -> None:
     assert TABLES, "no committed significance table beside per-user files"
+    assert ROBUSTNESS, "no committed robustness table"
+
+
+def _of_run(frame: pd.DataFrame, run: dict[str, object]) -> pd.DataFrame:
+    epsilon = run["epsilon"]
+    assert isinstance(epsilon, float)
+    return frame[
+        (frame["model"] == run["model"])
+        & (frame["method"] == run["method"])
+        & (frame["seed"] == run["seed"])
+        & (frame["epsilon"].isna() if math.isnan(epsilon) else frame["epsilon"] == epsilon)
+    ]
 
 
 @pytest.mark.parametrize(("folder", "stem"), TABLES, ids=lambda value: str(value))
@@ -51,12 +73,28 @@ def test_user_files_average_to_the_committed_test_metrics(folder: Path) -> None:
     for path in user_files(folder):
         run = parse_run(path)
         users = pd.read_csv(path)
-        rows = test[
-            (test["model"] == run["model"])
-            & (test["method"] == run["method"])
-            & (test["seed"] == run["seed"])
-            & (test["epsilon"].isna() if math.isnan(run["epsilon"]) else test["epsilon"] == run["epsilon"])
-        ]
+        rows = _of_run(test, run)
         for metric in ("ndcg@10", "hit@10"):
             (value,) = rows.loc[rows["metric"] == metric, "value"]
             assert users[metric].astype("float64").mean() == pytest.approx(value, rel=1e-12, abs=0), path
+
+
+@pytest.mark.parametrize("folder", ROBUSTNESS, ids=lambda value: value.name)
+def test_robustness_recomputes_from_committed_attack_users(folder: Path, tmp_path: Path) -> None:
+    files = sorted((folder / "attack-users").rglob("*.csv.gz"))
+    prefix = tmp_path / "robustness"
+    assert main(["robustness", "--users-attacks", *map(str, files), "--output-prefix", str(prefix)]) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(f"{prefix}.csv"), pd.read_csv(folder / "robustness.csv"))
+    # Each per-user column averages to its attack row of attacks.csv (the long form), exactly.
+    attacks = pd.read_csv(folder / "attacks.csv")
+    for path in files:
+        users = pd.read_csv(path)
+        rows = _of_run(attacks, parse_run(path))
+        rows = rows[~((rows["position"] == "last_k") & (rows["k"] == 0))]
+        assert len(rows) > 0, path
+        for _, row in rows.iterrows():
+            column = ATTACK_USER_COLUMN.format(
+                attack=row["attack"], position=row["position"], k=row["k"], metric=row["metric"]
+            )
+            assert torch_mean(users[column]) == row["attacked"], (path, column)
+            assert torch_mean(users[f"clean_{row['metric']}"]) == row["clean"], path

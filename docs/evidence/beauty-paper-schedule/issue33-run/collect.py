@@ -12,10 +12,16 @@
 - ``compute.csv``: every job's benchmark (``catrec compute``: Snakemake's wall time of the job's last part)
   with ``trainer_seconds``, the training time of the whole run summed over its resumed parts (the last
   curve row's ``seconds``; empty for jobs that do not train);
+- ``fig5.png`` / ``fig5_gru4rec.png`` and ``fig6.png`` / ``fig6_gru4rec.png``: ``catrec plot fig5|fig6
+  --input attacks.csv --option model=<model>`` (fig5 with ``dataset=beauty``), SASRec / GRU4Rec;
 - ``users/<dataset>/<model>/seed<s>/<method>[/eps<e>].csv.gz``: every finished per-user metrics file, named as
   ``catrec significance`` reads a run from its path; ``significance.csv``/``.md``: ``catrec significance`` of
   them, ``significance-vs-base.csv``/``.md`` the same test of base against every run
-  (``tests/test_evidence.py`` recomputes both from the committed files).
+  (``tests/test_evidence.py`` recomputes both from the committed files);
+- ``attack-users/<dataset>/<model>/seed<s>/<method>[/eps<e>].csv.gz``: each user's metrics under every attack
+  setting (``attack_users.sh``: this repository's ``catrec attack --users`` on the frozen run's model, kept
+  only where its mean rows equal the frozen run's attack rows exactly) and ``robustness.csv``/``.md``:
+  ``catrec robustness`` of them (recomputed by ``tests/test_evidence.py`` too).
 
 Run with the repository's package (``PYTHONPATH=src``) from the repository root:
 
@@ -34,10 +40,15 @@ import pandas as pd
 from catrec.io import read_json
 from catrec.report.collect import collect
 from catrec.report.compute import compute_frame
+from catrec.report.plots import plot_figure
+from catrec.report.robustness import write_robustness
 from catrec.report.significance import write_significance
 
 HERE = Path(__file__).resolve().parent
 IDENTITY = ["dataset", "model", "method", "epsilon", "seed"]
+# (catrec plot figure, file name, model) of the figures drawn from attacks.csv.
+FIGURES = [("fig5", "fig5", "sasrec"), ("fig5", "fig5_gru4rec", "gru4rec"), ("fig6", "fig6", "sasrec")]
+FIGURES += [("fig6", "fig6_gru4rec", "gru4rec")]
 
 
 def identity(relative: Path) -> dict[str, object]:
@@ -109,6 +120,23 @@ def copy_users(results: Path) -> list[Path]:
     return copies
 
 
+def copy_attack_users(attack_workdir: Path, results: Path) -> list[Path]:
+    """attack_users.sh's per-user files under ``attack-users/``, each only if the rerun attack's mean rows
+    equal the frozen run's attack rows exactly (the same attacks on the same model)."""
+    copies = []
+    for path in sorted((attack_workdir / "results/attack_users").rglob("*.csv.gz")):
+        run = path.relative_to(attack_workdir / "results/attack_users").as_posix().removesuffix(".csv.gz")
+        rerun = pd.read_csv(attack_workdir / "results/attacks" / f"{run}.csv")
+        frozen = pd.read_csv(results / "attacks" / f"{run}.csv")
+        if not rerun.equals(frozen):
+            raise SystemExit(f"{run}: the rerun attack's rows differ from the frozen run's")
+        copy = HERE / "attack-users" / f"{run}.csv.gz"
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, copy)
+        copies.append(copy)
+    return copies
+
+
 def selected_epochs(results: Path) -> pd.DataFrame:
     rows = []
     for path in sorted((results / "metrics").rglob("*.json")):
@@ -150,13 +178,19 @@ def compute_table(workdir: Path) -> pd.DataFrame:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=Path("/work/run33"))
-    workdir = parser.parse_args().workdir
+    parser.add_argument("--attack-workdir", type=Path, default=Path("/work/att33"))
+    arguments = parser.parse_args()
+    workdir = arguments.workdir
     results = workdir / "results"
     curves = collect_curves(results)
     curves.to_csv(HERE / "curves.csv", index=False)
     print(curves.groupby(["model", "method", "epsilon"]).epoch.max())
     if (results / "attacks").exists():
         collect_attacks(results).to_csv(HERE / "attacks.csv", index=False)
+        for figure, name, model in FIGURES:
+            options = [f"model={model}"] + (["dataset=beauty"] if figure == "fig5" else [])
+            plot_figure(figure, HERE / "attacks.csv", HERE / f"{name}.pdf", options)
+            (HERE / f"{name}.pdf").unlink()  # the PNG is the figure committed
     collect("metrics", sorted((results / "metrics").rglob("*.json")), HERE / "metrics.csv", long=True)
     selected_epochs(results).to_csv(HERE / "selected.csv", index=False)
     compute_table(workdir).to_csv(HERE / "compute.csv", index=False)
@@ -166,6 +200,9 @@ def main() -> None:
     for reference, prefix in (("adv_cas", "significance"), ("base", "significance-vs-base")):
         if reference in methods:
             write_significance(users, HERE / prefix, reference)
+    attack_users = copy_attack_users(arguments.attack_workdir, results)
+    if attack_users:
+        write_robustness(attack_users, HERE / "robustness")
 
 
 if __name__ == "__main__":
