@@ -438,22 +438,28 @@ def test_k_zero_reproduces_clean_metrics(
         assert (row["drop_ndcg@10"], row["drop_hit@10"]) == (0.0, 0.0)
 
 
-def test_run_attacks_writes_documented_csv(
-    trained: tuple[SequentialRecommender, Path], toy_data_dir: Path, tmp_path: Path
-) -> None:
-    model, checkpoint = trained
-    output = tmp_path / "attacks" / "base.csv"
+def attack_toy_base(checkpoint: Path, data_dir: Path, output: Path, users: Path | None = None) -> None:
+    """``run_attacks`` of the toy SASRec as method base, with the test hparams, on the CPU."""
     run_attacks(
-        data_dir=toy_data_dir,
+        data_dir=data_dir,
         hparams=ATTACK_HPARAMS,
         dataset="toy",
         model_name="sasrec",
         method="base",
         checkpoint=checkpoint,
         output=output,
+        users=users,
         device="cpu",
         threads=torch.get_num_threads(),
     )
+
+
+def test_run_attacks_writes_documented_csv(
+    trained: tuple[SequentialRecommender, Path], toy_data_dir: Path, tmp_path: Path
+) -> None:
+    model, checkpoint = trained
+    output = tmp_path / "attacks" / "base.csv"
+    attack_toy_base(checkpoint, toy_data_dir, output)
     with open(output, newline="") as stream:
         reader = csv.DictReader(stream)
         rows = list(reader)
@@ -490,18 +496,7 @@ def test_run_attacks_writes_per_user_metrics_whose_means_are_the_attack_rows(
     outputs = {}
     for name in ("a.csv.gz", "b.csv.gz", "plain.csv"):
         outputs[name] = (tmp_path / name / "attacks.csv", tmp_path / name / "users" / name)
-        run_attacks(
-            data_dir=toy_data_dir,
-            hparams=ATTACK_HPARAMS,
-            dataset="toy",
-            model_name="sasrec",
-            method="base",
-            checkpoint=checkpoint,
-            output=outputs[name][0],
-            users=outputs[name][1],
-            device="cpu",
-            threads=torch.get_num_threads(),
-        )
+        attack_toy_base(checkpoint, toy_data_dir, *outputs[name])
     attacks_csv, users_gz = outputs["a.csv.gz"]
     # The same bytes from two runs, gzip of the plain file's bytes (catrec.io.open_text_atomically).
     compressed = users_gz.read_bytes()

@@ -40,7 +40,7 @@ from catrec.errors import CatrecError
 from catrec.paths import epsilon_label
 from catrec.report.frames import DATASET_ORDER, MODEL_ORDER, label, ordered, read_table_csv
 from catrec.report.render import Cell, Table, format_number, write_table
-from catrec.report.significance import p_value_cell, run_identity, wilcoxon_test
+from catrec.report.significance import add_reference, p_value_cell, run_identity, wilcoxon_test
 from catrec.vocabulary import (
     ATTACK_USER_COLUMN,
     ATTACK_USERS_COLUMNS,
@@ -298,13 +298,7 @@ def _declare_robustness(parser: argparse.ArgumentParser) -> None:
         help="per-user metrics under attack (catrec attack --users), one file per run",
     )
     add_output_prefix(parser, "writes PREFIX.csv and .md")
-    parser.add_argument(
-        "--method-a",
-        dest="reference",
-        metavar="METHOD",
-        default=SIGNIFICANCE_REFERENCE,
-        help="the method whose robustness is tested against the others",
-    )
+    add_reference(parser, "the method whose robustness is tested against the others")
 
 
 COMMANDS = (

@@ -247,12 +247,13 @@ def _declare_significance(parser: argparse.ArgumentParser) -> None:
         help="per-user metrics CSVs (catrec user-metrics)",
     )
     add_output_prefix(parser, "writes PREFIX.csv, .md and .html")
+    add_reference(parser, "the method tested against the others")
+
+
+def add_reference(parser: argparse.ArgumentParser, help_text: str) -> None:
+    """``--method-a METHOD`` (default adv_cas): the method a table tests against the others."""
     parser.add_argument(
-        "--method-a",
-        dest="reference",
-        metavar="METHOD",
-        default=SIGNIFICANCE_REFERENCE,
-        help="the method tested against the others",
+        "--method-a", dest="reference", metavar="METHOD", default=SIGNIFICANCE_REFERENCE, help=help_text
     )
 
 
