@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from catrec.adversarial import make_loss
-from catrec.attack import attack_rows
+from catrec.attack import attack_users
 from catrec.cascade import cascade_matrix
 from catrec.config import load_config, plans_stack, resolve_layout, stage_hparams
 from catrec.data.formats import load_sequences
@@ -71,7 +71,7 @@ MODEL_RULES = {"pretrain", "finetune", "finetune_clean", "attack", "attack_clean
 MODEL_RULES |= {"user_metrics", "user_metrics_clean", "cascade"}
 # The rules left out: seconds a job (download, preprocessing, tables, plots).
 UNTIMED_RULES = {"all", "download", "extract", "generate_toy", "preprocess", "collect", "table1", "table2"}
-UNTIMED_RULES |= {"significance", "compute", "plot"}
+UNTIMED_RULES |= {"significance", "robustness", "compute", "plot"}
 
 
 @dataclass(frozen=True)
@@ -266,7 +266,7 @@ def attack_seconds(
     config = AttackSettings(
         **{key: hparams[key] for key in AttackSettings.keys(model=hparams["model"])}
     ).attack_config()
-    seconds = _timed(lambda: attack_rows(model, inputs, targets, exclude, config), device)
+    seconds = _timed(lambda: attack_users(model, inputs, targets, exclude, config), device)
     return seconds * data.num_users / len(targets)
 
 
