@@ -18,17 +18,17 @@ import torch
 
 from catrec.cli import main
 from catrec.paths import parse_run
+from catrec.report.significance import run_name
 from catrec.vocabulary import ATTACK_USER_COLUMN
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EVIDENCE = REPO_ROOT / "docs" / "evidence"
-# (folder, method_a) of every committed significance table recomputable from committed per-user files.
+# (folder, stem) of every committed significance table recomputable from committed per-user files.
 TABLES = [
     (path.parent, path.stem)
     for path in sorted(EVIDENCE.glob("**/significance*.csv"))
     if (path.parent / "users").is_dir()
 ]
-REFERENCE = {"significance": "adv_cas", "significance-vs-base": "base"}
 ROBUSTNESS = sorted(path.parent for path in EVIDENCE.glob("**/robustness.csv"))
 
 
@@ -57,12 +57,25 @@ def _of_run(frame: pd.DataFrame, run: dict[str, object]) -> pd.DataFrame:
     ]
 
 
+def table_options(committed: pd.DataFrame) -> list[str]:
+    """The ``catrec significance`` options that wrote a committed table: its named pairs, or its method_a."""
+    if "epsilon_a" in committed.columns:
+        pairs = committed[["method_a", "epsilon_a", "method_b", "epsilon_b"]].drop_duplicates()
+        return [
+            option
+            for a, epsilon_a, b, epsilon_b in pairs.itertuples(index=False)
+            for option in ("--pair", run_name((a, epsilon_a)), run_name((b, epsilon_b)))
+        ]
+    (reference,) = committed["method_a"].unique()
+    return ["--method-a", reference]
+
+
 @pytest.mark.parametrize(("folder", "stem"), TABLES, ids=lambda value: str(value))
 def test_significance_recomputes_from_committed_users(folder: Path, stem: str, tmp_path: Path) -> None:
     prefix = tmp_path / stem
-    arguments = ["significance", "--users", *map(str, user_files(folder))]
-    assert main([*arguments, "--output-prefix", str(prefix), "--method-a", REFERENCE[stem]]) == 0
     committed = pd.read_csv(folder / f"{stem}.csv")
+    arguments = ["significance", "--users", *map(str, user_files(folder))]
+    assert main([*arguments, "--output-prefix", str(prefix), *table_options(committed)]) == 0
     pd.testing.assert_frame_equal(pd.read_csv(f"{prefix}.csv"), committed)
 
 
@@ -98,3 +111,30 @@ def test_robustness_recomputes_from_committed_attack_users(folder: Path, tmp_pat
             )
             assert torch_mean(users[column]) == row["attacked"], (path, column)
             assert torch_mean(users[f"clean_{row['metric']}"]) == row["clean"], path
+
+
+SUMMARIES = sorted(path.parent for path in EVIDENCE.glob("**/seeds.csv"))
+
+
+@pytest.mark.parametrize("folder", SUMMARIES, ids=lambda value: value.name)
+def test_seed_summaries_recompute_from_the_metrics(folder: Path) -> None:
+    metrics = pd.read_csv(folder / "metrics.csv", dtype={"epsilon": str}, keep_default_na=False)
+    summary = pd.read_csv(folder / "seeds.csv", dtype={"epsilon": str}, keep_default_na=False)
+    for row in summary.itertuples(index=False):
+        values = metrics.loc[
+            (metrics["model"] == row.model)
+            & (metrics["method"] == row.method)
+            & (metrics["epsilon"] == row.epsilon)
+            & (metrics["split"] == row.split)
+            & (metrics["metric"] == row.metric),
+            "value",
+        ]
+        assert row.seeds == len(values) and row.mean == pytest.approx(values.mean(), rel=1e-12)
+        if len(values) > 1:
+            assert float(row.std) == pytest.approx(values.std(ddof=1), rel=1e-9)
+    # Each method's better epsilon has its highest mean validation NDCG@10.
+    valid = summary[(summary["split"] == "valid") & (summary["metric"] == "ndcg@10")]
+    better = pd.read_csv(folder / "better-epsilon.csv", dtype={"epsilon": str}, keep_default_na=False)
+    for row in better.itertuples(index=False):
+        of_method = valid[(valid["model"] == row.model) & (valid["method"] == row.method)]
+        assert row.epsilon == of_method.loc[of_method["mean"].idxmax(), "epsilon"]

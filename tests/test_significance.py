@@ -18,10 +18,17 @@ from scipy import stats
 from catrec import paths
 from catrec.cli import main
 from catrec.data.sequences import SequenceData
+from catrec.errors import CatrecError
 from catrec.models import load_model
-from catrec.report.significance import paired_t_test, significance_frame, wilcoxon_test
+from catrec.report.significance import (
+    pair_significance_frame,
+    paired_t_test,
+    parse_run_name,
+    significance_frame,
+    wilcoxon_test,
+)
 from catrec.trainer import evaluate
-from catrec.vocabulary import SIGNIFICANCE_COLUMNS, USER_METRICS_COLUMNS
+from catrec.vocabulary import SIGNIFICANCE_COLUMNS, SIGNIFICANCE_PAIR_COLUMNS, USER_METRICS_COLUMNS
 
 MAX_LEN = 20
 
@@ -120,6 +127,47 @@ def test_a_reference_without_epsilon_meets_every_run_at_its_own_epsilon() -> Non
     assert at_five["mean_b"] == pytest.approx(np.mean(values["adv_cas", 5.0]))
 
 
+def test_named_pairs_meet_across_epsilons() -> None:
+    rng = np.random.default_rng(2)
+    runs = [("base", math.nan), ("adv_cas", 5.0), ("adv_cas", 10.0), ("adv_seq", 10.0)]
+    values = {(run, seed): rng.uniform(0, 1, 25).round(2).tolist() for run in runs for seed in (1, 2, 3)}
+    users = pd.concat([_users(*run, seed, value) for (run, seed), value in values.items()])
+    pairs = [(("adv_cas", 5.0), ("adv_seq", 10.0)), (("adv_cas", 5.0), ("base", math.nan))]
+    frame = pair_significance_frame(users, pairs)
+    assert list(frame.columns) == SIGNIFICANCE_PAIR_COLUMNS
+    ndcg = frame[frame["metric"] == "ndcg@10"]
+    assert ndcg["method_b"].tolist() == ["adv_seq"] * 4 + ["base"] * 4
+    assert (ndcg["epsilon_a"] == 5.0).all() and ndcg["epsilon_b"].iloc[0] == 10.0
+    assert ndcg["epsilon_b"].iloc[4:].isna().all()
+    first = ndcg.iloc[0]
+    expected = stats.wilcoxon(values[("adv_cas", 5.0), 1], values[("adv_seq", 10.0), 1], zero_method="wilcox")
+    assert first["seed"] == 1 and first["p_value"] == pytest.approx(expected.pvalue)
+    means = {key: np.mean(value) for key, value in values.items()}
+    expected = stats.ttest_rel(
+        [means[("adv_cas", 5.0), s] for s in (1, 2, 3)], [means[("base", math.nan), s] for s in (1, 2, 3)]
+    )
+    t_row = ndcg[(ndcg["test"] == "ttest_rel") & (ndcg["method_b"] == "base")].iloc[0]
+    assert t_row["n"] == 3 and t_row["p_value"] == pytest.approx(expected.pvalue)
+
+    with pytest.raises(CatrecError, match="both adv_cas@5 and adv_seq@5"):
+        pair_significance_frame(users, [(("adv_cas", 5.0), ("adv_seq", 5.0))])
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"), [("adv_cas@5", ("adv_cas", 5.0)), ("adv_seq@0.5", ("adv_seq", 0.5))]
+)
+def test_run_names(text: str, expected: tuple[str, float]) -> None:
+    assert parse_run_name(text) == expected
+    method, epsilon = parse_run_name("base")
+    assert method == "base" and math.isnan(epsilon)
+
+
+@pytest.mark.parametrize("text", ["adv_cas@", "@5", "adv_cas@five"])
+def test_bad_run_names_are_refused(text: str) -> None:
+    with pytest.raises(CatrecError, match=f"run '{text}'"):
+        parse_run_name(text)
+
+
 def _toy_model(directory: Path, data_dir: Path, seed: int) -> Path:
     num_items = json.loads((data_dir / "stats.json").read_text())["items"]
     return save_untrained_model(directory / f"model{seed}.pt", "sasrec", num_items, MAX_LEN, seed)
@@ -176,6 +224,16 @@ def test_user_metrics_and_significance_cli(tmp_path: Path, toy_data_dir: Path) -
     truncated = compressed[0].with_name("eps5.csv.gz")
     truncated.write_bytes(compressed[0].read_bytes()[:40])
     assert main(["significance", "--users", str(truncated), "--output-prefix", str(tmp_path / "bad")]) == 2
+
+    # Named pairs, each at its own epsilon; a pair and --method-a together are refused.
+    pair = ["--pair", "adv_global@10", "base"]
+    assert main(["significance", "--users", *map(str, outputs), "--output-prefix", str(prefix), *pair]) == 0
+    pairs = pd.read_csv(prefix.with_suffix(".csv"))
+    assert list(pairs.columns) == SIGNIFICANCE_PAIR_COLUMNS
+    assert set(pairs["method_a"]) == {"adv_global"} and set(pairs["method_b"]) == {"base"}
+    assert "adv_global@10" in prefix.with_suffix(".md").read_text()
+    with pytest.raises(SystemExit):
+        main(["significance", "--users", str(outputs[0]), "--output-prefix", "x", "--method-a", "a", *pair])
 
     # Without adv_cas there is nothing to test.
     assert main(["significance", "--users", str(outputs[1]), "--output-prefix", str(tmp_path / "none")]) == 2

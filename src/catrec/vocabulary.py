@@ -168,6 +168,14 @@ SIGNIFICANCE_COLUMNS = [
     "mean_a",
     "mean_b",
 ]
+# Significance of named pairs of runs, each at its own epsilon (`catrec significance --pair`): the same tests.
+SIGNIFICANCE_PAIR_COLUMNS = [
+    *SIGNIFICANCE_COLUMNS[:3],
+    "epsilon_a",
+    "method_b",
+    "epsilon_b",
+    *SIGNIFICANCE_COLUMNS[5:],
+]
 # Robustness (catrec.report.robustness): a Wilcoxon signed-rank test over users per row, of values `a` of the
 # run (dataset .. seed) against `b` (the `question` says which; `against` names the other position or run).
 ROBUSTNESS_COLUMNS = [

@@ -10,6 +10,10 @@ base``) against every other run, each at its own epsilon (the row's ``epsilon``)
 - ``ttest_rel``: a paired t-test over seeds of the per-seed mean (``seed`` empty, ``n`` = seeds paired;
   statistic and p-value NaN with fewer than 2 seeds).
 
+``--pair RUN_A RUN_B`` (repeatable; a run ``method`` or ``method@epsilon``) runs the same tests on named pairs
+of runs instead, each at its own epsilon (``SIGNIFICANCE_PAIR_COLUMNS``): a method at its better epsilon
+against another at its own.
+
 Two-sided p-values (scipy.stats). A test with nothing to compare (all differences zero) gives NaN.
 ``significance_frame`` is pure; ``write_significance`` reads the per-user CSVs and writes the table.
 """
@@ -35,6 +39,7 @@ from catrec.vocabulary import (
     METHODS,
     METRICS,
     SIGNIFICANCE_COLUMNS,
+    SIGNIFICANCE_PAIR_COLUMNS,
     SIGNIFICANCE_REFERENCE,
     USER_METRICS_COLUMNS,
 )
@@ -115,6 +120,59 @@ def significance_frame(users: pd.DataFrame, reference: str = SIGNIFICANCE_REFERE
     return frame.astype({"seed": "Int64", "n": "Int64", "epsilon": float})
 
 
+# A run of one dataset x model: (method, epsilon), epsilon NaN for a method without one.
+RunName = tuple[str, float]
+
+
+def parse_run_name(text: str) -> RunName:
+    """``adv_cas@5`` -> ("adv_cas", 5.0); ``base`` -> ("base", NaN)."""
+    method, at, epsilon = text.partition("@")
+    if not method or (at and not epsilon):
+        raise CatrecError(f"significance: run '{text}' is not METHOD or METHOD@EPSILON")
+    try:
+        return method, float(epsilon) if at else math.nan
+    except ValueError:
+        raise CatrecError(f"significance: run '{text}': epsilon '{epsilon}' is not a number") from None
+
+
+def run_name(run: RunName) -> str:
+    method, epsilon = run
+    return method if math.isnan(epsilon) else f"{method}@{epsilon:g}"
+
+
+def pair_significance_frame(users: pd.DataFrame, pairs: Sequence[tuple[RunName, RunName]]) -> pd.DataFrame:
+    """The tests of each named pair (run a, run b) in every dataset x model holding both runs (columns
+    ``SIGNIFICANCE_PAIR_COLUMNS``); a pair no block holds is an error."""
+    rows = []
+    for run_a, run_b in pairs:
+        found = False
+        for dataset in ordered(users["dataset"], DATASET_ORDER):
+            for model in ordered(users.loc[users["dataset"] == dataset, "model"], MODEL_ORDER):
+                group = users[(users["dataset"] == dataset) & (users["model"] == model)]
+                a = _at_epsilon(group[group["method"] == run_a[0]], run_a[1])
+                b = _at_epsilon(group[group["method"] == run_b[0]], run_b[1])
+                if a.empty or b.empty:
+                    continue
+                found = True
+                identity = {
+                    "dataset": dataset,
+                    "model": model,
+                    "method_a": run_a[0],
+                    "epsilon_a": run_a[1],
+                    "method_b": run_b[0],
+                    "epsilon_b": run_b[1],
+                }
+                for metric in METRICS:
+                    rows += _tests(a, b, metric, {**identity, "metric": metric})
+        if not found:
+            raise CatrecError(
+                f"significance: no dataset x model has per-user metrics of both {run_name(run_a)} "
+                f"and {run_name(run_b)}"
+            )
+    frame = pd.DataFrame(rows, columns=SIGNIFICANCE_PAIR_COLUMNS)
+    return frame.astype({"seed": "Int64", "n": "Int64", "epsilon_a": float, "epsilon_b": float})
+
+
 def _tests(
     a: pd.DataFrame, b: pd.DataFrame, metric: str, identity: dict[str, object]
 ) -> list[dict[str, object]]:
@@ -185,51 +243,80 @@ def p_value_cell(value: float) -> Cell:
     return Cell(text, bold=not pd.isna(value) and value < 0.05)
 
 
+# The columns every significance table ends with: one test's result.
+_TEST_HEADER = ["metric", "test", "seed", "n"]
+_TEST_CAPTION = (
+    "Wilcoxon signed-rank over users per seed (zero differences dropped), paired t-test over seeds of the "
+    "means; two-sided p, bold p < 0.05."
+)
+
+
+def _test_cells(record: pd.Series) -> list[Cell]:
+    seed = "all (means)" if pd.isna(record["seed"]) else str(int(record["seed"]))
+    return [
+        Cell(label(record["metric"])),
+        Cell("Wilcoxon" if record["test"] == "wilcoxon" else "paired t"),
+        Cell(seed),
+        Cell(str(int(record["n"]))),
+        Cell(format_number(record["mean_a"], ".4f")),
+        Cell(format_number(record["mean_b"], ".4f")),
+        Cell(format_number(record["statistic"], ".4g")),
+        p_value_cell(record["p_value"]),
+    ]
+
+
 def _layout(frame: pd.DataFrame, reference: str) -> Table:
-    rows = []
-    for _, record in frame.iterrows():
-        seed = "all (means)" if pd.isna(record["seed"]) else str(int(record["seed"]))
-        rows.append(
-            [
-                Cell(label(record["dataset"])),
-                Cell(label(record["model"])),
-                Cell(record["method_b"]),
-                Cell(format_number(record["epsilon"], "g")),
-                Cell(label(record["metric"])),
-                Cell("Wilcoxon" if record["test"] == "wilcoxon" else "paired t"),
-                Cell(seed),
-                Cell(str(int(record["n"]))),
-                Cell(format_number(record["mean_a"], ".4f")),
-                Cell(format_number(record["mean_b"], ".4f")),
-                Cell(format_number(record["statistic"], ".4g")),
-                p_value_cell(record["p_value"]),
-            ]
-        )
+    rows = [
+        [
+            Cell(label(record["dataset"])),
+            Cell(label(record["model"])),
+            Cell(record["method_b"]),
+            Cell(format_number(record["epsilon"], "g")),
+            *_test_cells(record),
+        ]
+        for _, record in frame.iterrows()
+    ]
     return Table(
-        header=[
-            "dataset",
-            "model",
-            "vs",
-            "ε",
-            "metric",
-            "test",
-            "seed",
-            "n",
-            reference,
-            "other",
-            "statistic",
-            "p",
-        ],
+        header=["dataset", "model", "vs", "ε", *_TEST_HEADER, reference, "other", "statistic", "p"],
         rows=rows,
         align="lllrllrrrrrr",
-        caption=f"{reference} against each other method on test metrics: Wilcoxon signed-rank over users per "
-        "seed (zero differences dropped), paired t-test over seeds of the means; two-sided p, bold p < 0.05.",
+        caption=f"{reference} against each other method on test metrics: {_TEST_CAPTION}",
     )
 
 
-def write_significance(inputs: Sequence[Path], prefix: Path, reference: str = SIGNIFICANCE_REFERENCE) -> None:
-    """Write ``prefix.{csv,md,html}`` from the per-user metrics of Table 2's runs (the CSV: raw numbers)."""
+def _pair_layout(frame: pd.DataFrame) -> Table:
+    rows = [
+        [
+            Cell(label(record["dataset"])),
+            Cell(label(record["model"])),
+            Cell(run_name((record["method_a"], record["epsilon_a"]))),
+            Cell(run_name((record["method_b"], record["epsilon_b"]))),
+            *_test_cells(record),
+        ]
+        for _, record in frame.iterrows()
+    ]
+    return Table(
+        header=["dataset", "model", "a", "b", *_TEST_HEADER, "a", "b", "statistic", "p"],
+        rows=rows,
+        align="llllllrrrrrr",
+        caption=f"Run a against run b, each at its own ε, on test metrics: {_TEST_CAPTION}",
+    )
+
+
+def write_significance(
+    inputs: Sequence[Path],
+    prefix: Path,
+    reference: str = SIGNIFICANCE_REFERENCE,
+    pairs: Sequence[Sequence[str]] = (),
+) -> None:
+    """Write ``prefix.{csv,md,html}`` from the per-user metrics of Table 2's runs (the CSV: raw numbers):
+    ``reference`` against every other method, or, given ``pairs`` of run names, those pairs."""
     users = read_user_metrics(inputs)
+    if pairs:
+        named = [(parse_run_name(a), parse_run_name(b)) for a, b in pairs]
+        frame = pair_significance_frame(users, named)
+        write_table(prefix, frame, _pair_layout(frame), formats=("csv", "md", "html"))
+        return
     if reference not in set(users["method"]):
         raise CatrecError(f"significance: no per-user metrics of '{reference}' among the inputs")
     frame = significance_frame(users, reference)
@@ -247,10 +334,22 @@ def _declare_significance(parser: argparse.ArgumentParser) -> None:
         help="per-user metrics CSVs (catrec user-metrics)",
     )
     add_output_prefix(parser, "writes PREFIX.csv, .md and .html")
-    add_reference(parser, "the method tested against the others")
+    # Either every run against one method, or named pairs.
+    runs = parser.add_mutually_exclusive_group()
+    add_reference(runs, "the method tested against the others")
+    runs.add_argument(
+        "--pair",
+        dest="pairs",
+        metavar=("RUN_A", "RUN_B"),
+        nargs=2,
+        action="append",
+        default=[],
+        help="test run A against run B instead, each METHOD or METHOD@EPSILON (e.g. adv_cas@5 adv_seq@10); "
+        "repeatable",
+    )
 
 
-def add_reference(parser: argparse.ArgumentParser, help_text: str) -> None:
+def add_reference(parser: argparse.ArgumentParser | argparse._ArgumentGroup, help_text: str) -> None:
     """``--method-a METHOD`` (default adv_cas): the method a table tests against the others."""
     parser.add_argument(
         "--method-a", dest="reference", metavar="METHOD", default=SIGNIFICANCE_REFERENCE, help=help_text

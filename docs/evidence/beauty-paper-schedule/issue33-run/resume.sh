@@ -8,14 +8,28 @@
 set -euo pipefail
 cd /work/run33
 export PATH=/work/frozen/.venv/bin:$PATH
+# SASRec trains differently on the AVX2 kind: resuming its runs on another kind would mix kinds in one run.
+capability=$(python -c 'import torch; print(torch.backends.cpu.get_cpu_capability())')
+if [ "$capability" != AVX512 ]; then
+  echo "resume.sh: this CPU is $capability, the runs in /work/run33 trained on AVX512; not resuming" >&2
+  exit 1
+fi
 SNAKEMAKE=(snakemake --snakefile /work/frozen/Snakefile --configfile /work/run33/config.yaml --cores 1)
 "${SNAKEMAKE[@]}" --unlock > /dev/null
 DONE=()
-while read -r target; do [ -e "$target" ] && DONE+=("$target"); done < targets.txt
+# Issue 34's finished targets and every finished model too: a pretrained seed none of whose targets is
+# done yet would otherwise be retrained.
+for target in $(cat targets.txt targets34.txt 2> /dev/null) $(find results/models -name '*.pt'); do
+  [ -e "$target" ] && DONE+=("$target")
+done
 "${SNAKEMAKE[@]}" --touch -- "${DONE[@]}" > touch.log 2>&1
 nohup nice -n 10 ./launch.sh > run.log 2>&1 &
 sleep 30
 nohup nice -n 10 ./launch34.sh > run34.log 2>&1 &
-cd /work/frozen-att
-ATTACK_USERS=docs/evidence/beauty-paper-schedule/issue33-run/attack_users.sh
-nohup nice -n 10 bash -c "while pgrep -f 'run33/config.yaml --rerun-incomplete --keep-going --prioritize results/attacks' > /dev/null; do $ATTACK_USERS /work/frozen-att; sleep 300; done; $ATTACK_USERS /work/frozen-att" >> /work/att33/run.log 2>&1 &
+# The per-user attack reruns follow the finished attacks while issue 33's run lasts, then once more.
+setsid nohup nice -n 10 bash -c "cd /work/frozen-att
+  A=docs/evidence/beauty-paper-schedule/issue33-run/attack_users.sh
+  while pgrep -f 'run33/config.yaml --rerun-incomplete --keep-going --prioritize results/attacks' > /dev/null; do
+    \$A /work/frozen-att; sleep 300
+  done
+  \$A /work/frozen-att" >> /work/att33/run.log 2>&1 < /dev/null &
