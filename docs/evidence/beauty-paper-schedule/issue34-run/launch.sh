@@ -22,6 +22,7 @@ for seed in 2 3; do
   done
 done
 printf '%s\n' "${T[@]}" > targets34.txt
+# Seed 1's runs at eps 5 first (they need no pretraining: evidence within a session); then the pretrainings of
+# seeds 2 and 3 are all that is ready and run side by side: both cores stay busy either way.
 exec snakemake --snakefile /work/frozen/Snakefile --cores 2 --configfile /work/run33/config.yaml \
-  --rerun-incomplete --keep-going --prioritize results/models/beauty/sasrec/seed2/pretrain.pt \
-  results/models/beauty/sasrec/seed3/pretrain.pt -- "${T[@]}"
+  --rerun-incomplete --keep-going --prioritize "${T[@]:0:4}" -- "${T[@]}"
