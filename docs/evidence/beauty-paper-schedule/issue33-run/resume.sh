@@ -26,10 +26,11 @@ done
 nohup nice -n 10 ./launch.sh > run.log 2>&1 &
 sleep 30
 nohup nice -n 10 ./launch34.sh > run34.log 2>&1 &
-# The per-user attack reruns follow the finished attacks while issue 33's run lasts, then once more.
+# The per-user attack reruns follow the finished attacks while issue 33's run lasts, then once more
+# (result[s]: the pattern must not match this loop's own command line).
 setsid nohup nice -n 10 bash -c "cd /work/frozen-att
   A=docs/evidence/beauty-paper-schedule/issue33-run/attack_users.sh
-  while pgrep -f 'run33/config.yaml --rerun-incomplete --keep-going --prioritize results/attacks' > /dev/null; do
+  while pgrep -f 'run33/config.yaml --rerun-incomplete --keep-going --prioritize result[s]/attacks' > /dev/null; do
     \$A /work/frozen-att; sleep 300
   done
   \$A /work/frozen-att" >> /work/att33/run.log 2>&1 < /dev/null &
