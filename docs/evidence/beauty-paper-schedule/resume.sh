@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Issue 33 (and 34, queued behind it): restart the background runs in a new session on the machine that kept
-# /work/run33. A new session's ../shared/data/beauty/Beauty.txt has a new mtime (the same bytes), which would
-# make Snakemake rerun everything downstream of preprocessing; the finished targets are marked current first
-# (`snakemake --touch` on the targets whose files exist: it touches their whole DAG, data and models too),
-# then launch.sh resumes every unfinished run from results/state/, issue 34's launch.sh waits for it, and the
-# per-user attack reruns (attack_users.sh from /work/frozen-att) follow the finished attacks.
+# Issues 33 and 34 (issue 34's run follows 33's): restart the background runs in a new session on the
+# machine that kept /work/run33. A new session's ../shared/data/beauty/Beauty.txt has a new mtime (the same
+# bytes), which would make Snakemake rerun everything downstream of preprocessing; the finished targets are
+# marked current first (`snakemake --touch` on the targets whose files exist: it touches their whole DAG,
+# data and models too), then launch.sh resumes every unfinished run from results/state/, issue 34's
+# launch.sh waits for it, and the per-user attack reruns (attack_users.sh from /work/frozen-att) follow the
+# finished attacks.
 set -euo pipefail
 cd /work/run33
 export PATH=/work/frozen/.venv/bin:$PATH
