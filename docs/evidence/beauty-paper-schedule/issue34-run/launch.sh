@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Issue 34 background experiment: frozen main bad291a, the paper-schedule config (../config.yaml), SASRec,
-# seeds 2 and 3 (the seed-1 set: base, continued, adv_cas at eps 10 and 5, adv_seq at eps 10) and adv_seq /
-# adv_global at eps 5 for seeds 1-3, with their per-user metrics. It runs in issue 33's workdir (/work/run33:
+# seeds 2 and 3 (the seed-1 set: base, continued, adv_cas at eps 10 and 5, adv_seq at eps 10; and adv_global
+# at eps 10, so that adv_global too has both eps on every seed) and adv_seq / adv_global at eps 5 for seeds
+# 1-3, with their per-user metrics. It runs in issue 33's workdir (/work/run33:
 # the seed-1 SASRec pretraining of this CPU kind is there) and starts only when issue 33's run has ended:
 # never two long experiments at once on 2 cores.
 set -euo pipefail
@@ -17,7 +18,7 @@ for seed in 1 2 3; do
   for run in adv_seq/eps5 adv_global/eps5; do T+=("$R/seed$seed/$run.json" "$U/seed$seed/$run.csv"); done
 done
 for seed in 2 3; do
-  for run in base continued adv_cas/eps10 adv_cas/eps5 adv_seq/eps10; do
+  for run in base continued adv_cas/eps10 adv_cas/eps5 adv_seq/eps10 adv_global/eps10; do
     T+=("$R/seed$seed/$run.json" "$U/seed$seed/$run.csv")
   done
 done
