@@ -9,6 +9,7 @@ by anyone from the clone alone.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import torch
 
 from catrec.cli import main
 from catrec.paths import parse_run
+from catrec.report.render import write_table
 from catrec.report.significance import run_name
 from catrec.vocabulary import ATTACK_USER_COLUMN
 
@@ -138,3 +140,29 @@ def test_seed_summaries_recompute_from_the_metrics(folder: Path) -> None:
     for row in better.itertuples(index=False):
         of_method = valid[(valid["model"] == row.model) & (valid["method"] == row.method)]
         assert row.epsilon == of_method.loc[of_method["mean"].idxmax(), "epsilon"]
+
+
+def collect_module():
+    """docs/evidence/beauty-paper-schedule/collect.py, which writes the seed summaries and their table."""
+    spec = importlib.util.spec_from_file_location(
+        "collect", EVIDENCE / "beauty-paper-schedule" / "collect.py"
+    )
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("folder", SUMMARIES, ids=lambda value: value.name)
+def test_seed_table_renders_from_the_summaries(folder: Path, tmp_path: Path) -> None:
+    def read(name: str) -> pd.DataFrame:
+        return pd.read_csv(folder / name, dtype={"epsilon": str}).fillna({"epsilon": ""})
+
+    summary = read("seeds.csv")
+    write_table(
+        tmp_path / "seeds",
+        summary,
+        collect_module().seeds_table(summary, read("better-epsilon.csv")),
+        ("md",),
+    )
+    assert (folder / "seeds.md").read_text() == (tmp_path / "seeds.md").read_text()

@@ -29,8 +29,9 @@ own runs. Into the folder:
 - with ``--seeds`` (several seeds of each run): ``seeds.csv``, each run's mean and standard deviation over
   seeds of every split's metrics (``model, method, epsilon, split, metric, mean, std, seeds``);
   ``better-epsilon.csv``, each method at its better epsilon (the higher mean validation NDCG@10 over seeds)
-  with its test mean ± std; ``significance-pairs.csv``/``.md``: adv_cas at its better epsilon against every
-  other method at its own (``catrec significance --pair``).
+  with its test mean ± std; ``seeds.md``, the table of both over every run (mean ± std, the change of
+  the mean over base's, each method's better epsilon in bold); ``significance-pairs.csv``/``.md``:
+  adv_cas at its better epsilon against every other method at its own (``catrec significance --pair``).
 
 Run with the repository's package (``PYTHONPATH=src``) from the repository root:
 
@@ -50,9 +51,12 @@ import pandas as pd
 from catrec.io import read_json
 from catrec.report.collect import collect
 from catrec.report.compute import compute_frame
+from catrec.report.frames import ordered
 from catrec.report.plots import plot_figure
+from catrec.report.render import Cell, Table, format_number, write_table
 from catrec.report.robustness import write_robustness
 from catrec.report.significance import run_name, write_significance
+from catrec.vocabulary import METHODS
 
 IDENTITY = ["dataset", "model", "method", "epsilon", "seed"]
 # (catrec plot figure, file name, model) of the figures drawn from attacks.csv.
@@ -249,6 +253,48 @@ def better_epsilons(summary: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def seeds_table(summary: pd.DataFrame, better: pd.DataFrame) -> Table:
+    """Every fine-tuned run's validation NDCG@10 and test NDCG@10 / HT@10 over seeds (mean ± std, the change
+    of the mean against base's), in the paper's method order, each method's better epsilon in bold."""
+    runs = summary.set_index(["model", "method", "epsilon", "split", "metric"]).sort_index()
+    chosen = set(zip(better["model"], better["method"], better["epsilon"], strict=True))
+    rows: list[list[Cell]] = []
+    for model in ordered(summary["model"], ["sasrec", "gru4rec"]):
+        of_model = summary[(summary["model"] == model) & (summary["method"] != "pretrain")]
+        for method in ordered(of_model["method"], METHODS):
+            epsilons = set(of_model.loc[of_model["method"] == method, "epsilon"])
+            for epsilon in sorted(epsilons, key=lambda text: float(text or 0)):
+                test = runs.loc[(model, method, epsilon, "test")]
+                base = runs.loc[(model, "base", "", "test")]
+                cells = [model, method, epsilon.removesuffix(".0"), str(test.loc["ndcg@10", "seeds"])]
+                cells.append(
+                    format_number(runs.loc[(model, method, epsilon, "valid", "ndcg@10"), "mean"], ".4f")
+                )
+                for metric in ("ndcg@10", "hit@10"):
+                    mean, std = test.loc[metric, "mean"], test.loc[metric, "std"]
+                    cells.append(f"{mean:.4f}" + ("" if pd.isna(std) else f" ± {std:.4f}"))
+                    change = 100 * (mean - base.loc[metric, "mean"]) / base.loc[metric, "mean"]
+                    cells.append("" if method == "base" else format_number(change, "+.1f", "%"))
+                bold = len(epsilons) > 1 and (model, method, epsilon) in chosen
+                rows.append([Cell(text, bold=bold) for text in cells])
+    return Table(
+        header=[
+            "model",
+            "method",
+            "ε",
+            "seeds",
+            "valid NDCG@10",
+            "test NDCG@10",
+            "vs base",
+            "test HT@10",
+            "vs base",
+        ],
+        rows=rows,
+        align="llrrrrrrr",
+        caption="Each run over its seeds (mean ± sample std; bold: the method's better ε by validation)",
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path, help="the experiment folder, holding its targets.txt")
@@ -287,6 +333,7 @@ def main() -> None:
         summary.to_csv(folder / "seeds.csv", index=False)
         better = better_epsilons(summary)
         better.to_csv(folder / "better-epsilon.csv", index=False)
+        write_table(folder / "seeds", summary, seeds_table(summary, better), formats=("md",))
         print(better.to_string(index=False))
         named = {
             method: run_name((method, float(epsilon) if epsilon != "" else float("nan")))

@@ -13,17 +13,20 @@ while pgrep -f "snakemake --snakefile /work/frozen/Snakefile --cores 2 --configf
 done
 R=results/metrics/beauty/sasrec
 U=results/users/beauty/sasrec
-T=()
-for seed in 1 2 3; do
-  for run in adv_seq/eps5 adv_global/eps5; do T+=("$R/seed$seed/$run.json" "$U/seed$seed/$run.csv"); done
-done
+# Session 11's order: the runs that the issue's comparison of adv_cas needs (seeds 2 and 3: base, continued,
+# adv_cas at eps 10 and 5, adv_seq at eps 10) come first, then the runs for "each method at its better eps".
+# Seed 1's runs are all done; the order changes which runs finish first, not what any run computes.
+FIRST=()
 for seed in 2 3; do
-  for run in base continued adv_cas/eps10 adv_cas/eps5 adv_seq/eps10 adv_global/eps10; do
-    T+=("$R/seed$seed/$run.json" "$U/seed$seed/$run.csv")
+  for run in base continued adv_cas/eps10 adv_cas/eps5 adv_seq/eps10; do
+    FIRST+=("$R/seed$seed/$run.json" "$U/seed$seed/$run.csv")
   done
 done
-printf '%s\n' "${T[@]}" > targets34.txt
-# Seed 1's runs at eps 5 first (they need no pretraining: evidence within a session); then the pretrainings of
-# seeds 2 and 3 are all that is ready and run side by side: both cores stay busy either way.
+THEN=()
+for seed in 1 2 3; do
+  for run in adv_seq/eps5 adv_global/eps5; do THEN+=("$R/seed$seed/$run.json" "$U/seed$seed/$run.csv"); done
+done
+for seed in 2 3; do THEN+=("$R/seed$seed/adv_global/eps10.json" "$U/seed$seed/adv_global/eps10.csv"); done
+printf '%s\n' "${FIRST[@]}" "${THEN[@]}" > targets34.txt
 exec snakemake --snakefile /work/frozen/Snakefile --cores 2 --configfile /work/run33/config.yaml \
-  --rerun-incomplete --keep-going --prioritize "${T[@]:0:4}" -- "${T[@]}"
+  --rerun-incomplete --keep-going --prioritize "${FIRST[@]}" -- "${FIRST[@]}" "${THEN[@]}"
